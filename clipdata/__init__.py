@@ -1,0 +1,23 @@
+"""clipdata: image datasets in and out of the CLIP classification layout.
+
+Importing the package is cheap: the API functions load their modules on first use.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+__all__ = ["convert", "inspect", "ClipdataError", "__version__"]
+
+from .errors import ClipdataError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .api import convert, inspect
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("convert", "inspect"):
+        from . import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'clipdata' has no attribute {name!r}")

@@ -1,0 +1,7 @@
+"""The Python API. The CLI is a thin wrapper over these functions."""
+from __future__ import annotations
+
+from .check import InspectReport, inspect
+from .convert import Report, convert
+
+__all__ = ["convert", "inspect", "Report", "InspectReport"]

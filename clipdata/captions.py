@@ -1,0 +1,156 @@
+"""Captions: the template (`{}` and `{a}`), and the ontology file that renames, merges, drops
+and captions classes. The schema is documented in formats/ontology.md."""
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .errors import OptionError
+
+DEFAULT_TEMPLATE = "a photo of a {}"
+
+# Words whose first letter misleads the vowel rule (spoken sound decides "a" or "an").
+_AN_EXCEPTIONS = ("hour", "honest", "honor", "honour", "heir")
+_A_EXCEPTIONS = ("uni", "use", "usu", "uten", "one", "once", "eu", "ewe", "ufo")
+
+
+def with_article(name: str) -> str:
+    """`name` preceded by "a" or "an" (vowel letter rule, with the common exceptions)."""
+    word = name.strip().lower()
+    if word.startswith(_AN_EXCEPTIONS):
+        return "an " + name
+    if word[:1] in ("a", "e", "i", "o", "u") and not word.startswith(_A_EXCEPTIONS):
+        return "an " + name
+    return "a " + name
+
+
+def check_template(template: str) -> str:
+    """Refuse a template without a placeholder or with a brace we would not fill."""
+    if "{}" not in template and "{a}" not in template:
+        raise OptionError(
+            f"template {template!r} has no {{}} or {{a}} for the class name",
+            hint='write it like "a photo of a {}" or "{a} on a table"',
+        )
+    rest = template.replace("{}", "").replace("{a}", "")
+    if "{" in rest or "}" in rest:
+        raise OptionError(
+            f"template {template!r} has a brace that is not {{}} or {{a}}",
+            hint="only {} (the class name) and {a} (the name with a/an) are filled in",
+        )
+    if "\n" in template or "\r" in template:
+        raise OptionError("a template must be one line (captions are one per line)")
+    return template
+
+
+def render(template: str, name: str) -> str:
+    return template.replace("{a}", with_article(name)).replace("{}", name)
+
+
+def nfc(name: str) -> str:
+    return unicodedata.normalize("NFC", name)
+
+
+@dataclass
+class Ontology:
+    """Per source class: a new name (rename or merge), a caption, or a drop."""
+
+    renames: dict[str, str] = field(default_factory=dict)  # source -> target
+    captions: dict[str, str] = field(default_factory=dict)  # target -> caption
+    drops: set[str] = field(default_factory=set)
+    template: str | None = None
+    file: str | None = None
+    mentioned: set[str] = field(default_factory=set)  # source names the user wrote down
+
+    def target(self, source_name: str) -> str | None:
+        """The output class of a source class, or None when it is dropped."""
+        name = nfc(source_name)
+        if name in self.drops:
+            return None
+        return nfc(self.renames.get(name, name))
+
+    def caption(self, target: str, template: str) -> str:
+        if target in self.captions:
+            return self.captions[target]
+        return render(self.template or template, target)
+
+    def unknown(self, classes: list[str]) -> list[str]:
+        """Source names the ontology mentions that the dataset does not have (typos)."""
+        known = {nfc(c) for c in classes}
+        return sorted(n for n in self.mentioned if n not in known)
+
+    def add_rename(self, text: str) -> None:
+        """Apply one `--rename OLD=NEW` option."""
+        old, sep, new = text.partition("=")
+        if not sep or not old.strip() or not new:
+            raise OptionError(f"--rename {text!r} is not OLD=NEW", hint='e.g. --rename "tv=television"')
+        self.renames[nfc(old)] = nfc(new)
+        self.mentioned.add(nfc(old))
+
+
+def _fail(file: str, where: str, message: str) -> OptionError:
+    return OptionError(message, file=file, where=where, hint="see formats/ontology.md for the schema")
+
+
+def load_ontology(path: str | Path) -> Ontology:
+    """Read an ontology YAML file; every mistake is reported with the class it concerns."""
+    file = str(path)
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise OptionError("ontology file not found", file=file) from None
+    except UnicodeDecodeError as e:
+        raise OptionError(f"not UTF-8 text (byte {e.start})", file=file) from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else None
+        raise OptionError(f"not valid YAML: {getattr(e, 'problem', e)}", file=file, where=where) from None
+    if not isinstance(data, dict) or not isinstance(data.get("classes"), dict):
+        raise _fail(file, "top level", "expected a mapping with a `classes:` mapping")
+    extra = set(data) - {"classes", "template"}
+    if extra:
+        raise _fail(file, "top level", f"unknown key(s): {', '.join(sorted(map(str, extra)))}")
+    onto = Ontology(file=file)
+    if data.get("template") is not None:
+        if not isinstance(data["template"], str):
+            raise _fail(file, "template", "must be a string")
+        try:
+            onto.template = check_template(data["template"])
+        except OptionError as e:
+            raise _fail(file, "template", e.message) from None
+    for raw_name, entry in data["classes"].items():
+        name = nfc(str(raw_name))
+        where = f"classes.{raw_name}"
+        onto.mentioned.add(name)
+        if entry is None:
+            continue
+        if isinstance(entry, str):
+            entry = {"caption": entry}
+        if not isinstance(entry, dict):
+            raise _fail(file, where, "expected a caption string or a mapping")
+        unknown = set(entry) - {"name", "caption", "drop"}
+        if unknown:
+            raise _fail(file, where, f"unknown key(s): {', '.join(sorted(map(str, unknown)))}")
+        if entry.get("drop"):
+            if set(entry) - {"drop"}:
+                raise _fail(file, where, "a dropped class takes no name or caption")
+            onto.drops.add(name)
+            continue
+        target = nfc(str(entry.get("name", name)))
+        if target != name:
+            onto.renames[name] = target
+        if "caption" in entry:
+            caption = entry["caption"]
+            if not isinstance(caption, str) or not caption.strip() or "\n" in caption:
+                raise _fail(file, where, "caption must be one non-empty line of text")
+            previous = onto.captions.get(target)
+            if previous is not None and previous != caption:
+                raise _fail(
+                    file, where,
+                    f"class {target!r} gets two different captions ({previous!r} and {caption!r})",
+                )
+            onto.captions[target] = caption
+    return onto

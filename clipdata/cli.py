@@ -1,0 +1,188 @@
+"""The command line: parse options, call the API, show progress and a summary.
+
+Exit codes: 0 success; 1 a clear failure (bad input, bad option, broken layout); 2 a usage
+error (unknown option, missing argument).
+"""
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, List, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task,
+                           TextColumn, TimeRemainingColumn)
+from rich.text import Text
+from rich.table import Table
+
+from . import __version__
+from .errors import ClipdataError
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
+    help="Image datasets into the CLIP classification layout (split/class folders + _tokenization.txt).",
+)
+out_console = Console()
+err_console = Console(stderr=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        out_console.print(f"clipdata {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    pass
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """One clear line for anything a user can cause; never a traceback for those."""
+    try:
+        yield
+    except ClipdataError as e:
+        err_console.print(f"[bold red]error:[/] {e}", markup=True, highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+    except OSError as e:
+        where = f"{e.filename}: " if e.filename else ""
+        err_console.print(f"[bold red]error:[/] {where}{e.strerror or e}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        raise typer.Exit(130)
+
+
+class _SpeedColumn(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        return Text(f"{task.speed:.1f} items/s" if task.speed else "", style="progress.data.speed")
+
+
+@contextmanager
+def _progress(label: str, quiet: bool) -> Iterator:
+    if quiet:
+        yield None
+        return
+    bar = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), _SpeedColumn(),
+                   TimeRemainingColumn(), console=err_console, transient=True)
+    with bar:
+        task = bar.add_task(label, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
+
+
+CONVERT_HELP = """Convert a dataset into the CLIP classification layout.
+
+FORMAT is one of: folder, coco. Detection boxes become crops; folder-per-class images are
+copied as they are.
+
+[bold]Examples[/]
+
+  clipdata convert coco samples/coco/annotations.json out/
+
+  clipdata convert folder photos/ out/ --template "a picture of a {} flower"
+
+  clipdata convert coco export/ out/ --padding 0.1 --square --ontology classes.yaml
+"""
+
+
+@app.command(help=CONVERT_HELP, no_args_is_help=True)
+def convert(
+    format: str = typer.Argument(..., help="Source format: folder or coco."),
+    source: Path = typer.Argument(..., help="Folder (folder format), COCO JSON file, or COCO export folder."),
+    out: Path = typer.Argument(..., help="Output folder (new or empty)."),
+    images: Optional[Path] = typer.Option(None, "--images", help="COCO: folder that holds the images."),
+    split: Optional[str] = typer.Option(None, "--split", help="Split for a source without splits: train, valid or test."),
+    template: str = typer.Option("a photo of a {}", "--template", help="Caption template; {} is the class name, {a} the name with a/an."),
+    ontology: Optional[Path] = typer.Option(None, "--ontology", help="YAML file of per-class captions, renames, merges, drops."),
+    rename: List[str] = typer.Option([], "--rename", help='Rename a class: --rename "OLD=NEW" (repeatable; same NEW merges).'),
+    include_crowd: bool = typer.Option(False, "--include-crowd", help="COCO: also crop iscrowd=1 boxes."),
+    min_size: int = typer.Option(1, "--min-size", help="Skip crops narrower or shorter than this many pixels."),
+    padding: Optional[str] = typer.Option(None, "--padding", help="Context around each box: a fraction of its size (0.1) or pixels (8px)."),
+    square: bool = typer.Option(False, "--square", help="Grow each box to a square before clamping."),
+    image_format: str = typer.Option("jpg", "--image-format", help="Crop file format: jpg, png or webp."),
+    quality: int = typer.Option(95, "--quality", help="JPEG/WebP quality of crops."),
+    link: bool = typer.Option(False, "--link", help="Hard-link whole images instead of copying them."),
+    skip_missing: bool = typer.Option(False, "--skip-missing", help="Record missing images and go on."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier clipdata output in OUT."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
+) -> None:
+    from .api import convert as api_convert
+
+    with _errors(), _progress("converting", quiet) as update:
+        report = api_convert(
+            source, out, format, images=images, split=split, template=template, ontology=ontology,
+            rename=rename, include_crowd=include_crowd, min_size=min_size, padding=padding,
+            square=square, image_format=image_format, quality=quality, link=link,
+            skip_missing=skip_missing, overwrite=overwrite, progress=update,
+        )
+    if quiet:
+        return
+    table = Table(title=f"{report.out}", show_lines=False)
+    for col in ("split", "class", "images", "caption"):
+        table.add_column(col, justify="right" if col == "images" else "left")
+    for split, classes in report.counts.items():
+        for cls, n in classes.items():
+            table.add_row(split, cls, str(n), report.captions[cls])
+    out_console.print(table)
+    out_console.print(
+        f"[bold]{report.crops}[/] crops, [bold]{report.images}[/] whole images, "
+        f"[bold]{len(report.classes)}[/] classes in {len(report.counts)} split(s)", highlight=False)
+    if report.skipped:
+        out_console.print("skipped: " + ", ".join(f"{r} {n}" for r, n in report.skipped_by_reason.items())
+                          + f" (details in {report.out / 'clipdata.json'})", highlight=False)
+    for note in report.notes:
+        out_console.print(f"[yellow]note:[/] {note}", highlight=False)
+
+
+INSPECT_HELP = """Check a CLIP layout (clipdata's or Roboflow's) and show classes beside their captions.
+
+Exits 1 when the layout is broken: captions misaligned with the class folders, an empty
+class folder, an unreadable image. The same file in two splits is a warning.
+
+[bold]Example[/]
+
+  clipdata inspect out/
+"""
+
+
+@app.command(help=INSPECT_HELP, no_args_is_help=True)
+def inspect(
+    layout: Path = typer.Argument(..., help="A CLIP layout folder (or one split folder)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only problems."),
+) -> None:
+    from .api import inspect as api_inspect
+
+    with _errors(), _progress("checking", quiet) as update:
+        report = api_inspect(layout, progress=update)
+    if not quiet:
+        table = Table(title=str(report.root))
+        for col in ("split", "class", "images", "caption"):
+            table.add_column(col, justify="right" if col == "images" else "left")
+        for row in report.rows:
+            table.add_row(row.split, row.name, str(row.images), row.caption if row.caption is not None else "[red](none)[/]")
+        out_console.print(table)
+    for w in report.warnings:
+        out_console.print(f"[yellow]warning:[/] {w}", highlight=False)
+    for e in report.errors:
+        err_console.print(f"[bold red]error:[/] {e}", highlight=False)
+    if not report.ok:
+        raise typer.Exit(1)
+    if not quiet:
+        out_console.print("[green]layout OK[/]")
+
+
+def main() -> None:
+    app(prog_name="clipdata")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""The CLIP classification layout: written by convert, read by inspect (and by the later
+label/eval commands). The contract lives here and in formats/clip.md, nowhere else.
+
+    OUT/<split>/_tokenization.txt   captions, one per class folder, in sorted() folder order
+    OUT/<split>/<class>/<images>
+    OUT/manifest.jsonl              one row per written image
+    OUT/clipdata.json               what produced the layout
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import ClassNameError, LayoutError
+from ..fsutil import write_text
+from ..records import SPLITS
+from . import is_image_name
+
+TOKENIZATION = "_tokenization.txt"
+MANIFEST = "manifest.jsonl"
+PROVENANCE = "clipdata.json"
+
+
+def name_problem(name: str) -> str | None:
+    """Why `name` cannot be a class folder, or None when it can."""
+    if name == "":
+        return "it is empty"
+    if name in (".", ".."):
+        return f"{name!r} is a special folder name"
+    if "/" in name or "\\" in name:
+        return "it holds a path separator"
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
+        return "it holds a control character (NUL, newline, tab, …)"
+    if name != name.strip():
+        return "it starts or ends with white space"
+    if name == TOKENIZATION:
+        return f"it is the caption file's name, {TOKENIZATION}"
+    return None
+
+
+def check_class_names(names: list[str]) -> None:
+    """Refuse names that cannot be folders, and names that differ only by case (they are one
+    folder on macOS and Windows). Never rewrites a name silently."""
+    bad = [f"{n!r} ({why})" for n in names if (why := name_problem(n))]
+    by_fold: dict[str, list[str]] = {}
+    for n in names:
+        by_fold.setdefault(n.casefold(), []).append(n)
+    clashes = [" / ".join(repr(n) for n in sorted(g)) for g in by_fold.values() if len(g) > 1]
+    if bad or clashes:
+        parts = []
+        if bad:
+            parts.append("class name(s) that cannot be a folder: " + ", ".join(bad))
+        if clashes:
+            parts.append("class names that differ only by case: " + ", ".join(clashes))
+        raise ClassNameError(
+            "; ".join(parts),
+            hint='rename them with --rename "OLD=NEW" or an --ontology file (formats/ontology.md)',
+        )
+
+
+def tokenization_text(captions_by_folder: dict[str, str]) -> str:
+    """Captions in sorted() order of the folder names, joined by \\n, no trailing newline."""
+    return "\n".join(captions_by_folder[name] for name in sorted(captions_by_folder))
+
+
+def write_tokenization(split_dir: Path, captions_by_folder: dict[str, str]) -> None:
+    write_text(split_dir / TOKENIZATION, tokenization_text(captions_by_folder))
+
+
+def manifest_line(row: dict) -> str:
+    return json.dumps(row, ensure_ascii=False, sort_keys=False) + "\n"
+
+
+@dataclass
+class SplitLayout:
+    name: str
+    folder: Path
+    classes: list[str] = field(default_factory=list)  # sorted() folder names
+    captions: list[str] | None = None  # None when _tokenization.txt is absent
+    trailing_newline: bool = False
+    images: dict[str, list[Path]] = field(default_factory=dict)  # class -> image files
+    other_files: list[Path] = field(default_factory=list)  # non-image files in class folders
+    stray: list[Path] = field(default_factory=list)  # files beside the class folders
+
+
+@dataclass
+class Layout:
+    root: Path
+    splits: list[SplitLayout]
+
+
+def read_split(folder: Path, name: str) -> SplitLayout:
+    sl = SplitLayout(name=name, folder=folder)
+    entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    sl.classes = sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))
+    sl.stray = [Path(e.path) for e in entries if not e.is_dir() and e.name != TOKENIZATION]
+    tok = folder / TOKENIZATION
+    if tok.is_file():
+        text = tok.read_bytes().decode("utf-8")
+        sl.trailing_newline = text.endswith("\n")
+        sl.captions = text.splitlines() if text else []
+    for cls in sl.classes:
+        files: list[Path] = []
+        for dirpath, dirnames, filenames in os.walk(folder / cls, followlinks=True):
+            dirnames.sort()
+            for f in sorted(filenames):
+                p = Path(dirpath) / f
+                (files if is_image_name(f) else sl.other_files).append(p)
+        sl.images[cls] = files
+    return sl
+
+
+def read_layout(root: str | Path) -> Layout:
+    """Read a CLIP layout: OUT/<split>/_tokenization.txt + class folders, or a single split
+    folder that holds _tokenization.txt itself."""
+    root = Path(root)
+    if not root.is_dir():
+        raise LayoutError("not a folder", file=root)
+    if (root / TOKENIZATION).is_file():
+        return Layout(root, [read_split(root, root.name)])
+    order = {s: i for i, s in enumerate(SPLITS)}
+    subdirs = sorted(
+        (e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith(".")),
+        key=lambda n: (order.get(n, len(order)), n),
+    )
+    splits = [read_split(root / d, d) for d in subdirs
+              if (root / d / TOKENIZATION).is_file() or d in order]
+    if not splits:
+        raise LayoutError(
+            f"no split folder with a {TOKENIZATION} found", file=root,
+            hint="a CLIP layout is OUT/<split>/_tokenization.txt plus OUT/<split>/<class>/ folders",
+        )
+    return Layout(root, splits)

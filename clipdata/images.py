@@ -1,0 +1,83 @@
+"""Decoding, orienting, colour conversion and encoding of images, with Pillow."""
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+from PIL import Image, ImageOps
+
+ORIENTATION = 0x0112
+ENCODERS = {"jpg": "JPEG", "png": "PNG", "webp": "WEBP"}
+
+
+class Unreadable(Exception):
+    """The file is not a decodable image (corrupt, truncated, not an image, too large)."""
+
+
+def open_image(path: Path) -> Image.Image:
+    """Open and fully decode, so truncation is found here and not half-way through a crop."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(path)
+            img.load()
+        return img
+    except Image.DecompressionBombWarning as e:
+        raise Unreadable(f"larger than Pillow's safety limit ({e})") from None
+    except Image.DecompressionBombError as e:
+        raise Unreadable(f"larger than Pillow's safety limit ({e})") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise Unreadable(str(e) or type(e).__name__) from None
+
+
+def orient(img: Image.Image, width: int | None, height: int | None) -> tuple[Image.Image, bool]:
+    """Apply EXIF orientation only when the annotated size is the transposed size.
+
+    Annotation tools disagree: some label the pixels as stored, some the picture as displayed.
+    An orientation of 5-8 swaps width and height, so the annotated size tells which one was
+    labeled. For 2-4 (flips, 180°) the size cannot tell; the pixels are used as stored, as
+    Pillow, torchvision and pycocotools-based loaders do. Returns (image, applied).
+    """
+    orientation = img.getexif().get(ORIENTATION, 1)
+    if orientation in (5, 6, 7, 8) and width and height:
+        if (width, height) == (img.height, img.width) and img.width != img.height:
+            return ImageOps.exif_transpose(img), True
+    return img, False
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """RGB for any mode: transparency is composited on white, 16/32-bit grey is scaled (not
+    clipped) to 8 bits. An image already in RGB is returned as is (no copy)."""
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        sixteen_bit = img.mode != "I"
+        img = img.convert("I") if sixteen_bit else img
+        scale = 1 / 256 if sixteen_bit or img.getextrema()[1] > 255 else 1
+        return img.point(lambda v: v * scale).convert("L").convert("RGB")
+    if img.mode == "F":
+        return img.convert("L").convert("RGB")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def encode(img: Image.Image, fmt: str, quality: int) -> bytes:
+    """Encode without metadata except the colour profile; identical input, identical bytes."""
+    buf = io.BytesIO()
+    options: dict = {}
+    icc = img.info.get("icc_profile")
+    if icc:
+        options["icc_profile"] = icc
+    if fmt == "jpg":
+        options["quality"] = quality
+    elif fmt == "webp":
+        options["quality"] = quality
+        options["method"] = 4
+    img.save(buf, ENCODERS[fmt], **options)
+    return buf.getvalue()
