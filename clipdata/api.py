@@ -2,6 +2,6 @@
 from __future__ import annotations
 
 from .check import InspectReport, inspect
-from .convert import Report, convert
+from .conversion import Report, convert
 
 __all__ = ["convert", "inspect", "Report", "InspectReport"]

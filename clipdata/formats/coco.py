@@ -74,7 +74,7 @@ def parse(data: dict, file: Path) -> tuple[dict[object, str], dict[object, dict]
         if isinstance(first, dict) and "segments_info" in first:
             raise _err(file, "annotations", "this is a COCO panoptic file, which is not supported",
                        "convert the instances file of the same set")
-        if isinstance(first, dict) and "caption" in first and "category_id" not in first:
+        if isinstance(first, dict) and "caption" in first and "bbox" not in first:
             raise _err(file, "annotations", "this is a COCO captions file: it has no categories or boxes",
                        "convert the instances file of the same set")
     cats_raw = _list(data, "categories", file)

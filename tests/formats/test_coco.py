@@ -67,7 +67,7 @@ def test_placeholder_rule_is_strict(categories, used):
     ({"categories": CATS, "images": IMGS, "annotations": [ann(cat=9)]}, "annotations", "unknown category"),
     ({"categories": CATS, "images": IMGS, "annotations": [{"image_id": 1, "category_id": 1}]}, "annotations[0]", 'missing "id"'),
     ({"categories": CATS, "images": IMGS, "annotations": ["x"]}, "annotations[0]", "expected an object"),
-    ({"categories": [], "images": IMGS, "annotations": [{"id": 1, "image_id": 1, "caption": "a cat"}]}, "annotations", "captions file"),
+    ({"categories": [], "images": IMGS, "annotations": [{"id": 1, "image_id": 1, "category_id": 0, "caption": "a cat"}]}, "annotations", "captions file"),
     ({"categories": CATS, "images": IMGS, "annotations": [{"image_id": 1, "file_name": "a.png", "segments_info": []}]}, "annotations", "panoptic"),
 ])
 def test_parse_errors_name_the_place(data, where, fragment):

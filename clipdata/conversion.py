@@ -1,4 +1,4 @@
-"""convert: reader -> records -> crop/caption transform -> CLIP layout writer.
+"""convert (named conversion so that `clipdata.convert` stays the function): reader -> records -> crop/caption transform -> CLIP layout writer.
 
 Nothing here knows which format a record came from: a label with a box becomes a crop, a
 label without one the whole image. Every output name is planned before anything is written,
@@ -20,7 +20,7 @@ from . import __version__
 from . import formats
 from .captions import DEFAULT_TEMPLATE, Ontology, check_template, load_ontology
 from .crops import Padding, crop_region
-from .errors import MissingImagesError, OptionError, OutputError
+from .errors import MissingImagesError, OptionError, OutputError, SourceError
 from .formats import clip
 from .fsutil import copy_file, is_within, link_file, write_bytes, write_text
 from .records import SPLITS, Label, Sample, Skip
@@ -232,6 +232,12 @@ def convert(
             jobs.append(Planned(s, label, target, _planned_name(s, label, image_format)))
         planned += jobs
         by_sample.append(jobs)
+    if not planned:
+        reasons = ", ".join(f"{r} {n}" for r, n in Counter(k.reason for k in report.skipped).items())
+        raise SourceError(
+            f"nothing to convert: {len(src.samples)} image(s), no label left"
+            + (f" (skipped: {reasons})" if reasons else ""),
+            file=src.path, hint="check the annotations, --include-crowd, --skip-missing or the ontology's drops")
     clip.check_class_names(sorted({p.target for p in planned}))
     allocate_names(planned)
 
