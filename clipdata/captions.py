@@ -7,9 +7,8 @@ import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from .errors import OptionError
+from .yamlfile import load_yaml
 
 DEFAULT_TEMPLATE = "a photo of a {}"
 
@@ -98,16 +97,7 @@ def _fail(file: str, where: str, message: str) -> OptionError:
 def load_ontology(path: str | Path) -> Ontology:
     """Read an ontology YAML file; every mistake is reported with the class it concerns."""
     file = str(path)
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise OptionError("ontology file not found", file=file) from None
-    except UnicodeDecodeError as e:
-        raise OptionError(f"not UTF-8 text (byte {e.start})", file=file) from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else None
-        raise OptionError(f"not valid YAML: {getattr(e, 'problem', e)}", file=file, where=where) from None
+    data = load_yaml(path, OptionError)
     if not isinstance(data, dict) or not isinstance(data.get("classes"), dict):
         raise _fail(file, "top level", "expected a mapping with a `classes:` mapping")
     extra = set(data) - {"classes", "template"}
@@ -154,3 +144,61 @@ def load_ontology(path: str | Path) -> Ontology:
                 )
             onto.captions[target] = caption
     return onto
+
+
+# --- Roboflow's scene captions (formats/clip.md, "Scene mode") ----------------------------
+
+MULTIPLE = "_multiple"
+
+
+def _inflect():
+    from pluralizer import Pluralizer  # the rules of npm `pluralize` 8.0.0, which Roboflow's words match
+
+    return Pluralizer()
+
+
+def scene_folder(counts: dict[str, int]) -> str:
+    """Roboflow's folder for an image: its class names sorted, `_multiple` appended to a
+    class seen more than once, joined by single spaces."""
+    return " ".join(n + (MULTIPLE if counts[n] > 1 else "") for n in sorted(counts))
+
+
+def join_items(items: list[str]) -> str:
+    """Roboflow's joiner: a comma before "and" even for two items."""
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + ", and " + items[-1]
+
+
+def scene_caption(project: str, counts: dict[str, int], group: str) -> str:
+    """`An example picture from the {project} dataset depicting {items}`: one instance is
+    "a " + singular (always "a"), several the plural; no object is "no " + plural(group)."""
+    words = _inflect()
+    if not counts:
+        items = "no " + words.plural(group)
+    else:
+        items = join_items([("a " + words.singular(n)) if counts[n] == 1 else words.plural(n)
+                            for n in sorted(counts)])
+    return f"An example picture from the {project} dataset depicting {items}"
+
+
+def background_folder(group: str) -> str:
+    """The folder of images without objects: `no <plural(group)>`, which sorts where the
+    "depicting no …" line sits in real exports (after `a…` folders, before `non…`)."""
+    return "no " + _inflect().plural(group)
+
+
+def default_project(source: Path) -> str:
+    """The project name for scene captions: the title of Roboflow's README.roboflow.txt
+    (`Rav - v9 2024-11-19 6:42pm` -> `Rav`) when the export has one, else the dataset
+    folder's name (split, `annotations` and `images` folders skipped)."""
+    base = source if source.is_dir() else source.parent
+    base = base.resolve()
+    while base.name.lower() in ("train", "valid", "val", "validation", "test", "annotations", "images") \
+            and base.parent != base:
+        base = base.parent
+    for folder in (base, source if source.is_dir() else source.parent):
+        readme = folder / "README.roboflow.txt"
+        if readme.is_file():
+            for line in readme.read_text(encoding="utf-8", errors="replace").splitlines():
+                if line.strip():
+                    return re.sub(r"\s+-\s+v\d+\b.*$", "", line.strip())
+    return base.name

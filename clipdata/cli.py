@@ -81,8 +81,9 @@ def _progress(label: str, quiet: bool) -> Iterator:
 
 CONVERT_HELP = """Convert a dataset into the CLIP classification layout.
 
-FORMAT is one of: folder, coco. Detection boxes become crops; folder-per-class images are
-copied as they are.
+FORMAT is one of: folder, coco, yolo, voc. Detection boxes become crops (or, with
+--mode scenes, whole images foldered by their classes as Roboflow's CLIP export does);
+folder-per-class images are copied as they are.
 
 [bold]Examples[/]
 
@@ -91,20 +92,28 @@ copied as they are.
   clipdata convert folder photos/ out/ --template "a picture of a {} flower"
 
   clipdata convert coco export/ out/ --padding 0.1 --square --ontology classes.yaml
+
+  clipdata convert yolo data.yaml out/ --split-ratios 0.8,0.1,0.1 --export hf,openclip
 """
 
 
 @app.command(help=CONVERT_HELP, no_args_is_help=True)
 def convert(
-    format: str = typer.Argument(..., help="Source format: folder or coco."),
-    source: Path = typer.Argument(..., help="Folder (folder format), COCO JSON file, or COCO export folder."),
+    format: str = typer.Argument(..., help="Source format: folder, coco, yolo or voc."),
+    source: Path = typer.Argument(..., help="Dataset folder, COCO JSON, YOLO data.yaml or obj.data."),
     out: Path = typer.Argument(..., help="Output folder (new or empty)."),
+    mode: str = typer.Option("crops", "--mode", help="crops: one image per box; scenes: Roboflow's whole-image CLIP export."),
     images: Optional[Path] = typer.Option(None, "--images", help="COCO: folder that holds the images."),
     split: Optional[str] = typer.Option(None, "--split", help="Split for a source without splits: train, valid or test."),
+    split_ratios: Optional[str] = typer.Option(None, "--split-ratios", help="Re-split by source image, e.g. 0.8,0.1,0.1."),
+    seed: int = typer.Option(0, "--seed", help="Seed of --split-ratios."),
     template: str = typer.Option("a photo of a {}", "--template", help="Caption template; {} is the class name, {a} the name with a/an."),
     ontology: Optional[Path] = typer.Option(None, "--ontology", help="YAML file of per-class captions, renames, merges, drops."),
     rename: List[str] = typer.Option([], "--rename", help='Rename a class: --rename "OLD=NEW" (repeatable; same NEW merges).'),
+    project_name: Optional[str] = typer.Option(None, "--project-name", help="Scenes: the project name in captions (default: the source's name)."),
+    group_name: Optional[str] = typer.Option(None, "--group-name", help="Scenes: what images without objects lack (default: Roboflow's group, else objects)."),
     include_crowd: bool = typer.Option(False, "--include-crowd", help="COCO: also crop iscrowd=1 boxes."),
+    skip_difficult: bool = typer.Option(False, "--skip-difficult", help="VOC: skip objects marked difficult."),
     min_size: int = typer.Option(1, "--min-size", help="Skip crops narrower or shorter than this many pixels."),
     padding: Optional[str] = typer.Option(None, "--padding", help="Context around each box: a fraction of its size (0.1) or pixels (8px)."),
     square: bool = typer.Option(False, "--square", help="Grow each box to a square before clamping."),
@@ -112,6 +121,8 @@ def convert(
     quality: int = typer.Option(95, "--quality", help="JPEG/WebP quality of crops."),
     link: bool = typer.Option(False, "--link", help="Hard-link whole images instead of copying them."),
     skip_missing: bool = typer.Option(False, "--skip-missing", help="Record missing images and go on."),
+    export: Optional[str] = typer.Option(None, "--export", help="Hand-off files: hf, openclip, or hf,openclip."),
+    openclip_relative: bool = typer.Option(False, "--openclip-relative", help="open_clip CSV paths relative to OUT."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier clipdata output in OUT."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
 ) -> None:
@@ -119,10 +130,12 @@ def convert(
 
     with _errors(), _progress("converting", quiet) as update:
         report = api_convert(
-            source, out, format, images=images, split=split, template=template, ontology=ontology,
-            rename=rename, include_crowd=include_crowd, min_size=min_size, padding=padding,
-            square=square, image_format=image_format, quality=quality, link=link,
-            skip_missing=skip_missing, overwrite=overwrite, progress=update,
+            source, out, format, mode=mode, images=images, split=split, split_ratios=split_ratios,
+            seed=seed, template=template, ontology=ontology, rename=rename,
+            project_name=project_name, group_name=group_name, include_crowd=include_crowd,
+            skip_difficult=skip_difficult, min_size=min_size, padding=padding, square=square,
+            image_format=image_format, quality=quality, link=link, skip_missing=skip_missing,
+            export=export, openclip_relative=openclip_relative, overwrite=overwrite, progress=update,
         )
     if quiet:
         return
@@ -136,6 +149,8 @@ def convert(
     out_console.print(
         f"[bold]{report.crops}[/] crops, [bold]{report.images}[/] whole images, "
         f"[bold]{len(report.classes)}[/] classes in {len(report.counts)} split(s)", highlight=False)
+    if report.exported:
+        out_console.print("hand-off files: " + ", ".join(report.exported), highlight=False)
     if report.skipped:
         out_console.print("skipped: " + ", ".join(f"{r} {n}" for r, n in report.skipped_by_reason.items())
                           + f" (details in {report.out / 'clipdata.json'})", highlight=False)

@@ -59,3 +59,4 @@ class Source:
     samples: list[Sample]
     skipped: list[Skip] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    group: str | None = None  # the annotation group's name, where the source says (Roboflow)

@@ -34,7 +34,7 @@ def test_options_reach_the_api(tmp_path):
 
 
 @pytest.mark.parametrize("args, fragment", [
-    (["convert", "yolo", "x", "out"], "unknown format 'yolo'"),
+    (["convert", "labelme", "x", "out"], "unknown format 'labelme'"),
     (["convert", "coco", "nope.json", "out"], "nope.json: file not found"),
     (["convert", "folder", "nope", "out"], "not a folder"),
     (["convert", "folder", str(SAMPLES / "folder"), "out", "--template", "no placeholder"], "has no {}"),

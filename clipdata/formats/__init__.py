@@ -27,8 +27,15 @@ REGISTRY: dict[str, Format] = {
                "clipdata convert folder photos/ out/"),
         Format("coco", "coco", "COCO object detection JSON; each box becomes a crop",
                "clipdata convert coco annotations.json out/"),
+        Format("yolo", "yolo", "YOLO labels: Ultralytics data.yaml, Darknet obj.data, or classes.txt",
+               "clipdata convert yolo data.yaml out/"),
+        Format("voc", "voc", "Pascal VOC XML: Annotations/ + JPEGImages/",
+               "clipdata convert voc VOCdevkit/VOC2012 out/"),
     )
 }
+
+# Hand-off files written beside the layout (`--export`), each a module with `export()`.
+EXPORTS = {"hf": "hf", "openclip": "openclip"}
 
 
 def get(name: str) -> Format:
@@ -43,6 +50,22 @@ def get(name: str) -> Format:
 
 def load(name: str) -> ModuleType:
     return importlib.import_module(f".{get(name).module}", __name__)
+
+
+def parse_exports(value: str | list[str] | tuple[str, ...] | None) -> list[str]:
+    """`hf,openclip` or a list of names -> the exporter names, validated."""
+    if not value:
+        return []
+    items = value.split(",") if isinstance(value, str) else [v for x in value for v in x.split(",")]
+    names = [i.strip().lower() for i in items if i.strip()]
+    unknown = [n for n in names if n not in EXPORTS]
+    if unknown:
+        raise OptionError(f"--export {', '.join(unknown)} is not known", hint=f"choose from: {', '.join(EXPORTS)}")
+    return sorted(set(names), key=names.index)
+
+
+def load_export(name: str) -> ModuleType:
+    return importlib.import_module(f".{EXPORTS[name]}", __name__)
 
 
 def split_name(token: str) -> str | None:

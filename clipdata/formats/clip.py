@@ -21,6 +21,7 @@ from . import is_image_name
 TOKENIZATION = "_tokenization.txt"
 MANIFEST = "manifest.jsonl"
 PROVENANCE = "clipdata.json"
+KNOWN_FILES = (TOKENIZATION, "metadata.jsonl")  # files a split folder may hold beside its classes
 
 
 def name_problem(name: str) -> str | None:
@@ -95,7 +96,7 @@ def read_split(folder: Path, name: str) -> SplitLayout:
     sl = SplitLayout(name=name, folder=folder)
     entries = sorted(os.scandir(folder), key=lambda e: e.name)
     sl.classes = sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))
-    sl.stray = [Path(e.path) for e in entries if not e.is_dir() and e.name != TOKENIZATION]
+    sl.stray = [Path(e.path) for e in entries if not e.is_dir() and e.name not in KNOWN_FILES]
     tok = folder / TOKENIZATION
     if tok.is_file():
         text = tok.read_bytes().decode("utf-8")

@@ -10,6 +10,7 @@ import json
 import re
 from collections import Counter
 from pathlib import Path, PurePosixPath
+from typing import NamedTuple
 
 from ..errors import SourceError
 from ..records import Label, Sample, Skip, Source
@@ -65,9 +66,17 @@ def _entry(items: list, i: int, key: str, file: Path, fields: tuple[str, ...]) -
     return item
 
 
-def parse(data: dict, file: Path) -> tuple[dict[object, str], dict[object, dict], list[dict], list[str]]:
-    """Check and index a loaded COCO dict: (category id -> name, image id -> image,
-    annotations, notes). Raises SourceError naming the entry for anything inconsistent."""
+class Parsed(NamedTuple):
+    categories: dict[object, str]  # id -> name
+    images: dict[object, dict]  # id -> image entry
+    annotations: list[dict]
+    notes: list[str]
+    placeholder: str | None  # the dropped Roboflow placeholder's name: the annotation group
+
+
+def parse(data: dict, file: Path) -> Parsed:
+    """Check and index a loaded COCO dict. Raises SourceError naming the entry for anything
+    inconsistent."""
     notes: list[str] = []
     if "annotations" in data and isinstance(data["annotations"], list) and data["annotations"]:
         first = data["annotations"][0]
@@ -131,6 +140,7 @@ def parse(data: dict, file: Path) -> tuple[dict[object, str], dict[object, dict]
 
     # Roboflow adds a placeholder category: supercategory "none", no annotations, and it is
     # the supercategory of every real class.
+    placeholder = None
     supers = {c["id"]: c.get("supercategory") for c in cats_raw}
     per_super = Counter(supers.values())
     for cid, name in list(categories.items()):
@@ -138,8 +148,9 @@ def parse(data: dict, file: Path) -> tuple[dict[object, str], dict[object, dict]
         if (supers[cid] == "none" and cid not in used and others
                 and per_super[name] - (name == "none") == others):
             del categories[cid]
+            placeholder = name
             notes.append(f"dropped Roboflow's placeholder category {name!r} (id {cid!r}, owns no annotation)")
-    return categories, images, anns, notes
+    return Parsed(categories, images, anns, notes, placeholder)
 
 
 def split_of(file: Path) -> str | None:
@@ -237,7 +248,8 @@ def read(
 
 def _read_file(file: Path, images_dir: Path | None, split: str | None, include_crowd: bool,
                src: Source, many: bool) -> None:
-    categories, images, anns, notes = parse(load_json(file), file)
+    categories, images, anns, notes, placeholder = parse(load_json(file), file)
+    src.group = src.group or placeholder
     prefix = f"{file.name}: " if many else ""
     src.notes += [prefix + n for n in notes]
     layout_split = split_of(file)
@@ -268,9 +280,7 @@ def _read_file(file: Path, images_dir: Path | None, split: str | None, include_c
             continue
         by_image[a["image_id"]].append(Label(name, box, a["id"], crowd))
     for iid, im in images.items():
-        labels = by_image[iid]
-        if not labels:
-            continue  # an image without (kept) annotations gives no crop: fine in COCO
+        labels = by_image[iid]  # may be empty: a background image (no crop, but a scene)
         src.samples.append(Sample(
             name=im["file_name"], path=locate(im["file_name"], dirs), split=the_split,
             labels=labels, width=im.get("width"), height=im.get("height"), searched=searched,

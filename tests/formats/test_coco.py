@@ -22,7 +22,7 @@ def parse(data):
 # --- what parse accepts -------------------------------------------------------------
 
 def test_noncontiguous_ids_from_zero_and_missing_optional_keys():
-    cats, images, anns, notes = parse({
+    cats, images, anns, notes, _ = parse({
         "categories": [{"id": 0, "name": "a"}, {"id": 4, "name": "b"}],
         "images": [{"id": 77, "file_name": "sub/a.jpg"}],  # no width/height, no info/licenses
         "annotations": [ann(5, 77, 4), ann(6, 77, 0)],
@@ -33,7 +33,7 @@ def test_noncontiguous_ids_from_zero_and_missing_optional_keys():
 
 
 def test_roboflow_placeholder_category_is_dropped():
-    cats, _, _, notes = parse({
+    cats, _, _, notes, group = parse({
         "categories": [{"id": 0, "name": "signs", "supercategory": "none"},
                        {"id": 1, "name": "stop", "supercategory": "signs"},
                        {"id": 2, "name": "yield", "supercategory": "signs"}],
@@ -41,6 +41,7 @@ def test_roboflow_placeholder_category_is_dropped():
     })
     assert cats == {1: "stop", 2: "yield"}
     assert any("placeholder" in n and "signs" in n for n in notes)
+    assert group == "signs"  # the annotation group, used by scene captions
 
 
 @pytest.mark.parametrize("categories, used", [
@@ -79,7 +80,7 @@ def test_parse_errors_name_the_place(data, where, fragment):
 
 
 def test_duplicate_annotation_ids_and_shared_names_are_notes():
-    _, _, _, notes = parse({"categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "a"}],
+    _, _, _, notes, _ = parse({"categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "a"}],
                             "images": IMGS, "annotations": [ann(1), ann(1, cat=2)]})
     assert any("used more than once" in n for n in notes)
     assert any("share the name" in n for n in notes)

@@ -1,0 +1,24 @@
+"""Hand-off to Hugging Face `datasets`: a `metadata.jsonl` per split folder, so that
+`load_dataset("imagefolder", data_dir=OUT)` gives image, label and text. See formats/hf.md."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..fsutil import write_text
+
+METADATA = "metadata.jsonl"
+
+
+def export(out: Path, rows: list[dict]) -> list[Path]:
+    """Write OUT/<split>/metadata.jsonl from manifest rows; returns the files written."""
+    by_split: dict[str, list[str]] = {}
+    for r in rows:
+        line = {"file_name": r["path"].split("/", 1)[1], "label": r["class"], "text": r["caption"]}
+        by_split.setdefault(r["split"], []).append(json.dumps(line, ensure_ascii=False) + "\n")
+    written = []
+    for split, lines in by_split.items():
+        path = out / split / METADATA
+        write_text(path, "".join(lines))
+        written.append(path)
+    return written

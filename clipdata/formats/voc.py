@@ -1,0 +1,156 @@
+"""Pascal VOC reader: `Annotations/*.xml` + `JPEGImages/` (+ `ImageSets/Main/*.txt` splits),
+Roboflow's `<split>/*.xml` beside the images, or a flat folder of XML + images (labelImg).
+
+Tags are read by name, never by position; coordinates are 1-based inclusive and may be
+floats. The rules are in formats/voc.md.
+"""
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from ..errors import SourceError
+from ..records import SPLITS, Label, Sample, Skip, Source
+from . import IMAGE_EXTENSIONS, split_name
+
+SPLIT_LISTS = {"train": "train", "val": "valid", "test": "test", "trainval": "train"}
+
+
+def _text(el: ET.Element | None, tag: str) -> str | None:
+    found = el.find(tag) if el is not None else None
+    return found.text.strip() if found is not None and found.text is not None else None
+
+
+def _is_labelme(root: ET.Element) -> bool:
+    return root.find("imagesize") is not None or any(
+        o.find("polygon") is not None or o.find("segm") is not None for o in root.iter("object"))
+
+
+def to_box(xmin: float, ymin: float, xmax: float, ymax: float) -> tuple[float, float, float, float]:
+    """VOC pixels are 1-based and inclusive: the box covering pixel columns xmin..xmax is,
+    in 0-based edges, [xmin - 1, xmax), so x = xmin - 1 and w = xmax - xmin + 1."""
+    return xmin - 1, ymin - 1, xmax - xmin + 1, ymax - ymin + 1
+
+
+def parse_xml(data: bytes, file: str, skip_difficult: bool = False) -> tuple[str | None, tuple[int, int] | None, list[Label], list[Skip]]:
+    """(filename, (width, height) or None, labels, skips) of one VOC XML."""
+    try:
+        root = ET.fromstring(data)
+    except ET.ParseError as e:
+        line, col = e.position
+        raise SourceError(f"malformed XML: {e}", file=file, where=f"line {line}, column {col + 1}") from None
+    if root.tag != "annotation":
+        raise SourceError(f"root element is <{root.tag}>, not <annotation>: not a Pascal VOC file", file=file)
+    if _is_labelme(root):
+        raise SourceError("this is a LabelMe XML (polygons, <imagesize>), not Pascal VOC", file=file,
+                          hint="LabelMe is not supported; export Pascal VOC boxes instead")
+    filename = _text(root, "filename")
+    size = None
+    w, h = _text(root.find("size"), "width"), _text(root.find("size"), "height")
+    try:
+        if w and h and float(w) > 0 and float(h) > 0:
+            size = (int(float(w)), int(float(h)))
+    except ValueError:
+        pass  # an unreadable <size> is as good as none: the image itself is measured
+    labels, skips = [], []
+    for i, obj in enumerate(root.findall("object"), 1):
+        name = _text(obj, "name")
+        if not name:
+            raise SourceError("an <object> has no <name>", file=file, where=f"object {i}")
+        difficult = _text(obj, "difficult") == "1"
+        if difficult and skip_difficult:
+            skips.append(Skip("difficult", file, f"object {i} ({name})", i))
+            continue
+        bb = obj.find("bndbox")
+        try:
+            xmin, ymin, xmax, ymax = (float(_text(bb, t) or "nan") for t in ("xmin", "ymin", "xmax", "ymax"))
+        except ValueError:
+            skips.append(Skip("invalid_box", file, f"object {i}: coordinates are not numbers", i))
+            continue
+        if not all(v == v and abs(v) != float("inf") for v in (xmin, ymin, xmax, ymax)) or xmax < xmin or ymax < ymin:
+            skips.append(Skip("invalid_box", file, f"object {i}: missing or inverted <bndbox>", i))
+            continue
+        labels.append(Label(name, to_box(xmin, ymin, xmax, ymax), i))
+    return filename, size, labels, skips
+
+
+def _find_image(filename: str | None, xml: Path, folder: Path) -> tuple[Path | None, bool]:
+    """(image, fell back): the <filename>, else the XML's stem with an image extension."""
+    if filename:
+        p = folder / Path(filename.replace("\\", "/")).name
+        if p.is_file():
+            return p, False
+    for ext in IMAGE_EXTENSIONS:
+        for e in (ext, ext.upper()):
+            p = folder / (xml.stem + e)
+            if p.is_file():
+                return p, True
+    return None, False
+
+
+def _split_lists(root: Path) -> dict[str, list[str]]:
+    main = root / "ImageSets" / "Main"
+    lists: dict[str, list[str]] = {}
+    for name, split in SPLIT_LISTS.items():
+        f = main / f"{name}.txt"
+        if f.is_file() and not (name == "trainval" and "train" in lists):
+            ids = [l.split()[0] for l in f.read_text(encoding="utf-8").splitlines()
+                   if l.strip() and not l.lstrip().startswith("#")]
+            lists.setdefault(split, []).extend(i for i in ids if i not in lists.get(split, []))
+    return lists
+
+
+def read(path: str | Path, *, split: str | None = None, skip_difficult: bool = False, **_: object) -> Source:
+    root = Path(path)
+    if not root.is_dir():
+        raise SourceError("not a folder", file=root, hint="pass the folder holding Annotations/ and JPEGImages/")
+    src = Source(format="voc", path=root, classes=[], samples=[])
+    jobs: list[tuple[Path, Path, str, bool]] = []  # (xml, image folder, split, listed)
+    if (root / "Annotations").is_dir():
+        images = root / "JPEGImages"
+        lists = _split_lists(root)
+        if lists:
+            for s in SPLITS:
+                for i in lists.get(s, []):
+                    xml = root / "Annotations" / f"{i}.xml"
+                    if xml.is_file():
+                        jobs.append((xml, images, s, True))
+                    else:
+                        src.skipped.append(Skip("missing_annotation", i, f"listed in ImageSets/Main but {xml.name} is absent"))
+            listed = {j[0] for j in jobs}
+            unlisted = [x for x in sorted((root / "Annotations").glob("*.xml")) if x not in listed]
+            if unlisted:
+                src.notes.append(f"{len(unlisted)} annotation file(s) are in no ImageSets/Main list and were not read")
+        else:
+            jobs = [(x, images, split or "train", False) for x in sorted((root / "Annotations").glob("*.xml"))]
+    else:
+        split_dirs = [d for d in sorted(root.iterdir()) if d.is_dir() and split_name(d.name) and any(d.glob("*.xml"))]
+        for d in split_dirs:
+            jobs += [(x, d, split_name(d.name), False) for x in sorted(d.glob("*.xml"))]
+        if not split_dirs:
+            jobs = [(x, root, split or "train", False) for x in sorted(root.glob("*.xml"))]
+    if not jobs and not src.skipped:
+        raise SourceError("no VOC annotation found", file=root,
+                          hint="expected Annotations/*.xml + JPEGImages/, <split>/*.xml, or *.xml beside the images")
+    fallbacks = 0
+    for xml, folder, s, listed in jobs:
+        filename, size, labels, skips = parse_xml(xml.read_bytes(), str(xml), skip_difficult)
+        src.skipped += skips
+        image, fell_back = _find_image(filename, xml, folder)
+        fallbacks += fell_back
+        name = image.relative_to(root).as_posix() if image else (filename or xml.stem)
+        if image is None and listed:
+            src.skipped.append(Skip("missing_image", name, f"listed in ImageSets/Main; looked in {folder}"))
+            continue
+        for label in labels:
+            if label.name not in src.classes:
+                src.classes.append(label.name)
+        src.samples.append(Sample(name=name, path=image, split=s, labels=labels,
+                                  width=size[0] if size else None, height=size[1] if size else None,
+                                  searched=(str(folder),)))
+    if fallbacks:
+        src.notes.append(f"{fallbacks} image(s) found by the XML file's name because <filename> names no existing file")
+    src.classes.sort()
+    if split and any(j[2] != split for j in jobs):
+        src.notes.append(f"--split {split} ignored: the source names its splits")
+    return src

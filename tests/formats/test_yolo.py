@@ -1,0 +1,174 @@
+from pathlib import Path
+
+import pytest
+
+from clipdata.errors import SourceError
+from clipdata.formats import yolo
+from conftest import FIXTURES, make_image
+
+
+@pytest.mark.parametrize("image, label", [
+    ("ds/train/images/a.jpg", "ds/train/labels/a.txt"),
+    ("ds/images/train/a.jpg", "ds/labels/train/a.txt"),
+    ("images/x/images/b.png", "images/x/labels/b.txt"),  # the last `images` component
+    ("obj_train_data/1.jpg", "obj_train_data/1.txt"),  # no `images`: beside the image
+    ("ds/myimages/c.jpeg", "ds/myimages/c.txt"),
+])
+def test_label_path(image, label):
+    assert yolo.label_path(Path(image)) == Path(label)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("0 0.5 0.5 0.2 0.4", [(1, 0, (0.4, 0.3, 0.6, 0.7))]),
+    ("1 0.5 0.5 0.2 0.4 0.93", [(1, 1, (0.4, 0.3, 0.6, 0.7))]),  # 6th column: confidence, ignored
+    ("\n0 0.5 0.5 1 1\n\n", [(2, 0, (0.0, 0.0, 1.0, 1.0))]),  # blank lines; line numbers kept
+    ("0 0.5 0.5 1.01 1.01", [(1, 0, (0.0, 0.0, 1.0, 1.0))]),  # within 1%: clamped
+    ("1.0 0.5 0.5 0.2 0.2", [(1, 1, (0.4, 0.4, 0.6, 0.6))]),  # class written as a float
+    # a file with any line over 6 columns holds polygons: every line is one
+    ("0 0.1 0.2 0.3 0.2 0.2 0.6\n1 0.5 0.5 0.7 0.5", [(1, 0, (0.1, 0.2, 0.3, 0.6)), (2, 1, (0.5, 0.5, 0.7, 0.5))]),
+    # 9 columns in a polygon file are a 4-point polygon, not an oriented box
+    ("0 0.1 0.1 0.4 0.1 0.4 0.3 0.1 0.3", [(1, 0, (0.1, 0.1, 0.4, 0.3))]),
+    ("", []),
+])
+def test_parse_labels(text, expected):
+    boxes, skips = yolo.parse_labels(text, "l.txt", nc=2)
+    assert [(n, c, tuple(round(v, 6) for v in b)) for n, c, b in boxes] == expected and skips == []
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("0 0.5 0.5 1.2 1.2", "outside the image"),
+    ("0 0.5 0.5 -0.1 0.2", "negative size"),
+    ("0 nan 0.5 0.1 0.1", "outside the image"),
+])
+def test_parse_labels_skips(text, reason):
+    boxes, skips = yolo.parse_labels(text, "l.txt", nc=1)
+    assert boxes == [] and len(skips) == 1 and reason in skips[0].detail and skips[0].reason == "invalid_box"
+
+
+@pytest.mark.parametrize("text, where, fragment", [
+    ("0 0.5 0.5 0.1", "line 1", "got 4 value"),
+    ("0 0.5 0.5 0.1 0.1\n0 a b c d", "line 2", "not a number"),
+    ("3 0.5 0.5 0.1 0.1", "line 1", "class index 3 is out of range"),
+    ("-1 0.5 0.5 0.1 0.1", "line 1", "out of range"),
+    ("0.5 0.5 0.5 0.1 0.1", "line 1", "out of range"),
+    ("0 0.1 0.1 0.2 0.2 0.3 0.3 0.4", "line 1", "x y pairs"),
+])
+def test_parse_labels_errors_name_file_and_line(text, where, fragment):
+    with pytest.raises(SourceError) as e:
+        yolo.parse_labels(text, "l.txt", nc=2)
+    assert e.value.file == "l.txt" and e.value.where == where and fragment in e.value.message
+
+
+def _dataset(root: Path, yaml_text: str, files: dict[str, str]) -> Path:
+    for rel, label in files.items():
+        make_image(root / rel, (20, 10))
+        if label is not None:
+            lab = yolo.label_path(root / rel)
+            lab.parent.mkdir(parents=True, exist_ok=True)
+            lab.write_text(label)
+    (root / "data.yaml").write_text(yaml_text)
+    return root / "data.yaml"
+
+
+def test_ultralytics_yaml_names_dict_splits_and_background(tmp_path):
+    f = _dataset(tmp_path, "path: .\ntrain: images/train\nval: images/val\nnames: {0: cat, 1: dog}\n", {
+        "images/train/a.jpg": "1 0.5 0.5 0.5 0.5", "images/train/bg.jpg": None, "images/val/b.jpg": "0 0.25 0.5 0.5 1",
+    })
+    src = yolo.read(f)
+    assert src.classes == ["cat", "dog"]
+    got = {(s.split, s.name): [(l.name, l.box, l.id) for l in s.labels] for s in src.samples}
+    assert got == {
+        ("train", "images/train/a.jpg"): [("dog", (5.0, 2.5, 10.0, 5.0), 1)],
+        ("train", "images/train/bg.jpg"): [],  # a background image: no label file
+        ("valid", "images/val/b.jpg"): [("cat", (0.0, 0.0, 10.0, 10.0), 1)],
+    }
+
+
+def test_txt_lists_lists_of_folders_and_validation_key(tmp_path):
+    f = _dataset(tmp_path, "train: [a/images, b/images]\nvalidation: val.txt\nnames: [x]\n", {
+        "a/images/1.jpg": "0 0.5 0.5 0.5 0.5", "b/images/2.jpg": "0 0.5 0.5 0.5 0.5", "c/images/3.jpg": "0 0.5 0.5 0.5 0.5",
+    })
+    (tmp_path / "val.txt").write_text("# held out\n./c/images/3.jpg\n")
+    src = yolo.read(f)
+    assert sorted((s.split, s.name) for s in src.samples) == [
+        ("train", "a/images/1.jpg"), ("train", "b/images/2.jpg"), ("valid", "c/images/3.jpg")]
+
+
+def test_missing_image_in_a_list(tmp_path):
+    f = _dataset(tmp_path, "train: train.txt\nnames: [x]\n", {})
+    (tmp_path / "train.txt").write_text("images/gone.jpg\n")
+    (s,) = yolo.read(f).samples
+    assert s.path is None and s.name == "images/gone.jpg"
+
+
+@pytest.mark.parametrize("yaml_text, fragment", [
+    ("train: images\nnames: [a, b]\nnc: 3\n", "nc is 3 but names lists 2"),
+    ("train: images\n", "no `names`"),
+    ("train: images\nnames: {0: a, 2: b}\n", "without gaps"),
+    ("names: [a]\n", "no train/val/test"),
+    ("train: nowhere\nnames: [a]\n", "not a folder or a .txt list"),
+    ("train: images\nnames: [a]\ntask: obb\n", "oriented boxes"),
+    ("train: [images\n", "not valid YAML"),
+    ("- a\n- b\n", "expected a mapping"),
+])
+def test_bad_yaml(tmp_path, yaml_text, fragment):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "data.yaml").write_text(yaml_text)
+    with pytest.raises(SourceError, match=fragment):
+        yolo.read(tmp_path / "data.yaml")
+
+
+def test_non_utf8_yaml(tmp_path):
+    (tmp_path / "data.yaml").write_bytes(b"names: [caf\xe9]\n")
+    with pytest.raises(SourceError, match="not UTF-8"):
+        yolo.read(tmp_path / "data.yaml")
+
+
+def test_download_key_is_never_run(tmp_path):
+    marker = tmp_path / "ran"
+    f = _dataset(tmp_path, f"train: images\nnames: [a]\ndownload: |\n  open({str(marker)!r}, 'w')\n",
+                 {"images/1.jpg": "0 0.5 0.5 0.5 0.5"})
+    yolo.read(f)
+    assert not marker.exists()
+
+
+def test_roboflow_yaml_with_dotdot_paths_and_val_folder():
+    src = yolo.read(FIXTURES / "datumaro" / "roboflow_yolo")
+    assert sorted((s.split, s.name, len(s.labels)) for s in src.samples) == [
+        ("train", "train/images/train_001.jpg", 1), ("train", "train/images/train_002.jpg", 1),
+        ("valid", "val/images/val_001.jpg", 2)]
+
+
+def test_absolute_path_that_does_not_exist_falls_back_with_a_note():
+    src = yolo.read(FIXTURES / "road-signs-classifier" / "dataset_split" / "data.yaml")
+    assert any("does not exist" in n for n in src.notes)
+    assert len(src.samples) == 37 and {s.split for s in src.samples} == {"train", "valid", "test"}
+    assert src.classes[:3] == ["tunnel", "Speedlimit_50", "Speedlimit_100"]
+
+
+def test_darknet_layout():
+    src = yolo.read(FIXTURES / "datumaro" / "yolo_dataset" / "strict")
+    (s,) = src.samples
+    assert s.split == "train" and [l.name for l in s.labels] == ["label_2", "label_4"]
+    assert len(src.classes) == 10
+
+
+def test_flat_layouts_with_classes_txt_and_split_subfolders():
+    src = yolo.read(FIXTURES / "label-studio-converter" / "test_import_yolo_data")
+    assert src.classes == ["closed_door", "opened_door", "bus", "number"]
+    assert len(src.samples) == 7 and sum(len(s.labels) for s in src.samples) == 25
+    assert {Path(s.name).suffix for s in src.samples} == {".jpg", ".png", ".jpeg"}
+    src = yolo.read(FIXTURES / "datumaro" / "yolo_dataset" / "labels")  # obj.names, images/<split>/, a README.txt
+    assert sorted(s.split for s in src.samples) == ["train", "valid"]
+
+
+def test_oriented_boxes_are_refused():
+    with pytest.raises(SourceError, match="oriented boxes"):
+        yolo.read(FIXTURES / "datumaro" / "roboflow_yolo_obb")
+    with pytest.raises(SourceError, match="oriented boxes"):
+        yolo.read(FIXTURES / "datumaro" / "roboflow_yolo_obb" / "data.yaml")
+
+
+def test_folder_without_a_yolo_marker(tmp_path):
+    with pytest.raises(SourceError, match="no data.yaml"):
+        yolo.read(tmp_path)
