@@ -105,3 +105,13 @@ def test_torchvision_imagefolder_indices_match_caption_lines(exported):
 def test_unknown_export(tmp_path):
     with pytest.raises(OptionError, match="--export"):
         clipdata.convert(many_boxes(tmp_path, 1), tmp_path / "o", format="coco", export="tfrecord")
+
+
+def test_open_clip_csv_dataset_loads_the_file(exported):
+    data = pytest.importorskip("open_clip_train.data")
+    ds = data.CsvDataset(str(exported / "openclip_train.csv"), transforms=lambda im: im.size,
+                         img_key="filepath", caption_key="title", tokenizer=lambda texts: texts)
+    rows = [r for r in manifest(exported) if r["split"] == "train"]
+    assert len(ds) == len(rows)
+    size, texts = ds[0]
+    assert size == (6, 6) and texts == rows[0]["caption"]  # quotes and tabs survive
