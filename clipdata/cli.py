@@ -124,6 +124,8 @@ def convert(
     export: Optional[str] = typer.Option(None, "--export", help="Hand-off files: hf, openclip, or hf,openclip."),
     openclip_relative: bool = typer.Option(False, "--openclip-relative", help="open_clip CSV paths relative to OUT."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier clipdata output in OUT."),
+    resume: bool = typer.Option(False, "--resume", help="Finish a run that was killed; the result is as if it never stopped."),
+    workers: Optional[int] = typer.Option(None, "--workers", "-j", help="Worker processes (default: one per CPU)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
 ) -> None:
     from .api import convert as api_convert
@@ -135,7 +137,8 @@ def convert(
             project_name=project_name, group_name=group_name, include_crowd=include_crowd,
             skip_difficult=skip_difficult, min_size=min_size, padding=padding, square=square,
             image_format=image_format, quality=quality, link=link, skip_missing=skip_missing,
-            export=export, openclip_relative=openclip_relative, overwrite=overwrite, progress=update,
+            export=export, openclip_relative=openclip_relative, overwrite=overwrite, resume=resume,
+            workers=workers, progress=update,
         )
     if quiet:
         return

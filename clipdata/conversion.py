@@ -6,8 +6,9 @@ so names are deterministic and collision-free whatever the processing order.
 """
 from __future__ import annotations
 
-import errno
+import hashlib
 import json
+import os
 import shutil
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -16,15 +17,18 @@ from typing import Callable, Sequence
 
 from . import __version__, formats
 from .captions import DEFAULT_TEMPLATE, Ontology, check_template, default_project, load_ontology
-from .crops import Padding, crop_region
+from .crops import Padding
 from .errors import MissingImagesError, OptionError, OutputError, SourceError
 from .formats import clip
-from .fsutil import copy_file, is_within, link_file, write_bytes, write_text
+from .fsutil import TMP_PREFIX, is_within, write_text
+from .imagejobs import COPIED, Options, Result, Task, init, process
 from .plan import Planned, allocate_names, parse_ratios, plan_crops, plan_scenes, resplit
 from .records import SPLITS, Sample, Skip
+from .workers import default_workers, run
 
 Progress = Callable[[int, int], None]
 MODES = ("crops", "scenes")
+JOURNAL = ".clipdata-journal.jsonl"  # results of finished images, for --resume
 
 
 @dataclass
@@ -79,9 +83,12 @@ def _prepare_out(out: Path, overwrite: bool, inputs: list[Path]) -> None:
         raise OutputError("exists and is not a folder", file=out)
     if out.is_dir() and any(out.iterdir()):
         if not overwrite:
+            if (out / JOURNAL).is_file():
+                raise OutputError("holds an interrupted clipdata run", file=out,
+                                  hint="pass --resume to finish it, or --overwrite to start again")
             raise OutputError("already holds files", file=out,
                               hint="choose an empty or new folder, or pass --overwrite to replace an earlier clipdata output")
-        if not (out / clip.PROVENANCE).is_file():
+        if not (out / clip.PROVENANCE).is_file() and not (out / JOURNAL).is_file():
             raise OutputError(
                 f"holds files that clipdata did not write (no {clip.PROVENANCE}); --overwrite only replaces clipdata output",
                 file=out, hint="choose an empty or new folder")
@@ -146,6 +153,8 @@ def convert(
     export: str | Sequence[str] | None = None,
     openclip_relative: bool = False,
     overwrite: bool = False,
+    resume: bool = False,
+    workers: int | None = None,
     progress: Progress | None = None,
 ) -> Report:
     """Convert a dataset into the CLIP classification layout under `out`; see formats/clip.md."""
@@ -205,75 +214,97 @@ def convert(
     if fmt == "folder" and is_within(out, src.path):
         raise OutputError("the output folder is inside the source folder", file=out,
                           hint="a later run would read the output as classes; choose a folder outside it")
-    _prepare_out(out, overwrite, [src.path] + ([Path(images)] if images is not None else []))
+    fingerprint = hashlib.sha256(json.dumps(
+        [__version__, str(source), fmt, report.options], sort_keys=True).encode()).hexdigest()
+    results = _resume(out, fingerprint) if resume else {}
+    if not results:
+        _prepare_out(out, overwrite or (resume and (out / JOURNAL).is_file()),
+                     [src.path] + ([Path(images)] if images is not None else []))
+
+    opts = Options(str(out), pad, square, min_size, image_format, quality, link)
+    tasks = [Task(i, str(s.path), s.width, s.height, [(p.relpath, p.label.box) for p in jobs])
+             for i, (s, jobs) in enumerate(plan) if jobs and i not in results]
+    n_workers = max(1, min(workers or default_workers(), len(tasks) // 4))
+    journal_path = out / JOURNAL
+    with open(journal_path, "a", encoding="utf-8") as journal:
+        if not results:
+            journal.write(json.dumps({"clipdata_journal": 1, "fingerprint": fingerprint}) + "\n")
+        done = len(plan) - len(tasks)
+        for result in run(process, tasks, n_workers, init, (opts,)):
+            journal.write(json.dumps(result.to_json()) + "\n")
+            journal.flush()
+            results[result.index] = result
+            done += 1
+            if progress:
+                progress(done, len(plan))
+    if progress:
+        progress(len(plan), len(plan))
 
     written: list[Planned] = []
-    state = {"link_failed": False}
-    for done, (sample, jobs) in enumerate(plan, 1):
+    for i, (sample, jobs) in enumerate(plan):
         if jobs:
-            written += _process(sample, jobs, out, report, pad, square, min_size,
-                                image_format, quality, link, state)
-        if progress:
-            progress(done, len(plan))
+            written += _apply(results[i], sample, jobs, report)
     rows = _finish(out, written, report)
     for name in exports:
         module = formats.load_export(name)
         files = module.export(out, rows, relative=openclip_relative) if name == "openclip" else module.export(out, rows)
         report.exported += [f.relative_to(out).as_posix() for f in files]
     write_text(out / clip.PROVENANCE, json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n")
+    journal_path.unlink()
     return report
 
 
-def _process(sample: Sample, jobs: list[Planned], out: Path, report: Report, pad: Padding,
-             square: bool, min_size: int, image_format: str, quality: int, link: bool,
-             state: dict) -> list[Planned]:
-    """Write every output of one source image, opening it once."""
-    from .images import Unreadable, encode, open_image, orient, to_rgb
-
-    assert sample.path is not None
+def _resume(out: Path, fingerprint: str) -> dict[int, Result]:
+    """The results a killed run recorded, after checking it was the same command; temporary
+    files it left are removed. An empty dict when there is nothing to resume."""
+    journal = out / JOURNAL
+    if not journal.is_file():
+        if (out / clip.PROVENANCE).is_file():
+            raise OutputError("holds a finished conversion: nothing to resume", file=out,
+                              hint="pass --overwrite to convert again")
+        return {}
+    lines = journal.read_text(encoding="utf-8").split("\n")
     try:
-        img = open_image(sample.path)
-    except Unreadable as e:
-        for p in jobs:
-            report.skipped.append(Skip("unreadable_image", sample.name, str(e), p.label.id))
+        header = json.loads(lines[0])
+    except (json.JSONDecodeError, IndexError):
+        header = {}
+    if header.get("fingerprint") != fingerprint:
+        raise OutputError("the interrupted run in this folder used another source or other options",
+                          file=out, hint="repeat the original command with --resume, or pass --overwrite")
+    results: dict[int, Result] = {}
+    for line in lines[1:]:
+        try:
+            r = Result.from_json(json.loads(line))
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue  # the line being written when the run was killed
+        results[r.index] = r
+    for dirpath, _, filenames in os.walk(out):
+        for f in filenames:
+            if f.startswith(TMP_PREFIX):
+                os.unlink(os.path.join(dirpath, f))
+    return results
+
+
+def _apply(result: Result, sample: Sample, jobs: list[Planned], report: Report) -> list[Planned]:
+    """Fold one image's result into the report; return the outputs written."""
+    if result.unreadable is not None:
+        report.skipped += [Skip("unreadable_image", sample.name, result.unreadable, p.label.id) for p in jobs]
         return []
-    done: list[Planned] = []
-    crops = [p for p in jobs if p.label.box is not None]
-    if crops:
-        oriented, applied = orient(img, sample.width, sample.height)
-        if applied:
-            report.per_image.setdefault(
-                "EXIF orientation applied (the annotated size is the rotated size)", []).append(sample.name)
-        if sample.width and sample.height and (sample.width, sample.height) != oriented.size:
-            report.per_image.setdefault(
-                "annotated width/height differ from the image's; boxes were clamped to the image",
-                []).append(sample.name)
-        rgb = to_rgb(oriented)
-        for p in crops:
-            region = crop_region(p.label.box, rgb.size, padding=pad, square=square, min_size=min_size)
-            if isinstance(region, str):
-                report.skipped.append(Skip(region, sample.name, f"box {list(p.label.box)}", p.label.id))
-                continue
-            crop = rgb.crop(region)
-            if "icc_profile" in rgb.info:
-                crop.info["icc_profile"] = rgb.info["icc_profile"]
-            write_bytes(out / p.relpath, encode(crop, image_format, quality))
-            p.region = region
+    for note in result.notes:
+        if note == COPIED:
+            report.notes.append(note)
+        else:
+            report.per_image.setdefault(note, []).append(sample.name)
+    done = []
+    for p, outcome in zip(jobs, result.outputs):
+        if isinstance(outcome, str):
+            report.skipped.append(Skip(outcome, sample.name, f"box {list(p.label.box)}", p.label.id))
+            continue
+        if outcome:
+            p.region = tuple(outcome)  # type: ignore[assignment]
             report.crops += 1
-            done.append(p)
-    for p in (p for p in jobs if p.label.box is None):
-        dst = out / p.relpath
-        if link and not state["link_failed"]:
-            try:
-                link_file(sample.path, dst)
-            except OSError as e:
-                if e.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
-                    raise
-                state["link_failed"] = True
-                report.notes.append(f"--link: hard links are not possible here ({e.strerror}); files were copied")
-        if not link or state["link_failed"]:
-            copy_file(sample.path, dst)
-        report.images += 1
+        else:
+            report.images += 1
         done.append(p)
     return done
 

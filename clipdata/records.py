@@ -11,7 +11,7 @@ from pathlib import Path
 SPLITS = ("train", "valid", "test")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Label:
     """One label on an image: a box in source pixels, or the whole image when `box` is None."""
 
@@ -21,7 +21,7 @@ class Label:
     iscrowd: bool = False
 
 
-@dataclass
+@dataclass(slots=True)
 class Sample:
     """One source image.
 

@@ -22,26 +22,27 @@ def parse(data):
 # --- what parse accepts -------------------------------------------------------------
 
 def test_noncontiguous_ids_from_zero_and_missing_optional_keys():
-    cats, images, anns, notes, _ = parse({
+    idx = parse({
         "categories": [{"id": 0, "name": "a"}, {"id": 4, "name": "b"}],
         "images": [{"id": 77, "file_name": "sub/a.jpg"}],  # no width/height, no info/licenses
         "annotations": [ann(5, 77, 4), ann(6, 77, 0)],
     })
-    assert cats == {0: "a", 4: "b"}
-    assert list(images) == [77]
-    assert notes == []
+    assert idx.categories == {0: "a", 4: "b"}
+    assert idx.images == {77: ("sub/a.jpg", None, None)}
+    assert [(l.name, l.id) for l in idx.labels[77]] == [("b", 5), ("a", 6)]
+    assert idx.notes == []
 
 
 def test_roboflow_placeholder_category_is_dropped():
-    cats, _, _, notes, group = parse({
+    idx = parse({
         "categories": [{"id": 0, "name": "signs", "supercategory": "none"},
                        {"id": 1, "name": "stop", "supercategory": "signs"},
                        {"id": 2, "name": "yield", "supercategory": "signs"}],
         "images": IMGS, "annotations": [ann(cat=1)],
     })
-    assert cats == {1: "stop", 2: "yield"}
-    assert any("placeholder" in n and "signs" in n for n in notes)
-    assert group == "signs"  # the annotation group, used by scene captions
+    assert idx.categories == {1: "stop", 2: "yield"}
+    assert any("placeholder" in n and "signs" in n for n in idx.notes)
+    assert idx.placeholder == "signs"  # the annotation group, used by scene captions
 
 
 @pytest.mark.parametrize("categories, used", [
@@ -51,8 +52,8 @@ def test_roboflow_placeholder_category_is_dropped():
     ([{"id": 0, "name": "signs", "supercategory": "none"}, {"id": 1, "name": "stop", "supercategory": "road"}], 1),
 ])
 def test_placeholder_rule_is_strict(categories, used):
-    cats, *_ = parse({"categories": categories, "images": IMGS, "annotations": [ann(cat=used)]})
-    assert 0 in cats
+    idx = parse({"categories": categories, "images": IMGS, "annotations": [ann(cat=used)]})
+    assert 0 in idx.categories
 
 
 @pytest.mark.parametrize("data, where, fragment", [
@@ -70,6 +71,10 @@ def test_placeholder_rule_is_strict(categories, used):
     ({"categories": CATS, "images": IMGS, "annotations": ["x"]}, "annotations[0]", "expected an object"),
     ({"categories": [], "images": IMGS, "annotations": [{"id": 1, "image_id": 1, "category_id": 0, "caption": "a cat"}]}, "annotations", "captions file"),
     ({"categories": CATS, "images": IMGS, "annotations": [{"image_id": 1, "file_name": "a.png", "segments_info": []}]}, "annotations", "panoptic"),
+    ({"categories": CATS, "images": IMGS, "annotations": {"a": 1}}, "annotations", "must be a list"),
+    ({"categories": [{"id": [1], "name": "a"}], "images": []}, "categories[0]", "integer or a string"),
+    ({"categories": CATS, "images": [{"id": 1, "file_name": "a", "width": 2.5}]}, "images[0]", "positive integer"),
+    ({"categories": CATS, "images": IMGS, "annotations": [ann(image=None)]}, "annotations[0]", "integer or a string"),
 ])
 def test_parse_errors_name_the_place(data, where, fragment):
     with pytest.raises(SourceError) as e:
@@ -80,10 +85,10 @@ def test_parse_errors_name_the_place(data, where, fragment):
 
 
 def test_duplicate_annotation_ids_and_shared_names_are_notes():
-    _, _, _, notes, _ = parse({"categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "a"}],
-                            "images": IMGS, "annotations": [ann(1), ann(1, cat=2)]})
-    assert any("used more than once" in n for n in notes)
-    assert any("share the name" in n for n in notes)
+    idx = parse({"categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "a"}],
+                 "images": IMGS, "annotations": [ann(1), ann(1, cat=2)]})
+    assert any("used more than once" in n for n in idx.notes)
+    assert any("share the name" in n for n in idx.notes)
 
 
 @pytest.mark.parametrize("text, where", [

@@ -1,0 +1,115 @@
+"""The per-image work of a conversion, run in worker processes: open one source image once,
+write all its crops and copies atomically, report what was written.
+
+Tasks and results are small and picklable (and results JSON-able, for the resume journal);
+options reach each worker once through `init`.
+"""
+from __future__ import annotations
+
+import errno
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .crops import Padding, crop_region
+from .fsutil import copy_file, link_file, write_bytes
+
+
+@dataclass(frozen=True)
+class Options:
+    out: str
+    padding: Padding
+    square: bool
+    min_size: int
+    image_format: str
+    quality: int
+    link: bool
+
+
+@dataclass(slots=True)
+class Task:
+    index: int
+    path: str
+    width: int | None
+    height: int | None
+    outputs: list[tuple[str, tuple[float, float, float, float] | None]]  # (relpath, box or None)
+
+
+@dataclass(slots=True)
+class Result:
+    """Per output: the crop region taken, [] for a whole image, or the skip reason."""
+
+    index: int
+    outputs: list[list[int] | str] = field(default_factory=list)
+    unreadable: str | None = None
+    notes: list[str] = field(default_factory=list)  # keys of per-image notes
+
+    def to_json(self) -> dict:
+        return {"i": self.index, "o": self.outputs, "u": self.unreadable, "n": self.notes}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Result":
+        return cls(d["i"], d["o"], d["u"], d["n"])
+
+
+ROTATED = "EXIF orientation applied (the annotated size is the rotated size)"
+MISMATCH = "annotated width/height differ from the image's; boxes were clamped to the image"
+COPIED = "--link: hard links are not possible here; files were copied"
+
+_options: Options | None = None
+
+
+def init(options: Options) -> None:
+    global _options
+    _options = options
+
+
+def process(task: Task) -> Result:
+    from .images import Unreadable, encode, open_image, orient, to_rgb
+
+    opts = _options
+    assert opts is not None, "init() first"
+    out = Path(opts.out)
+    result = Result(task.index)
+    try:
+        img = open_image(Path(task.path))
+    except Unreadable as e:
+        result.unreadable = str(e)
+        return result
+    rgb = None
+    for relpath, box in task.outputs:
+        if box is None:
+            result.outputs.append([])
+            continue
+        if rgb is None:
+            oriented, applied = orient(img, task.width, task.height)
+            if applied:
+                result.notes.append(ROTATED)
+            if task.width and task.height and (task.width, task.height) != oriented.size:
+                result.notes.append(MISMATCH)
+            rgb = to_rgb(oriented)
+        region = crop_region(box, rgb.size, padding=opts.padding, square=opts.square, min_size=opts.min_size)
+        if isinstance(region, str):
+            result.outputs.append(region)
+            continue
+        crop = rgb.crop(region)
+        if "icc_profile" in rgb.info:
+            crop.info["icc_profile"] = rgb.info["icc_profile"]
+        write_bytes(out / relpath, encode(crop, opts.image_format, opts.quality))
+        result.outputs.append(list(region))
+    for (relpath, box), done in zip(task.outputs, result.outputs):
+        if box is None:
+            _copy(Path(task.path), out / relpath, opts.link, result)
+    return result
+
+
+def _copy(src: Path, dst: Path, link: bool, result: Result) -> None:
+    if link:
+        try:
+            link_file(src, dst)
+            return
+        except OSError as e:
+            if e.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+                raise
+            if COPIED not in result.notes:
+                result.notes.append(COPIED)
+    copy_file(src, dst)
