@@ -208,7 +208,10 @@ def convert(
             f"nothing to convert: {len(src.samples)} image(s), no label left"
             + (f" (skipped: {reasons})" if reasons else ""),
             file=src.path, hint="check the annotations, --include-crowd, --skip-missing or the ontology's drops")
-    clip.check_class_names(sorted({p.target for p in planned}))
+    targets = sorted({p.target for p in planned})
+    renamed = set(onto.renames.values())
+    clip.check_class_names(targets, file=(onto.file or "--rename") if any(
+        clip.name_problem(t) and t in renamed for t in targets) else src.path)
     allocate_names(planned)
 
     if fmt == "folder" and is_within(out, src.path):

@@ -41,7 +41,7 @@ def name_problem(name: str) -> str | None:
     return None
 
 
-def check_class_names(names: list[str]) -> None:
+def check_class_names(names: list[str], file: str | Path | None = None) -> None:
     """Refuse names that cannot be folders, and names that differ only by case (they are one
     folder on macOS and Windows). Never rewrites a name silently."""
     bad = [f"{n!r} ({why})" for n in names if (why := name_problem(n))]
@@ -56,7 +56,7 @@ def check_class_names(names: list[str]) -> None:
         if clashes:
             parts.append("class names that differ only by case: " + ", ".join(clashes))
         raise ClassNameError(
-            "; ".join(parts),
+            "; ".join(parts), file=file,
             hint='rename them with --rename "OLD=NEW" or an --ontology file (formats/ontology.md)',
         )
 

@@ -3,7 +3,8 @@
 Class = name of a top-level folder, classes in `sorted()` order, images found recursively
 (symlinked folders followed), extensions matched case-insensitively. When every top-level
 folder is a split name (train, val/valid/validation, test) those are the splits.
-Hidden entries (".ipynb_checkpoints", ".DS_Store") are skipped and said to be.
+Hidden entries (".ipynb_checkpoints", ".DS_Store") are skipped and said to be, and so are
+symbolic links that lead out of the source folder.
 """
 from __future__ import annotations
 
@@ -19,7 +20,14 @@ def _dirs(path: Path) -> list[str]:
     return sorted(e.name for e in os.scandir(path) if e.is_dir() and not e.name.startswith("."))
 
 
+def _inside(path: Path, real_base: Path) -> bool:
+    """Whether `path`, symbolic links followed, stays inside the source folder."""
+    real = Path(os.path.realpath(path))
+    return real == real_base or real_base in real.parents
+
+
 def _read_split(root: Path, base: Path, split: str, src: Source) -> None:
+    real_base = Path(os.path.realpath(base))
     classes = _dirs(root)
     for entry in sorted(os.scandir(root), key=lambda e: e.name):
         if not entry.is_dir():
@@ -34,16 +42,26 @@ def _read_split(root: Path, base: Path, split: str, src: Source) -> None:
         if cls not in src.classes:
             src.classes.append(cls)
         found = 0
+        if not _inside(root / cls, real_base):
+            src.skipped.append(Skip("outside_source", f"{(root / cls).relative_to(base).as_posix()}/",
+                                    "a symbolic link that leads out of the source folder"))
+            continue
         for dirpath, dirnames, filenames in os.walk(root / cls, followlinks=True):
             hidden = sorted(d for d in dirnames if d.startswith("."))
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            outside = sorted(d for d in dirnames if not d.startswith(".") and not _inside(Path(dirpath) / d, real_base))
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in outside)
             for name in hidden:
                 src.skipped.append(Skip("hidden", (Path(dirpath) / name).relative_to(base).as_posix() + "/"))
+            for name in outside:
+                src.skipped.append(Skip("outside_source", (Path(dirpath) / name).relative_to(base).as_posix() + "/",
+                                        "a symbolic link that leads out of the source folder"))
             for name in sorted(filenames):
                 path = Path(dirpath) / name
                 rel = path.relative_to(base).as_posix()
                 if name.startswith("."):
                     src.skipped.append(Skip("hidden", rel))
+                elif not _inside(path, real_base):
+                    src.skipped.append(Skip("outside_source", rel, "a symbolic link that leads out of the source folder"))
                 elif not is_image_name(name):
                     src.skipped.append(Skip("not_an_image", rel, "extension is not an image extension"))
                 else:

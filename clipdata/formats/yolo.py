@@ -89,15 +89,26 @@ def _list_images(folder: Path) -> list[Path]:
     return found
 
 
+def _orphans(images: list[Path], root: Path) -> list[Skip]:
+    """Label files in the labels folders of these images that no image has."""
+    wanted = {label_path(i) for i in images}
+    folders = {p.parent for p in wanted if p.parent.is_dir()}
+    skips = []
+    for folder in sorted(folders):
+        for f in sorted(folder.glob("*.txt")):
+            if f not in wanted:
+                rel = f.relative_to(root).as_posix() if root in f.parents else str(f)
+                skips.append(Skip("missing_image", rel, "a label file without its image"))
+    return skips
+
+
 def _add_images(src: Source, images: list[Path], root: Path, split: str, names: list[str]) -> None:
+    src.skipped += _orphans(images, root)
     for image in images:
         try:
             rel = image.relative_to(root).as_posix()
         except ValueError:
             rel = image.as_posix()
-        if not image.is_file():
-            src.samples.append(Sample(name=rel, path=None, split=split, searched=(str(image.parent),)))
-            continue
         lab = label_path(image)
         text = ""
         if lab.is_file():
@@ -107,6 +118,10 @@ def _add_images(src: Source, images: list[Path], root: Path, split: str, names: 
                 raise SourceError(f"not UTF-8 text (byte {e.start})", file=lab) from None
         boxes, skips = parse_labels(text, str(lab), len(names))
         src.skipped += skips
+        if not image.is_file():  # its boxes cannot be measured; the missing-image rule decides
+            labels = [Label(names[c], None, n) for n, c, _ in boxes]
+            src.samples.append(Sample(name=rel, path=None, split=split, labels=labels, searched=(str(image.parent),)))
+            continue
         if not boxes:
             src.samples.append(Sample(name=rel, path=image, split=split))  # a background image
             continue

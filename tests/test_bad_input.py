@@ -1,0 +1,167 @@
+"""A corpus of broken inputs across every reader. For each: no traceback, a message naming
+the file and the problem, exit code 1 or the item recorded as skipped, nothing written
+outside OUT, and the input untouched."""
+import json
+import os
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from clipdata.cli import app
+from conftest import make_image, tree_bytes, write_coco
+
+runner = CliRunner()
+CAT = [{"id": 1, "name": "cat"}]
+
+
+def coco(root: Path, bbox=(0, 0, 8, 8), image: str = "a.jpg", make=True, anns=None, cats=CAT):
+    """Image 1 is the one under test; unless `anns` is given, image 2 is a good one, so a
+    skipped item leaves something to convert."""
+    if make:
+        make_image(root / image, (16, 16))
+    images = [{"id": 1, "file_name": image}]
+    if anns is None:
+        make_image(root / "good.jpg", (16, 16))
+        images.append({"id": 2, "file_name": "good.jpg"})
+        anns = [{"id": 1, "image_id": 1, "category_id": 1, "bbox": list(bbox)},
+                {"id": 2, "image_id": 2, "category_id": 1, "bbox": [0, 0, 8, 8]}]
+    return ["coco", str(write_coco(root / "d.json", images, anns, cats))]
+
+
+def coco_with_image(root: Path, data: bytes | None = None, image: Image.Image | None = None):
+    args = coco(root, make=False)
+    if image is not None:
+        image.save(root / "a.jpg", "PNG")
+    else:
+        (root / "a.jpg").write_bytes(data)
+    return args
+
+
+def text(root: Path, name: str, content: str | bytes) -> Path:
+    p = root / name
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_bytes(content if isinstance(content, bytes) else content.encode())
+    return p
+
+
+def yolo(root: Path, label: str | bytes = "0 0.5 0.5 0.5 0.5", yaml: str | bytes = "train: images\nnames: [cat]\n"):
+    make_image(root / "images" / "a.jpg", (16, 16))
+    text(root, "labels/a.txt", label)
+    return ["yolo", str(text(root, "data.yaml", yaml))]
+
+
+def voc(root: Path, xml: str | bytes):
+    make_image(root / "JPEGImages" / "a.jpg", (16, 16))
+    text(root, "Annotations/a.xml", xml)
+    return ["voc", str(root)]
+
+
+def folder(root: Path, files: dict[str, bytes | None]):
+    for rel, data in files.items():
+        if data is None:
+            make_image(root / rel, (8, 8))
+        else:
+            text(root, rel, data)
+    return ["folder", str(root)]
+
+
+def bomb(root: Path):
+    Image.new("1", (14000, 14000)).save(root / "a.jpg", "PNG")  # 196 Mpx, small on disk
+    return coco(root, make=False)
+
+
+def outside_link(root: Path):
+    make_image(root.parent / "secret.jpg", (8, 8))
+    args = folder(root, {"cat/ok.jpg": None})
+    os.symlink(root.parent / "secret.jpg", root / "cat" / "link.jpg")
+    return args
+
+
+def many_classes(root: Path):
+    cats = [{"id": i, "name": f"class {i:05}"} for i in range(10000)]
+    anns = [{"id": i, "image_id": 1, "category_id": i * 1000, "bbox": [0, 0, 4, 4]} for i in range(10)]
+    return coco(root, anns=anns, cats=cats)
+
+
+# (name, builder, expected): "error: <fragment>" means exit 1 with that in the message;
+# "skipped: <reason>" means exit 0 with the item recorded; "ok" means a clean run.
+CASES = [
+    ("coco truncated JSON", lambda r: ["coco", str(text(r, "d.json", '{"images": [{"id": 1, "file_'))], "error: malformed JSON"),
+    ("coco empty file", lambda r: ["coco", str(text(r, "d.json", ""))], "error: malformed JSON"),
+    ("coco empty object", lambda r: ["coco", str(text(r, "d.json", "{}"))], 'error: no "categories" list'),
+    ("coco not UTF-8", lambda r: ["coco", str(text(r, "d.json", b'{"images": "\xff"}'))], "error: not UTF-8"),
+    ("coco list at top", lambda r: ["coco", str(text(r, "d.json", "[]"))], "error: expected a JSON object"),
+    ("coco bbox of strings", lambda r: coco(r, bbox=("a", 1, 2, 3)), "skipped: invalid_box"),
+    ("coco bbox of 3 numbers", lambda r: coco(r, bbox=(1, 2, 3)), "skipped: invalid_box"),
+    ("coco NaN coordinates", lambda r: coco(r, bbox=(float("nan"), 0, 4, 4)), "skipped: invalid_box"),
+    ("coco negative size", lambda r: coco(r, bbox=(0, 0, -4, 4)), "skipped: invalid_box"),
+    ("coco huge coordinates", lambda r: coco(r, bbox=(1e30, 1e30, 5, 5)), "skipped: empty_after_clamp"),
+    ("coco negative coordinates", lambda r: coco(r, bbox=(-100, -100, 50, 50)), "skipped: empty_after_clamp"),
+    ("coco unknown category", lambda r: coco(r, anns=[{"id": 1, "image_id": 1, "category_id": 9, "bbox": [0, 0, 4, 4]}]), "error: unknown category"),
+    ("coco category id a list", lambda r: coco(r, cats=[{"id": [1], "name": "cat"}]), "error: integer or a string"),
+    ("coco unknown image", lambda r: coco(r, anns=[{"id": 1, "image_id": 7, "category_id": 1, "bbox": [0, 0, 4, 4]}]), "error: unknown image"),
+    ("coco duplicate annotation ids", lambda r: coco(r, anns=[{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 4, 4]}] * 2), "ok"),
+    ("coco duplicate image ids", lambda r: ["coco", str(write_coco(r / "d.json", [{"id": 1, "file_name": "a"}, {"id": 1, "file_name": "b"}], [], CAT))], "error: duplicate image id"),
+    ("coco width is a string", lambda r: ["coco", str(write_coco(r / "d.json", [{"id": 1, "file_name": "a", "width": "wide"}], [], CAT))], "error: positive integer"),
+    ("coco missing image", lambda r: coco(r, make=False), "error: 1 image(s) not found"),
+    ("coco truncated JPEG", lambda r: coco_with_image(r, make_image(r / "x.jpg", (64, 64)).read_bytes()[:300]), "skipped: unreadable_image"),
+    ("coco zero-byte image", lambda r: coco_with_image(r, b""), "skipped: unreadable_image"),
+    ("coco text file as image", lambda r: coco_with_image(r, b"hello, I am not a picture\n"), "skipped: unreadable_image"),
+    ("coco decompression bomb", bomb, "skipped: unreadable_image"),
+    ("coco ../ in file_name", lambda r: coco(r, image="../outside.jpg"), "ok"),
+    ("coco ../ in class name", lambda r: coco(r, cats=[{"id": 1, "name": "../../evil"}]), "error: path separator"),
+    ("coco class name with newline", lambda r: coco(r, cats=[{"id": 1, "name": "a\nb"}]), "error: control character"),
+    ("coco classes that differ by case", lambda r: coco(r, cats=[{"id": 1, "name": "Cat"}, {"id": 2, "name": "cat"}], anns=[{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 4, 4]}, {"id": 2, "image_id": 1, "category_id": 2, "bbox": [0, 0, 4, 4]}]), "error: differ only by case"),
+    ("coco 10,000 classes", many_classes, "ok"),
+    ("coco only crowd boxes", lambda r: coco(r, anns=[{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 4, 4], "iscrowd": 1}]), "error: nothing to convert"),
+    ("yolo YAML not UTF-8", lambda r: yolo(r, yaml=b"train: images\nnames: [caf\xe9]\n"), "error: not UTF-8"),
+    ("yolo unreadable YAML", lambda r: yolo(r, yaml="train: [images\nnames: ]["), "error: not valid YAML"),
+    ("yolo class out of range", lambda r: yolo(r, label="0 0.5 0.5 0.5 0.5\n5 0.5 0.5 0.1 0.1"), "error: line 2"),
+    ("yolo malformed line", lambda r: yolo(r, label="0 0.5 0.5"), "error: got 3 value"),
+    ("yolo label not UTF-8", lambda r: yolo(r, label=b"0 0.5 0.5 0.5 \xff"), "error: not UTF-8"),
+    ("yolo box far outside", lambda r: yolo(r, label="0 1.5 1.5 0.2 0.2\n0 0.5 0.5 0.2 0.2"), "skipped: invalid_box"),
+    ("yolo label for a listed image that is missing", lambda r: yolo(r, yaml="train: list.txt\nnames: [cat]\n") if text(r, "list.txt", "images/a.jpg\nimages/gone.jpg\n") and text(r, "labels/gone.txt", "0 0.5 0.5 0.2 0.2") else None, "error: 1 image(s) not found: 'images/gone.jpg'"),
+    ("yolo label file without its image", lambda r: yolo(r) if text(r, "labels/orphan.txt", "0 0.5 0.5 0.2 0.2") else None, "skipped: missing_image"),
+    ("yolo oriented boxes", lambda r: yolo(r) if (r / "labelTxt").mkdir() is None else None, "error: oriented boxes"),
+    ("voc malformed XML", lambda r: voc(r, "<annotation><object>"), "error: malformed XML"),
+    ("voc LabelMe XML", lambda r: voc(r, "<annotation><imagesize/><object><name>x</name><polygon/></object></annotation>"), "error: LabelMe"),
+    ("voc other root", lambda r: voc(r, "<svg/>"), "error: not a Pascal VOC file"),
+    ("voc inverted box", lambda r: voc(r, "<annotation><filename>a.jpg</filename><object><name>c</name><bndbox><xmin>9</xmin><ymin>1</ymin><xmax>2</xmax><ymax>5</ymax></bndbox></object><object><name>c</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>5</xmax><ymax>5</ymax></bndbox></object></annotation>"), "skipped: invalid_box"),
+    ("folder symlink out of the source", outside_link, "skipped: outside_source"),
+    ("folder of non-images", lambda r: folder(r, {"cat/a.txt": b"x", "dog/b.json": b"{}"}), "error: no images"),
+    ("folder corrupt image", lambda r: folder(r, {"cat/ok.jpg": None, "cat/bad.jpg": b"\xff\xd8\xff broken"}), "skipped: unreadable_image"),
+    ("ontology not UTF-8", lambda r: coco(r) + ["--ontology", str(text(r, "o.yaml", b"classes: {cat: caf\xe9}"))], "error: not UTF-8"),
+    ("ontology renames out of OUT", lambda r: coco(r) + ["--ontology", str(text(r, "o.yaml", "classes: {cat: {name: ../x}}"))], "error: path separator"),
+]
+
+
+@pytest.mark.parametrize("name, build, expected", CASES, ids=[c[0] for c in CASES])
+def test_bad_input(tmp_path, name, build, expected):
+    src = tmp_path / "src"
+    src.mkdir()
+    args = build(src)
+    out = tmp_path / "out"
+    before = tree_bytes(tmp_path)
+    r = runner.invoke(app, ["convert", args[0], args[1], str(out), "--workers", "1", *args[2:]])
+    output = " ".join(r.output.split())
+    assert "Traceback" not in r.output and r.exception is None or isinstance(r.exception, SystemExit), r.output
+    after = tree_bytes(tmp_path)
+    assert {k: v for k, v in after.items() if not k.startswith("out/")} == before  # input untouched, nothing outside OUT
+    kind, _, fragment = expected.partition(": ")
+    if kind == "error":
+        assert r.exit_code == 1, output
+        assert output.startswith("error: ") and fragment in output, output
+        assert ("src/" in output) or (str(tmp_path) in output), output  # names the file
+        assert not out.exists() or not (out / "clipdata.json").exists()
+    else:
+        assert r.exit_code == 0, output
+        prov = json.loads((out / "clipdata.json").read_text())
+        if kind == "skipped":
+            assert prov["skipped"].get(fragment, 0) >= 1, prov["skipped"]
+            assert any(fragment in line for line in r.output.splitlines() if line.startswith("skipped:"))
+
+
+def test_corpus_is_large_enough():
+    assert len(CASES) >= 30
