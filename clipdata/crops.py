@@ -45,13 +45,15 @@ class Padding:
 
 
 def valid_box(box: object) -> Box | None:
-    """The box as four floats, or None when it is not four finite numbers with w, h >= 0."""
-    if not isinstance(box, (list, tuple)) or len(box) != 4:
+    """The box as four floats, or None when it is not four finite numbers with w, h >= 0.
+    (On the hot path of a COCO parse: 860k calls for train2017.)"""
+    if type(box) not in (list, tuple) or len(box) != 4:  # type: ignore[arg-type]
         return None
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in box):
-        return None
-    x, y, w, h = (float(v) for v in box)
-    if not all(math.isfinite(v) for v in (x, y, w, h)) or w < 0 or h < 0:
+    for v in box:  # type: ignore[union-attr]
+        if type(v) is not float and type(v) is not int:  # bool is neither
+            return None
+    x, y, w, h = (float(v) for v in box)  # type: ignore[union-attr]
+    if w < 0 or h < 0 or not math.isfinite(x + y + w + h):  # a nan or inf anywhere spoils the sum
         return None
     return x, y, w, h
 

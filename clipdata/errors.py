@@ -53,3 +53,7 @@ class OutputError(ClipdataError):
 
 class LayoutError(ClipdataError):
     """A CLIP layout on disk breaks the layout contract."""
+
+
+class WorkerError(ClipdataError):
+    """A worker process died; the work done so far can be resumed."""

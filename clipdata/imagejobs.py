@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .crops import Padding, crop_region
-from .fsutil import copy_file, link_file, write_bytes
+from .fsutil import copy_file, link_file, write_with
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ def init(options: Options) -> None:
 
 
 def process(task: Task) -> Result:
-    from .images import Unreadable, encode, open_image, orient, to_rgb
+    from .images import Unreadable, open_image, orient, save, to_rgb
 
     opts = _options
     assert opts is not None, "init() first"
@@ -94,7 +94,7 @@ def process(task: Task) -> Result:
         crop = rgb.crop(region)
         if "icc_profile" in rgb.info:
             crop.info["icc_profile"] = rgb.info["icc_profile"]
-        write_bytes(out / relpath, encode(crop, opts.image_format, opts.quality))
+        write_with(out / relpath, lambda f: save(crop, f, opts.image_format, opts.quality))
         result.outputs.append(list(region))
     for (relpath, box), done in zip(task.outputs, result.outputs):
         if box is None:

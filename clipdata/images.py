@@ -1,9 +1,9 @@
 """Decoding, orienting, colour conversion and encoding of images, with Pillow."""
 from __future__ import annotations
 
-import io
 import warnings
 from pathlib import Path
+from typing import BinaryIO
 
 from PIL import Image, ImageOps
 
@@ -39,9 +39,8 @@ def orient(img: Image.Image, width: int | None, height: int | None) -> tuple[Ima
     labeled. For 2-4 (flips, 180°) the size cannot tell; the pixels are used as stored, as
     Pillow, torchvision and pycocotools-based loaders do. Returns (image, applied).
     """
-    orientation = img.getexif().get(ORIENTATION, 1)
-    if orientation in (5, 6, 7, 8) and width and height:
-        if (width, height) == (img.height, img.width) and img.width != img.height:
+    if width and height and (width, height) == (img.height, img.width) and img.width != img.height:
+        if img.getexif().get(ORIENTATION, 1) in (5, 6, 7, 8):  # EXIF parsed only when it can matter
             return ImageOps.exif_transpose(img), True
     return img, False
 
@@ -67,9 +66,8 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def encode(img: Image.Image, fmt: str, quality: int) -> bytes:
-    """Encode without metadata except the colour profile; identical input, identical bytes."""
-    buf = io.BytesIO()
+def save(img: Image.Image, f: BinaryIO, fmt: str, quality: int) -> None:
+    """Encode into `f` without metadata except the colour profile; same input, same bytes."""
     options: dict = {}
     icc = img.info.get("icc_profile")
     if icc:
@@ -79,5 +77,4 @@ def encode(img: Image.Image, fmt: str, quality: int) -> bytes:
     elif fmt == "webp":
         options["quality"] = quality
         options["method"] = 4
-    img.save(buf, ENCODERS[fmt], **options)
-    return buf.getvalue()
+    img.save(f, ENCODERS[fmt], **options)

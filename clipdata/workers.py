@@ -10,7 +10,10 @@ import multiprocessing
 import os
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
-from typing import Callable, Iterable, Iterator, TypeVar
+from concurrent.futures.process import BrokenProcessPool
+from typing import Callable, Iterator, Sequence, TypeVar
+
+from .errors import WorkerError
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -23,24 +26,45 @@ def default_workers() -> int:
         return os.cpu_count() or 1
 
 
-def run(fn: Callable[[T], R], tasks: Iterable[T], workers: int,
+def _context(fn: Callable) -> multiprocessing.context.BaseContext:
+    """forkserver where there is one (no fork of a threaded parent; the default from Python
+    3.14), with the task's module imported once in the server rather than in every worker."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context()
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload([fn.__module__, "PIL.Image", "PIL.JpegImagePlugin", "PIL.PngImagePlugin"])
+    return ctx
+
+
+def _chunk(fn: Callable[[T], R], chunk: list[T]) -> list[R]:
+    return [fn(t) for t in chunk]
+
+
+def run(fn: Callable[[T], R], tasks: Sequence[T], workers: int,
         initializer: Callable[..., None] | None = None, initargs: tuple = ()) -> Iterator[R]:
     """Yield fn(task) for every task, in task order. With workers > 1 the tasks run in that
-    many processes, with a bounded number in flight so memory does not grow with the set."""
+    many processes, in chunks (fewer round trips), with a bounded number in flight so
+    memory does not grow with the set."""
     if workers <= 1:
         if initializer:
             initializer(*initargs)
         for t in tasks:
             yield fn(t)
         return
-    methods = multiprocessing.get_all_start_methods()
-    ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else None)
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=initializer, initargs=initargs) as pool:
-        pending: deque = deque()
-        it = iter(tasks)
-        for t in it:
-            pending.append(pool.submit(fn, t))
-            if len(pending) >= workers * 8:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
+    size = max(1, min(16, len(tasks) // (workers * 8)))
+    chunks = (list(tasks[i:i + size]) for i in range(0, len(tasks), size))
+    ctx = _context(fn)
+    try:
+        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=initializer, initargs=initargs) as pool:
+            pending: deque = deque()
+            for chunk in chunks:
+                pending.append(pool.submit(_chunk, fn, chunk))
+                if len(pending) >= workers * 4:
+                    yield from pending.popleft().result()
+            while pending:
+                yield from pending.popleft().result()
+    except BrokenProcessPool:
+        raise WorkerError(
+            "a worker process died (out of memory, or a crash inside an image decoder)",
+            hint="the images finished so far are kept: run the same command with --resume "
+                 "(add --workers 1 to see which image it is)") from None

@@ -185,29 +185,36 @@ def index(categories_raw: object, images_raw: object, annotations: Iterable, fil
                 if "caption" in a and "bbox" not in a:
                     raise _err(file, "annotations", "this is a COCO captions file: it has no categories or boxes",
                                "convert the instances file of the same set")
-            a = _entry(a, f"annotations[{i}]", file, ("id", "image_id", "category_id"))
-            image, name = images.get(a["image_id"]), categories.get(a["category_id"])
+            try:  # the fast path; anything odd goes through _entry for a precise error
+                aid, image, name = a["id"], images.get(a["image_id"]), categories.get(a["category_id"])
+                if type(aid) is not int and type(aid) is not str:
+                    raise TypeError
+            except (KeyError, TypeError):
+                _entry(a, f"annotations[{i}]", file, ("id", "image_id", "category_id"))
+                raise _err(file, f"annotations[{i}]", "ids must be integers or strings") from None
+            if image is None or name is None:
+                _entry(a, f"annotations[{i}]", file, ("id", "image_id", "category_id"))  # a bad id type?
             if image is None:
-                unknown["image"].append(f"annotations[{i}] (id {a['id']!r}) names image id {a['image_id']!r}")
+                unknown["image"].append(f"annotations[{i}] (id {aid!r}) names image id {a['image_id']!r}")
             if name is None:
-                unknown["category"].append(f"annotations[{i}] (id {a['id']!r}) names category id {a['category_id']!r}")
+                unknown["category"].append(f"annotations[{i}] (id {aid!r}) names category id {a['category_id']!r}")
             if image is None or name is None:
                 continue
             used.add(a["category_id"])
-            duplicates += a["id"] in ann_ids
-            ann_ids.add(a["id"])
+            duplicates += aid in ann_ids
+            ann_ids.add(aid)
             crowd = bool(a.get("iscrowd", 0))
             if crowd and not include_crowd:
-                skipped.append(Skip("crowd", image[0], "iscrowd=1 (use --include-crowd)", a["id"]))
+                skipped.append(Skip("crowd", image[0], "iscrowd=1 (use --include-crowd)", aid))
                 continue
             if "bbox" not in a:  # an image-level label (COCO "labels" files): the whole image
-                labels.setdefault(a["image_id"], []).append(Label(name, None, a["id"], crowd))
+                labels.setdefault(a["image_id"], []).append(Label(name, None, aid, crowd))
                 continue
             box = valid_box(a["bbox"])
             if box is None:
-                skipped.append(Skip("invalid_box", image[0], f"annotations[{i}] bbox {a['bbox']!r}", a["id"]))
+                skipped.append(Skip("invalid_box", image[0], f"annotations[{i}] bbox {a['bbox']!r}", aid))
                 continue
-            labels.setdefault(a["image_id"], []).append(Label(name, box, a["id"], crowd))
+            labels.setdefault(a["image_id"], []).append(Label(name, box, aid, crowd))
     for what, problems in unknown.items():
         if problems:
             more = f" and {len(problems) - 3} more" if len(problems) > 3 else ""
