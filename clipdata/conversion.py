@@ -13,14 +13,14 @@ import shutil
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 from . import __version__, formats
 from .captions import DEFAULT_TEMPLATE, Ontology, check_template, default_project, load_ontology
 from .crops import Padding
 from .errors import MissingImagesError, OptionError, OutputError, SourceError
 from .formats import clip
-from .fsutil import TMP_PREFIX, is_within, write_text
+from .fsutil import TMP_PREFIX, is_within, write_text, write_with
 from .imagejobs import COPIED, Options, Result, Task, init, process
 from .plan import Planned, allocate_names, parse_ratios, plan_crops, plan_scenes, resplit
 from .records import SPLITS, Sample, Skip
@@ -219,42 +219,49 @@ def convert(
                           hint="a later run would read the output as classes; choose a folder outside it")
     fingerprint = hashlib.sha256(json.dumps(
         [__version__, str(source), fmt, report.options], sort_keys=True).encode()).hexdigest()
-    results = _resume(out, fingerprint) if resume else {}
-    if not results:
+    journaled = _resume(out, fingerprint) if resume else {}
+    if not journaled:
         _prepare_out(out, overwrite or (resume and (out / JOURNAL).is_file()),
                      [src.path] + ([Path(images)] if images is not None else []))
 
     opts = Options(str(out), pad, square, min_size, image_format, quality, link)
-    tasks = [Task(i, str(s.path), s.width, s.height, [(p.relpath, p.label.box) for p in jobs])
-             for i, (s, jobs) in enumerate(plan) if jobs and i not in results]
-    n_workers = max(1, min(workers or default_workers(), len(tasks) // 4))
-    journal_path = out / JOURNAL
-    with open(journal_path, "a", encoding="utf-8") as journal:
-        if not results:
-            journal.write(json.dumps({"clipdata_journal": 1, "fingerprint": fingerprint}) + "\n")
-        done = len(plan) - len(tasks)
-        for result in run(process, tasks, n_workers, init, (opts,)):
-            journal.write(json.dumps(result.to_json()) + "\n")
-            journal.flush()
-            results[result.index] = result
-            done += 1
-            if progress:
-                progress(done, len(plan))
-    if progress:
-        progress(len(plan), len(plan))
-
-    written: list[Planned] = []
-    for i, (sample, jobs) in enumerate(plan):
-        if jobs:
-            written += _apply(results[i], sample, jobs, report)
-    rows = _finish(out, written, report)
+    written = _execute(plan, journaled, out / JOURNAL, fingerprint, opts, workers, report, progress)
+    ordered = sorted(written, key=lambda p: (SPLITS.index(p.sample.split), p.relpath))
+    _finish(out, ordered, report)
     for name in exports:
         module = formats.load_export(name)
+        rows = _rows(ordered)
         files = module.export(out, rows, relative=openclip_relative) if name == "openclip" else module.export(out, rows)
         report.exported += [f.relative_to(out).as_posix() for f in files]
     write_text(out / clip.PROVENANCE, json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n")
-    journal_path.unlink()
+    (out / JOURNAL).unlink()
     return report
+
+
+def _execute(plan: list[tuple[Sample, list[Planned]]], journaled: dict[int, Result], journal_path: Path,
+             fingerprint: str, opts: Options, workers: int | None, report: Report,
+             progress: Progress | None) -> list[Planned]:
+    """Run the image tasks not in the journal, journal each result, and fold every result
+    into the report in plan order (results arrive in task order, which is plan order)."""
+    tasks = [Task(i, str(s.path), s.width, s.height, [(p.relpath, p.label.box) for p in jobs])
+             for i, (s, jobs) in enumerate(plan) if jobs and i not in journaled]
+    n_workers = max(1, min(workers or default_workers(), len(tasks) // 4))
+    fresh = run(process, tasks, n_workers, init, (opts,))
+    written: list[Planned] = []
+    with open(journal_path, "a", encoding="utf-8") as journal:
+        if not journaled:
+            journal.write(json.dumps({"clipdata_journal": 1, "fingerprint": fingerprint}) + "\n")
+        for i, (sample, jobs) in enumerate(plan):
+            if jobs:
+                result = journaled.pop(i, None)
+                if result is None:
+                    result = next(fresh)
+                    journal.write(json.dumps(result.to_json()) + "\n")
+                    journal.flush()
+                written += _apply(result, sample, jobs, report)
+            if progress:
+                progress(i + 1, len(plan))
+    return written
 
 
 def _resume(out: Path, fingerprint: str) -> dict[int, Result]:
@@ -312,10 +319,10 @@ def _apply(result: Result, sample: Sample, jobs: list[Planned], report: Report) 
     return done
 
 
-def _finish(out: Path, written: list[Planned], report: Report) -> list[dict]:
-    """Caption files and the manifest (each written atomically); returns the manifest rows."""
+def _finish(out: Path, ordered: list[Planned], report: Report) -> None:
+    """Caption files and the manifest, each written atomically."""
     per_split: dict[str, dict[str, int]] = {}
-    for p in written:
+    for p in ordered:
         per_split.setdefault(p.sample.split, {}).setdefault(p.target, 0)
         per_split[p.sample.split][p.target] += 1
         report.captions[p.target] = p.caption
@@ -323,19 +330,20 @@ def _finish(out: Path, written: list[Planned], report: Report) -> list[dict]:
     report.captions = dict(sorted(report.captions.items()))
     for split, classes in report.counts.items():
         clip.write_tokenization(out / split, {c: report.captions[c] for c in classes})
-    rows = []
-    for p in sorted(written, key=lambda p: (SPLITS.index(p.sample.split), p.relpath)):
-        box = None
-        if p.region is not None:
-            left, top, right, bottom = p.region
-            box = [left, top, right - left, bottom - top]
-        rows.append({
-            "split": p.sample.split, "class": p.target, "path": p.relpath, "caption": p.caption,
-            "source_image": p.sample.name, "box": box, "source_annotation_id": p.label.id,
-        })
-    write_text(out / clip.MANIFEST, "".join(clip.manifest_line(r) for r in rows))
+    write_with(out / clip.MANIFEST,
+               lambda f: f.writelines(clip.manifest_line(r).encode("utf-8") for r in _rows(ordered)))
     for note, names in report.per_image.items():
         shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
         report.notes.append(f"{len(names)} image(s): {note}: {shown}")
     report.notes = list(dict.fromkeys(report.notes))
-    return rows
+
+
+def _rows(ordered: list[Planned]) -> Iterator[dict]:
+    """Manifest rows, made one at a time (a row dict per crop would dominate memory)."""
+    for p in ordered:
+        box = None
+        if p.region is not None:
+            left, top, right, bottom = p.region
+            box = [left, top, right - left, bottom - top]
+        yield {"split": p.sample.split, "class": p.target, "path": p.relpath, "caption": p.caption,
+               "source_image": p.sample.name, "box": box, "source_annotation_id": p.label.id}

@@ -16,7 +16,7 @@ from .errors import OptionError
 from .records import SPLITS, Label, Sample, Skip
 
 
-@dataclass
+@dataclass(slots=True)
 class Planned:
     """One output image: where it goes, its caption, and what it comes from."""
 

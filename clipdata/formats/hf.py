@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Iterable
 
 from ..fsutil import write_text
 
 METADATA = "metadata.jsonl"
 
 
-def export(out: Path, rows: list[dict]) -> list[Path]:
+def export(out: Path, rows: Iterable[dict]) -> list[Path]:
     """Write OUT/<split>/metadata.jsonl from manifest rows; returns the files written."""
     by_split: dict[str, list[str]] = {}
     for r in rows:

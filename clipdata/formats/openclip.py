@@ -5,11 +5,12 @@ from __future__ import annotations
 import csv
 import io
 from pathlib import Path
+from typing import Iterable
 
 from ..fsutil import write_text
 
 
-def export(out: Path, rows: list[dict], *, relative: bool = False) -> list[Path]:
+def export(out: Path, rows: Iterable[dict], *, relative: bool = False) -> list[Path]:
     """Paths are absolute by default, because open_clip opens them as written."""
     by_split: dict[str, list[dict]] = {}
     for r in rows:
