@@ -7,16 +7,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["convert", "inspect", "ClipdataError", "__version__"]
+__all__ = ["convert", "inspect", "label", "review_apply", "ClipdataError", "__version__"]
 
 from .errors import ClipdataError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .api import convert, inspect
+    from .api import convert, inspect, label, review_apply
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("convert", "inspect"):
+    if name in ("convert", "inspect", "label", "review_apply"):
         from . import api
 
         return getattr(api, name)

@@ -58,7 +58,7 @@ class Ontology:
     """Per source class: a new name (rename or merge), a caption, or a drop."""
 
     renames: dict[str, str] = field(default_factory=dict)  # source -> target
-    captions: dict[str, str] = field(default_factory=dict)  # target -> caption
+    captions: dict[str, list[str]] = field(default_factory=dict)  # target -> captions (first: the layout's)
     drops: set[str] = field(default_factory=set)
     template: str | None = None
     file: str | None = None
@@ -72,9 +72,14 @@ class Ontology:
         return nfc(self.renames.get(name, name))
 
     def caption(self, target: str, template: str) -> str:
+        """The class's caption in a layout: its first caption, else the template's."""
+        return self.all_captions(target, template)[0]
+
+    def all_captions(self, target: str, template: str) -> list[str]:
+        """Every caption of a class, for prompt ensembling (label, eval)."""
         if target in self.captions:
             return self.captions[target]
-        return render(self.template or template, target)
+        return [render(self.template or template, target)]
 
     def unknown(self, classes: list[str]) -> list[str]:
         """Source names the ontology mentions that the dataset does not have (typos)."""
@@ -117,11 +122,11 @@ def load_ontology(path: str | Path) -> Ontology:
         onto.mentioned.add(name)
         if entry is None:
             continue
-        if isinstance(entry, str):
+        if isinstance(entry, (str, list)):
             entry = {"caption": entry}
         if not isinstance(entry, dict):
             raise _fail(file, where, "expected a caption string or a mapping")
-        unknown = set(entry) - {"name", "caption", "drop"}
+        unknown = set(entry) - {"name", "caption", "captions", "drop"}
         if unknown:
             raise _fail(file, where, f"unknown key(s): {', '.join(sorted(map(str, unknown)))}")
         if entry.get("drop"):
@@ -132,17 +137,21 @@ def load_ontology(path: str | Path) -> Ontology:
         target = nfc(str(entry.get("name", name)))
         if target != name:
             onto.renames[name] = target
-        if "caption" in entry:
-            caption = entry["caption"]
-            if not isinstance(caption, str) or not caption.strip() or "\n" in caption:
-                raise _fail(file, where, "caption must be one non-empty line of text")
+        if "caption" in entry and "captions" in entry:
+            raise _fail(file, where, "give caption or captions, not both")
+        if "caption" in entry or "captions" in entry:
+            given = entry.get("caption", entry.get("captions"))
+            given = [given] if isinstance(given, str) else given
+            if not isinstance(given, list) or not given or not all(
+                    isinstance(c, str) and c.strip() and "\n" not in c for c in given):
+                raise _fail(file, where, "caption must be one non-empty line of text (captions: a list of them)")
             previous = onto.captions.get(target)
-            if previous is not None and previous != caption:
+            if previous is not None and previous != given:
                 raise _fail(
                     file, where,
-                    f"class {target!r} gets two different captions ({previous!r} and {caption!r})",
+                    f"class {target!r} gets two different captions ({previous[0]!r} and {given[0]!r})",
                 )
-            onto.captions[target] = caption
+            onto.captions[target] = given
     return onto
 
 

@@ -198,6 +198,128 @@ def inspect(
         out_console.print("[green]layout OK[/]")
 
 
+def _engine_options(model: str, device: str, dtype: str, batch_size: int, workers: Optional[int], draft: bool):
+    from .engine import EngineSpec
+
+    return EngineSpec(model=model, device=device, dtype=dtype, batch_size=batch_size, workers=workers, draft=draft)
+
+
+MODEL_HELP = "Hugging Face model id or local directory of a CLIP-family model."
+
+LABEL_HELP = """Pre-label unlabeled images with CLIP for a person to review.
+
+Writes to OUT: predictions.jsonl and .csv, review/<class>/ (hard links; move files between
+folders to correct them), labelstudio.json + labelstudio_config.xml, and index.html.
+
+[bold]Examples[/]
+
+  clipdata label photos/ --out labeled/ --classes "daisy,dandelion" --template "a picture of a {} flower"
+
+  clipdata label photos/ --out labeled/ --ontology flowers.yaml --threshold 0.6
+
+  clipdata review apply labeled/ layout/
+"""
+
+
+@app.command(help=LABEL_HELP, no_args_is_help=True)
+def label(
+    images: Path = typer.Argument(..., help="Folder of unlabeled images (searched recursively)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder for the review material."),
+    classes: Optional[str] = typer.Option(None, "--classes", help='Comma-separated class names: "daisy,dandelion".'),
+    ontology: Optional[Path] = typer.Option(None, "--ontology", help="YAML: class -> caption(s); several captions are ensembled."),
+    from_layout: Optional[Path] = typer.Option(None, "--from-layout", help="A CLIP layout split: its class folders and captions."),
+    template: str = typer.Option("a photo of a {}", "--template", help="Caption template for --classes."),
+    top_k: int = typer.Option(3, "--top-k", help="Classes kept per image."),
+    threshold: float = typer.Option(0.5, "--threshold", help="Uncertain below this top probability."),
+    margin: float = typer.Option(0.1, "--margin", help="Uncertain when top-1 leads top-2 by less than this."),
+    copy: bool = typer.Option(False, "--copy", help="Copy images into review/ instead of hard-linking."),
+    model: str = typer.Option("openai/clip-vit-base-patch32", "--model", help=MODEL_HELP),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    dtype: str = typer.Option("auto", "--dtype", help="auto, float32, bfloat16 or float16."),
+    batch_size: int = typer.Option(16, "--batch-size", help="Images per model call."),
+    workers: Optional[int] = typer.Option(None, "--workers", "-j", help="Decode/preprocess processes (default: one per CPU)."),
+    draft: bool = typer.Option(False, "--draft", help="Faster JPEG decoding at reduced scale (pixels differ slightly)."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Embedding cache folder (default: OUT/cache)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier label output in OUT (its cache is kept)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
+) -> None:
+    from .api import label as api_label
+
+    with _errors(), _progress("embedding", quiet) as update:
+        report = api_label(images, out, classes=classes, ontology=ontology, from_layout=from_layout,
+                           template=template, top_k=top_k, threshold=threshold, margin=margin, copy=copy,
+                           spec=_engine_options(model, device, dtype, batch_size, workers, draft),
+                           cache_dir=cache_dir, overwrite=overwrite, progress=update)
+    if quiet:
+        return
+    table = Table(title=f"{report.out}")
+    table.add_column("class")
+    table.add_column("images", justify="right")
+    for cls, n in report.counts.items():
+        table.add_row(cls, str(n))
+    table.add_row("[yellow]uncertain[/]", str(report.uncertain))
+    out_console.print(table)
+    out_console.print(
+        f"{report.images} images in {report.seconds:.1f} s ({report.images_per_second:.1f} images/s), "
+        f"{report.engine}, cache hits {report.cache_hits}", highlight=False)
+    if report.unreadable:
+        out_console.print(f"[yellow]unreadable:[/] {len(report.unreadable)} (listed in {report.out / 'label.json'})", highlight=False)
+    out_console.print(f"review: move files between the folders of {report.out / 'review'}, or open "
+                      f"{report.out / 'index.html'}; then: clipdata review apply {report.out} LAYOUT", highlight=False)
+
+
+review_app = typer.Typer(help="Turn reviewed pre-labels into a CLIP layout.", no_args_is_help=True)
+app.add_typer(review_app, name="review")
+
+REVIEW_HELP = """Write a CLIP layout from reviewed pre-labels.
+
+REVIEWED is the folder `clipdata label --out` wrote (its review/ tree, after you moved files
+between class folders and emptied _uncertain), a Label Studio JSON export, or an edited
+predictions.csv (its `final` column). Prints how many pre-labels the reviewer changed.
+
+[bold]Examples[/]
+
+  clipdata review apply labeled/ layout/
+
+  clipdata review apply labeled/export.json layout/ --images photos/
+"""
+
+
+@review_app.command("apply", help=REVIEW_HELP, no_args_is_help=True)
+def review_apply(
+    reviewed: Path = typer.Argument(..., help="Label output folder, Label Studio export, or predictions.csv."),
+    out: Path = typer.Argument(..., help="Output folder for the CLIP layout."),
+    images: Optional[Path] = typer.Option(None, "--images", help="The image folder (for an export made elsewhere)."),
+    split: Optional[str] = typer.Option(None, "--split", help="Split of the layout (default train)."),
+    split_ratios: Optional[str] = typer.Option(None, "--split-ratios", help="Re-split, e.g. 0.8,0.1,0.1."),
+    template: str = typer.Option("a photo of a {}", "--template", help="Caption template."),
+    link: bool = typer.Option(False, "--link", help="Hard-link images instead of copying them."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier clipdata output in OUT."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No summary."),
+) -> None:
+    from .api import review_apply as api_review_apply
+
+    with _errors():
+        result = api_review_apply(reviewed, out, images=images, split=split, split_ratios=split_ratios,
+                                  template=template, link=link, overwrite=overwrite)
+    if quiet:
+        return
+    table = Table(title="reviewer's corrections")
+    for col in ("proposed class", "kept", "changed"):
+        table.add_column(col, justify="left" if col == "proposed class" else "right")
+    for cls, c in result.changes.items():
+        table.add_row(cls, str(c["kept"]), str(c["changed"]))
+    out_console.print(table)
+    acc = result.accuracy
+    out_console.print(f"{result.layout.images} images into {result.layout.out} ({len(result.layout.classes)} classes)"
+                      + (f"; the pre-labels were {acc:.1%} right" if acc is not None else ""), highlight=False)
+    if result.layout.skipped:
+        out_console.print("skipped: " + ", ".join(f"{r} {n}" for r, n in result.layout.skipped_by_reason.items()),
+                          highlight=False)
+    for note in result.layout.notes:
+        out_console.print(f"[yellow]note:[/] {note}", highlight=False)
+
+
 def main() -> None:
     app(prog_name="clipdata")
 

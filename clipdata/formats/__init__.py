@@ -31,6 +31,8 @@ REGISTRY: dict[str, Format] = {
                "clipdata convert yolo data.yaml out/"),
         Format("voc", "voc", "Pascal VOC XML: Annotations/ + JPEGImages/",
                "clipdata convert voc VOCdevkit/VOC2012 out/"),
+        Format("review", "review", "a reviewed `clipdata label` output (review tree, Label Studio export, CSV)",
+               "clipdata review apply labeled/ out/"),
     )
 }
 

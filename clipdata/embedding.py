@@ -1,0 +1,127 @@
+"""Image embedding over a list of files: decode and preprocess in worker processes
+(overlapped with the model), batch, cache. `embed_shard` is the unit a distributed backend
+runs: a function of an engine spec and a shard of paths."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .cache import EmbeddingCache, content_hash
+from .engine import EmbedStats, Engine, EngineSpec
+from .workers import default_workers
+
+
+def load_image(path: str, draft_size: int | None = None):
+    """Decode with EXIF orientation applied; with `draft_size`, JPEGs decode at a reduced
+    scale (DCT scaling) no smaller than the model's input."""
+    from PIL import ImageOps
+
+    from .images import open_image
+
+    if draft_size:
+        from PIL import Image
+
+        img = Image.open(path)
+        img.draft("RGB", (draft_size, draft_size))
+        img.load()
+    else:
+        img = open_image(Path(path))
+    return ImageOps.exif_transpose(img)
+
+
+class _Images:
+    """A map-style dataset: index -> (index, pixel tensor or None, error or None)."""
+
+    def __init__(self, paths: Sequence[str], image_processor, draft_size: int | None) -> None:
+        self.paths, self.image_processor, self.draft_size = paths, image_processor, draft_size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        try:
+            img = load_image(self.paths[i], self.draft_size)
+            return i, self.image_processor(images=img, return_tensors="pt")["pixel_values"][0], None
+        except Exception as e:  # unreadable, truncated, not an image: recorded, never fatal
+            return i, None, str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+def _collate(items):
+    import torch
+
+    ok = [(i, t) for i, t, err in items if t is not None]
+    bad = [(i, err) for i, t, err in items if t is None]
+    return [i for i, _ in ok], (torch.stack([t for _, t in ok]) if ok else None), bad
+
+
+def _draft_size(engine: Engine) -> int:
+    size = getattr(engine.processor.image_processor, "size", None) or {}
+    return int(size.get("shortest_edge") or size.get("height") or 224)
+
+
+def embed_images(engine: Engine, paths: Sequence[str | Path], cache_dir: str | Path | None = None,
+                 progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, EmbedStats]:
+    """Unit embeddings, one row per path (rows of unreadable images are NaN; their reasons
+    are in stats.unreadable). Cached images never reach the model."""
+    torch = engine.torch
+    spec = engine.spec
+    t0 = time.perf_counter()
+    paths = [str(p) for p in paths]
+    stats = EmbedStats(images=len(paths))
+    mode = "draft" if spec.draft else "processor"
+    cache = EmbeddingCache(cache_dir, engine.identity, mode) if cache_dir is not None else None
+    contents = [content_hash(p) if cache else "" for p in paths]
+    known = cache.get(contents) if cache else {}
+    rows: list[np.ndarray | None] = [known.get(c) if cache else None for c in contents]
+    stats.cache_hits = sum(r is not None for r in rows)
+    todo = [i for i, r in enumerate(rows) if r is None]
+    done = stats.cache_hits
+    if progress:
+        progress(done, len(paths))
+    if todo:
+        data = _Images([paths[i] for i in todo], engine.processor.image_processor,
+                       _draft_size(engine) if spec.draft else None)
+        n_workers = min(spec.workers if spec.workers is not None else default_workers(), max(0, len(todo) // spec.batch_size))
+        loader = torch.utils.data.DataLoader(data, batch_size=spec.batch_size, num_workers=n_workers,
+                                             collate_fn=_collate, shuffle=False)
+        for local, pixels, bad in loader:
+            for j, err in bad:
+                stats.unreadable[paths[todo[j]]] = err
+            if pixels is not None:
+                emb = engine.embed_pixels(pixels)
+                fresh = {}
+                for j, vec in zip(local, emb):
+                    rows[todo[j]] = vec
+                    fresh[contents[todo[j]]] = vec
+                if cache:
+                    cache.put(fresh)
+            done += len(local) + len(bad)
+            if progress:
+                progress(done, len(paths))
+    if cache:
+        cache.close()
+    dim = next((len(r) for r in rows if r is not None), 0)
+    nan = np.full(dim, np.nan, np.float32)
+    matrix = np.stack([r if r is not None else nan for r in rows]).astype(np.float32) if rows else np.zeros((0, dim), np.float32)
+    stats.seconds = time.perf_counter() - t0
+    return matrix, stats
+
+
+_engines: dict[EngineSpec, Engine] = {}
+
+
+def engine_for(spec: EngineSpec) -> Engine:
+    """One engine per spec per process (a worker of a distributed backend reuses it)."""
+    if spec not in _engines:
+        _engines[spec] = Engine(spec)
+    return _engines[spec]
+
+
+def embed_shard(spec: EngineSpec, paths: Sequence[str], cache_dir: str | None = None) -> tuple[np.ndarray, dict[str, str]]:
+    """The distributable unit: embed one shard of paths; returns (rows, unreadable)."""
+    matrix, stats = embed_images(engine_for(spec), paths, cache_dir)
+    return matrix, stats.unreadable

@@ -1,0 +1,282 @@
+"""label (named labeling so that `clipdata.label` stays the function): CLIP proposes a class and a confidence for each unlabeled image, and hands the
+proposals to a person: a review tree of class folders, a Label Studio import, a CSV, and a
+page of thumbnails. Formats: formats/label.md."""
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .captions import DEFAULT_TEMPLATE, Ontology, check_template, load_ontology, nfc, render
+from .engine import EngineSpec
+from .errors import OptionError, OutputError, SourceError
+from .formats import clip, is_image_name
+from .fsutil import copy_file, link_file, write_text
+
+UNCERTAIN = "_uncertain"
+PREDICTIONS = "predictions.jsonl"
+
+
+@dataclass
+class Classes:
+    names: list[str]
+    captions: list[list[str]]  # per class, one or more captions (ensembled)
+
+
+@dataclass
+class LabelReport:
+    out: Path
+    images: int = 0
+    counts: dict[str, int] = field(default_factory=dict)  # decided class -> images
+    uncertain: int = 0
+    unreadable: dict[str, str] = field(default_factory=dict)
+    cache_hits: int = 0
+    seconds: float = 0.0
+    engine: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images / self.seconds if self.seconds else 0.0
+
+
+def resolve_classes(classes: str | list[str] | None = None, ontology: str | Path | None = None,
+                    from_layout: str | Path | None = None, template: str = DEFAULT_TEMPLATE) -> Classes:
+    """The classes and their captions, from exactly one of --classes, --ontology, --from-layout."""
+    given = [x for x in (classes, ontology, from_layout) if x]
+    if len(given) != 1:
+        raise OptionError("give the classes one way: --classes, --ontology or --from-layout",
+                          hint='e.g. --classes "daisy,dandelion"')
+    check_template(template)
+    if classes:
+        names = [nfc(c.strip()) for c in (classes.split(",") if isinstance(classes, str) else classes)]
+        names = [n for n in names if n]
+        caps = [[render(template, n)] for n in names]
+    elif ontology:
+        onto: Ontology = load_ontology(ontology)
+        names = [n for n in onto.mentioned if n not in onto.drops]
+        names = list(dict.fromkeys(onto.target(n) or n for n in sorted(names)))
+        caps = [onto.all_captions(n, template) for n in names]
+    else:
+        lay = clip.read_layout(from_layout)
+        if len(lay.splits) != 1:
+            raise OptionError(f"--from-layout {from_layout}: name one split folder (it has {len(lay.splits)})",
+                              hint=f"e.g. --from-layout {Path(str(from_layout)) / lay.splits[0].name}")
+        sl = lay.splits[0]
+        if sl.captions is None or len(sl.captions) != len(sl.classes):
+            raise OptionError(f"--from-layout {from_layout}: {clip.TOKENIZATION} does not have one caption per class folder",
+                              hint="check it with clipdata inspect")
+        names, caps = sl.classes, [[c] for c in sl.captions]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise OptionError(f"duplicate class name(s): {', '.join(map(repr, dup))}")
+    if len(names) < 2:
+        raise OptionError(f"{len(names)} class given: CLIP needs at least two to choose between",
+                          hint="a softmax over one class always says 1.0; add the alternatives, e.g. 'other'")
+    clip.check_class_names([n for n in names])
+    if UNCERTAIN in names:
+        raise OptionError(f"{UNCERTAIN!r} is reserved for the review tree's uncertain folder")
+    return Classes(names, caps)
+
+
+def scan_images(root: Path) -> list[Path]:
+    """Image files under root, recursively, sorted by their relative POSIX path string."""
+    if not root.is_dir():
+        raise SourceError("not a folder", file=root, hint="pass the folder that holds the images")
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        found += [Path(dirpath) / f for f in filenames if is_image_name(f) and not f.startswith(".")]
+    found.sort(key=lambda p: p.relative_to(root).as_posix())
+    if not found:
+        raise SourceError("no images found", file=root,
+                          hint="images are found recursively by extension (.jpg .jpeg .png .bmp .tif .webp ...)")
+    return found
+
+
+def class_embeddings(engine, classes: Classes) -> np.ndarray:
+    """One unit vector per class: the mean of its captions' unit embeddings, renormalised
+    (the CLIP paper's prompt ensembling). Each caption is embedded once per run."""
+    flat = [c for caps in classes.captions for c in caps]
+    emb = engine.embed_texts(flat)
+    out, i = [], 0
+    for caps in classes.captions:
+        v = emb[i:i + len(caps)].mean(axis=0)
+        out.append(v / np.linalg.norm(v))
+        i += len(caps)
+    return np.stack(out)
+
+
+def _review_name(rel: str) -> str:
+    """Flatten a relative path into one file name: `a/b/c.jpg` -> `a__b__c.jpg`."""
+    return rel.replace("/", "__")
+
+
+def label(images: str | Path, out: str | Path, *, classes: str | list[str] | None = None,
+          ontology: str | Path | None = None, from_layout: str | Path | None = None,
+          template: str = DEFAULT_TEMPLATE, spec: EngineSpec = EngineSpec(), top_k: int = 3,
+          threshold: float = 0.5, margin: float = 0.1, copy: bool = False,
+          cache_dir: str | Path | None = None, overwrite: bool = False,
+          progress: Callable[[int, int], None] | None = None) -> LabelReport:
+    """Pre-label the images under `images`; write the review material to `out`."""
+    from .embedding import embed_images
+    from .engine import Engine
+
+    t0 = time.perf_counter()
+    root, out = Path(images), Path(out)
+    cls = resolve_classes(classes, ontology, from_layout, template)
+    if top_k < 1:
+        raise OptionError("--top-k must be at least 1")
+    if not 0 <= threshold <= 1 or not 0 <= margin <= 1:
+        raise OptionError("--threshold and --margin are probabilities, between 0 and 1")
+    paths = scan_images(root)
+    _prepare(out, overwrite, root)
+    engine = Engine(spec)
+    text = class_embeddings(engine, cls)
+    matrix, stats = embed_images(engine, paths, cache_dir if cache_dir is not None else out / "cache", progress)
+    report = LabelReport(out=out, images=len(paths) - len(stats.unreadable), unreadable=stats.unreadable,
+                         cache_hits=stats.cache_hits, engine=engine.describe())
+    ok = [i for i, p in enumerate(paths) if str(p) not in stats.unreadable]
+    probs = engine.scores(matrix[ok], text) if ok else np.zeros((0, len(cls.names)))
+    rows = []
+    for row_i, i in enumerate(ok):
+        p = probs[row_i]
+        order = np.argsort(-p, kind="stable")[:max(top_k, 2)]
+        top = [{"class": cls.names[j], "score": round(float(p[j]), 6)} for j in order]
+        gap = float(p[order[0]] - p[order[1]])
+        uncertain = bool(p[order[0]] < threshold or gap < margin)
+        rel = paths[i].relative_to(root).as_posix()
+        decision = None if uncertain else cls.names[order[0]]
+        rows.append({"path": rel, "top_k": top[:top_k], "decision": decision, "uncertain": uncertain,
+                     "review_file": f"review/{decision or UNCERTAIN}/{_review_name(rel)}"})
+    for r in rows:
+        report.counts[r["decision"] or UNCERTAIN] = report.counts.get(r["decision"] or UNCERTAIN, 0) + 1
+    report.uncertain = report.counts.pop(UNCERTAIN, 0)
+    meta = {"model": spec.model, "engine": engine.describe(), "template": template,
+            "classes": cls.names, "captions": cls.captions, "threshold": threshold, "margin": margin,
+            "images_root": str(root.resolve())}
+    _write_predictions(out, rows, meta, top_k)
+    _write_review(out, root, rows, cls, copy)
+    _write_labelstudio(out, root, rows, cls, spec.model)
+    _write_html(out, rows, cls, meta)
+    write_text(out / "label.json", json.dumps({**meta, "unreadable": stats.unreadable,
+                                               "counts": report.counts, "uncertain": report.uncertain},
+                                              indent=2, ensure_ascii=False) + "\n")
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _prepare(out: Path, overwrite: bool, root: Path) -> None:
+    from .fsutil import is_within
+
+    if is_within(out, root) or is_within(root, out):
+        raise OutputError("the output folder and the image folder overlap", file=out,
+                          hint="a later scan would read the review tree as images; choose a folder outside")
+    if out.is_dir() and any(p.name != "cache" for p in out.iterdir()):
+        if not overwrite:
+            raise OutputError("already holds files", file=out, hint="choose an empty folder, or pass --overwrite")
+        if not (out / "label.json").is_file():
+            raise OutputError("holds files that clipdata label did not write; --overwrite only replaces its own output",
+                              file=out)
+        import shutil
+        for child in out.iterdir():
+            if child.name != "cache":  # embeddings stay: the point of the cache
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _write_predictions(out: Path, rows: list[dict], meta: dict, top_k: int) -> None:
+    write_text(out / PREDICTIONS, "".join(
+        json.dumps({**r, "model": meta["model"]}, ensure_ascii=False) + "\n" for r in rows))
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["path", "decision", "uncertain"]
+               + [f"{k}{n}" for n in range(1, top_k + 1) for k in ("class", "score")] + ["final"])
+    for r in rows:
+        cells = [c for t in r["top_k"] for c in (t["class"], f"{t['score']:.6f}")]
+        w.writerow([r["path"], r["decision"] or "", "yes" if r["uncertain"] else "no"]
+                   + cells + [""] * (2 * top_k - len(cells)) + [""])
+    write_text(out / "predictions.csv", buf.getvalue())
+
+
+def _write_review(out: Path, root: Path, rows: list[dict], cls: Classes, copy: bool) -> None:
+    review = out / "review"
+    for name in cls.names + [UNCERTAIN]:
+        (review / name).mkdir(parents=True, exist_ok=True)  # every class: a place to move files to
+    linked = not copy
+    for r in rows:
+        src, dst = root / r["path"], out / r["review_file"]
+        if linked:
+            try:
+                link_file(src, dst)
+                continue
+            except OSError:
+                linked = False  # another file system: copy from here on
+        copy_file(src, dst)
+    clip.write_tokenization(review, {n: caps[0] for n, caps in zip(cls.names, cls.captions)})
+
+
+def _write_labelstudio(out: Path, root: Path, rows: list[dict], cls: Classes, model: str) -> None:
+    tasks = []
+    for r in rows:
+        top = r["top_k"][0]
+        tasks.append({
+            "data": {"image": f"/data/local-files/?d={root.name}/{r['path']}"},
+            "meta": {"path": r["path"], "uncertain": r["uncertain"]},
+            "predictions": [{"model_version": f"clipdata {model}", "score": top["score"], "result": [{
+                "from_name": "class", "to_name": "image", "type": "choices",
+                "value": {"choices": [top["class"]]}}]}],
+        })
+    write_text(out / "labelstudio.json", json.dumps(tasks, indent=1, ensure_ascii=False) + "\n")
+    choices = "\n".join(f'    <Choice value="{html.escape(n, quote=True)}"/>' for n in cls.names)
+    write_text(out / "labelstudio_config.xml",
+               f'<View>\n  <Image name="image" value="$image"/>\n'
+               f'  <Choices name="class" toName="image" choice="single" showInLine="true">\n{choices}\n  </Choices>\n</View>\n')
+
+
+def _write_html(out: Path, rows: list[dict], cls: Classes, meta: dict) -> None:
+    """One self-contained page: thumbnails (the review tree's files, by relative path) grouped
+    by prediction, uncertain first, each group sorted by confidence."""
+    groups: dict[str, list[dict]] = {UNCERTAIN: []}
+    groups.update({n: [] for n in cls.names})
+    for r in rows:
+        groups[r["decision"] or UNCERTAIN].append(r)
+    parts = []
+    for name, items in groups.items():
+        if not items:
+            continue
+        items = sorted(items, key=lambda r: (r["top_k"][0]["score"], r["path"]))
+        title = "uncertain" if name == UNCERTAIN else name
+        cards = []
+        for r in items:
+            scores = "<br>".join(f"{html.escape(t['class'])} {t['score']:.2f}" for t in r["top_k"])
+            src = html.escape(r["review_file"], quote=True)
+            cards.append(f'<figure><a href="{src}"><img src="{src}" loading="lazy" alt=""></a>'
+                         f'<figcaption title="{html.escape(r["path"], quote=True)}">{html.escape(r["path"])}'
+                         f'<br><small>{scores}</small></figcaption></figure>')
+        parts.append(f'<h2 id="{html.escape(name, quote=True)}">{html.escape(title)} ({len(items)})</h2>'
+                     f'<div class="grid">{"".join(cards)}</div>')
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>clipdata label: {len(rows)} images</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 1.5em; }}
+.grid {{ display: flex; flex-wrap: wrap; gap: 10px; }}
+figure {{ width: 170px; margin: 0; }}
+img {{ width: 170px; height: 130px; object-fit: cover; background: #eee; border-radius: 4px; }}
+figcaption {{ font-size: 12px; overflow-wrap: anywhere; }}
+</style></head><body>
+<h1>{len(rows)} images, {html.escape(meta['engine'])}</h1>
+<p>Uncertain first; within a class, least confident first. Review by moving files between
+the folders under <code>review/</code>, then run <code>clipdata review apply</code>.</p>
+{''.join(parts)}
+</body></html>
+"""
+    write_text(out / "index.html", page)

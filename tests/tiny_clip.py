@@ -1,0 +1,45 @@
+"""A tiny random CLIP-architecture model and a byte-level tokenizer, saved like a real one so
+tests load it through the same --model DIR path users use. Nothing is downloaded."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible byte -> printable character map, which CLIP's BPE vocabulary uses."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, map(chr, cs)))
+
+
+def make_tiny_clip(folder: Path, seed: int = 0) -> Path:
+    import torch
+    from transformers import CLIPConfig, CLIPModel, CLIPProcessor, CLIPTokenizer
+    from transformers import CLIPImageProcessorPil as ImageProcessor  # no torchvision here
+
+    chars = list(_bytes_to_unicode().values())
+    vocab = {c: i for i, c in enumerate(chars + [c + "</w>" for c in chars])}
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    tokenizer = CLIPTokenizer(vocab=vocab, merges=[])
+    torch.manual_seed(seed)
+    config = CLIPConfig(
+        # CLIP pools text at the end-of-text token: its id must be the tokenizer's
+        text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, max_position_embeddings=77, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                           image_size=32, patch_size=8),
+        projection_dim=16)
+    CLIPModel(config).save_pretrained(folder)
+    processor = CLIPProcessor(image_processor=ImageProcessor(size={"shortest_edge": 32},
+                                                             crop_size={"height": 32, "width": 32}),
+                              tokenizer=tokenizer)
+    processor.save_pretrained(folder)
+    return folder
