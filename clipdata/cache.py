@@ -1,5 +1,5 @@
-"""The embedding cache: one SQLite file, rows keyed by model identity, preprocessing mode and
-the SHA-256 of the image file's bytes. Incremental (only new images are embedded), and safe
+"""The embedding cache: one SQLite file, rows keyed by model identity, mode (how the image was
+preprocessed, or `text`) and the SHA-256 of the image file's bytes (or of the caption). Incremental (only new images are embedded), and safe
 to interrupt (each batch is one committed transaction). Format: formats/cache.md."""
 from __future__ import annotations
 
@@ -14,11 +14,17 @@ FILE = "embeddings.sqlite"
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS embeddings (
     model   TEXT NOT NULL,     -- model identity: name@weights-fingerprint:dtype
-    mode    TEXT NOT NULL,     -- preprocessing: 'processor' or 'draft'
-    content TEXT NOT NULL,     -- sha256 of the image file's bytes, hex
+    mode    TEXT NOT NULL,     -- 'processor' or 'draft' (images), 'text' (captions)
+    content TEXT NOT NULL,     -- sha256 of the image file's bytes, or of the UTF-8 caption, hex
     dim     INTEGER NOT NULL,
     vector  BLOB NOT NULL,     -- dim float32 values, little-endian, unit length
     PRIMARY KEY (model, mode, content)
+);
+CREATE TABLE IF NOT EXISTS models (
+    model       TEXT PRIMARY KEY,  -- as above
+    kind        TEXT NOT NULL,     -- 'clip' (softmax) or 'siglip' (sigmoid)
+    logit_scale REAL NOT NULL,
+    logit_bias  REAL NOT NULL
 )"""
 
 
@@ -31,32 +37,46 @@ def content_hash(path: str | Path) -> str:
 
 
 class EmbeddingCache:
-    def __init__(self, folder: str | Path, model: str, mode: str) -> None:
+    def __init__(self, folder: str | Path, model: str) -> None:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.model, self.mode = model, mode
+        self.model = model
         self.db = sqlite3.connect(self.folder / FILE)
         self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute(SCHEMA)
+        self.db.executescript(SCHEMA)
         self.db.commit()
 
-    def get(self, contents: Iterable[str]) -> dict[str, np.ndarray]:
+    def scalars(self) -> tuple[str, float, float] | None:
+        """The model's kind, logit scale and bias, when a run already recorded them."""
+        row = self.db.execute("SELECT kind, logit_scale, logit_bias FROM models WHERE model = ?",
+                              [self.model]).fetchone()
+        return tuple(row) if row else None  # type: ignore[return-value]
+
+    def put_scalars(self, kind: str, scale: float, bias: float) -> None:
+        with self.db:
+            self.db.execute("INSERT OR REPLACE INTO models VALUES (?, ?, ?, ?)", [self.model, kind, scale, bias])
+
+    def get(self, mode: str, contents: Iterable[str]) -> dict[str, np.ndarray]:
         found: dict[str, np.ndarray] = {}
         keys = list(dict.fromkeys(contents))
         for i in range(0, len(keys), 500):
             chunk = keys[i:i + 500]
             rows = self.db.execute(
                 f"SELECT content, vector FROM embeddings WHERE model = ? AND mode = ? "
-                f"AND content IN ({','.join('?' * len(chunk))})", [self.model, self.mode, *chunk])
+                f"AND content IN ({','.join('?' * len(chunk))})", [self.model, mode, *chunk])
             for content, blob in rows:
                 found[content] = np.frombuffer(blob, dtype="<f4")
         return found
 
-    def put(self, items: dict[str, np.ndarray]) -> None:
+    def put(self, mode: str, items: dict[str, np.ndarray]) -> None:
         with self.db:  # one transaction: all of a batch or none of it
             self.db.executemany(
                 "INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?, ?, ?)",
-                [(self.model, self.mode, c, len(v), np.asarray(v, dtype="<f4").tobytes()) for c, v in items.items()])
+                [(self.model, mode, c, len(v), np.asarray(v, dtype="<f4").tobytes()) for c, v in items.items()])
 
     def close(self) -> None:
         self.db.close()
+
+
+def text_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()

@@ -63,7 +63,7 @@ def _draft_size(engine: Engine) -> int:
     return int(size.get("shortest_edge") or size.get("height") or 224)
 
 
-def embed_images(engine: Engine, paths: Sequence[str | Path], cache_dir: str | Path | None = None,
+def embed_images(engine: Engine, paths: Sequence[str | Path], cache: EmbeddingCache | None = None,
                  progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, EmbedStats]:
     """Unit embeddings, one row per path (rows of unreadable images are NaN; their reasons
     are in stats.unreadable). Cached images never reach the model."""
@@ -73,9 +73,8 @@ def embed_images(engine: Engine, paths: Sequence[str | Path], cache_dir: str | P
     paths = [str(p) for p in paths]
     stats = EmbedStats(images=len(paths))
     mode = "draft" if spec.draft else "processor"
-    cache = EmbeddingCache(cache_dir, engine.identity, mode) if cache_dir is not None else None
     contents = [content_hash(p) if cache else "" for p in paths]
-    known = cache.get(contents) if cache else {}
+    known = cache.get(mode, contents) if cache else {}
     rows: list[np.ndarray | None] = [known.get(c) if cache else None for c in contents]
     stats.cache_hits = sum(r is not None for r in rows)
     todo = [i for i, r in enumerate(rows) if r is None]
@@ -98,12 +97,10 @@ def embed_images(engine: Engine, paths: Sequence[str | Path], cache_dir: str | P
                     rows[todo[j]] = vec
                     fresh[contents[todo[j]]] = vec
                 if cache:
-                    cache.put(fresh)
+                    cache.put(mode, fresh)
             done += len(local) + len(bad)
             if progress:
                 progress(done, len(paths))
-    if cache:
-        cache.close()
     dim = next((len(r) for r in rows if r is not None), 0)
     nan = np.full(dim, np.nan, np.float32)
     matrix = np.stack([r if r is not None else nan for r in rows]).astype(np.float32) if rows else np.zeros((0, dim), np.float32)
@@ -123,5 +120,11 @@ def engine_for(spec: EngineSpec) -> Engine:
 
 def embed_shard(spec: EngineSpec, paths: Sequence[str], cache_dir: str | None = None) -> tuple[np.ndarray, dict[str, str]]:
     """The distributable unit: embed one shard of paths; returns (rows, unreadable)."""
-    matrix, stats = embed_images(engine_for(spec), paths, cache_dir)
+    engine = engine_for(spec)
+    cache = EmbeddingCache(cache_dir, engine.identity) if cache_dir else None
+    try:
+        matrix, stats = embed_images(engine, paths, cache)
+    finally:
+        if cache:
+            cache.close()
     return matrix, stats.unreadable

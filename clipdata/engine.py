@@ -7,12 +7,10 @@ so `import clipdata` and `clipdata convert` never load them.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
@@ -101,10 +99,12 @@ def _fingerprint(path: Path) -> str:
 
 
 class Engine:
-    """A loaded model with its processor; `embed_images` and `embed_texts` return unit vectors."""
+    """A CLIP-family model with its processor; `embed_images` and `embed_texts` return unit
+    vectors. The weights load on first use, so a run whose embeddings are all cached never
+    loads them."""
 
     def __init__(self, spec: EngineSpec = EngineSpec()) -> None:
-        torch, transformers = _torch()
+        torch, self._transformers = _torch()
         self.spec = spec.check()
         self.torch = torch
         self.device = ("cuda" if torch.cuda.is_available() else "cpu") if spec.device == "auto" else spec.device
@@ -114,20 +114,32 @@ class Engine:
             self.dtype = "float16" if self.device == "cuda" else ("bfloat16" if cpu_has_bf16() else "float32")
         else:
             self.dtype = spec.dtype
-        self.model, self.processor, self.identity = self._load(spec.model, transformers)
-        self.model.to(self.device).eval()
-        cfg = self.model.config
-        self.kind = "siglip" if "siglip" in getattr(cfg, "model_type", "") else "clip"
-        self.logit_scale = float(self.model.logit_scale.exp().item()) if hasattr(self.model, "logit_scale") else 100.0
-        bias = getattr(self.model, "logit_bias", None)
-        self.logit_bias = float(bias.item()) if bias is not None else 0.0
+        self._model = self._processor = None
+        self.identity = f"{self._source_identity(spec.model)}:{self.dtype}"
+        self._scalars: tuple[str, float, float] | None = None
 
-    def _load(self, name: str, transformers) -> tuple:
+    @staticmethod
+    def _source_identity(name: str) -> str:
+        """Which weights: a local folder's fingerprint, or the hub snapshot's commit."""
         local = Path(name).expanduser()
-        is_dir = local.is_dir()
+        if local.is_dir():
+            return f"{name}@{_fingerprint(local)}"
         try:
-            kwargs = {"local_files_only": True} if is_dir or os.environ.get("HF_HUB_OFFLINE") else {}
-            source = str(local) if is_dir else name
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(name, "config.json")
+            if isinstance(cached, str):
+                return f"{name}@{Path(cached).parent.name}"
+        except Exception:  # no hub library or an odd name: the name alone
+            pass
+        return name
+
+    def _load(self) -> None:
+        transformers, name = self._transformers, self.spec.model
+        local = Path(name).expanduser()
+        try:
+            kwargs = {"local_files_only": True} if local.is_dir() or os.environ.get("HF_HUB_OFFLINE") else {}
+            source = str(local) if local.is_dir() else name
             model = transformers.AutoModel.from_pretrained(source, **kwargs)
             processor = transformers.AutoProcessor.from_pretrained(source, **kwargs)
         except Exception as e:  # transformers raises OSError, ValueError, HTTP errors...
@@ -142,8 +154,38 @@ class Engine:
                              hint="use a CLIP-family model (CLIP, SigLIP, ...)")
         if not hasattr(processor, "image_processor") or not hasattr(processor, "tokenizer"):
             raise ModelError(f"model {name!r} has no image processor and tokenizer")
-        identity = f"{name}@{_fingerprint(local)}" if is_dir else f"{name}@{getattr(model.config, '_commit_hash', None) or 'hub'}"
-        return model, processor, f"{identity}:{self.dtype}"
+        self._model, self._processor = model.to(self.device).eval(), processor
+        kind = "siglip" if "siglip" in getattr(model.config, "model_type", "") else "clip"
+        scale = float(model.logit_scale.exp().item()) if hasattr(model, "logit_scale") else 100.0
+        bias = getattr(model, "logit_bias", None)
+        self._scalars = (kind, scale, float(bias.item()) if bias is not None else 0.0)
+
+    @property
+    def model(self):
+        if self._model is None:
+            self._load()
+        return self._model
+
+    @property
+    def processor(self):
+        if self._processor is None:
+            self._load()
+        return self._processor
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    def scalars(self, cache=None) -> tuple[str, float, float]:
+        """(kind, logit scale, logit bias): from the cache when a run recorded them, else
+        from the weights (and then recorded)."""
+        if self._scalars is None and cache is not None:
+            self._scalars = cache.scalars()
+        if self._scalars is None:
+            self._load()
+        if cache is not None:
+            cache.put_scalars(*self._scalars)
+        return self._scalars  # type: ignore[return-value]
 
     def _autocast(self):
         torch = self.torch
@@ -160,8 +202,20 @@ class Engine:
         t = t.float()
         return (t / t.norm(dim=-1, keepdim=True).clamp_min(1e-12)).cpu().numpy()
 
-    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
-        """Unit text embeddings, in batches padded to the longest caption (not to 77 tokens)."""
+    def embed_texts(self, texts: Sequence[str], cache=None) -> np.ndarray:
+        """Unit text embeddings, in batches padded to the longest caption (not to 77 tokens);
+        with a cache, captions embedded before are not embedded again."""
+        if cache is not None:
+            from .cache import text_hash
+
+            keys = [text_hash(t) for t in texts]
+            known = cache.get("text", keys)
+            missing = [t for t, k in zip(texts, keys) if k not in known]
+            if missing:
+                fresh = self.embed_texts(missing)
+                cache.put("text", {text_hash(t): v for t, v in zip(missing, fresh)})
+                known.update({text_hash(t): v for t, v in zip(missing, fresh)})
+            return np.stack([known[k] for k in keys]) if keys else np.zeros((0, 0), np.float32)
         torch = self.torch
         out = []
         with torch.inference_mode(), self._autocast():
@@ -176,15 +230,20 @@ class Engine:
         with torch.inference_mode(), self._autocast():
             return self._unit(self._features(self.model.get_image_features(pixel_values=pixel_values.to(self.device))))
 
-    def scores(self, image_emb: np.ndarray, text_emb: np.ndarray) -> np.ndarray:
+    def scores(self, image_emb: np.ndarray, text_emb: np.ndarray, cache=None) -> np.ndarray:
         """Per image, a probability per class: softmax of CLIP's scaled cosine similarities,
         or for SigLIP an independent sigmoid per class (those need not sum to 1)."""
-        logits = self.logit_scale * (image_emb @ text_emb.T) + self.logit_bias
-        if self.kind == "siglip":
-            return 1.0 / (1.0 + np.exp(-logits))
-        logits = logits - logits.max(axis=1, keepdims=True)
-        e = np.exp(logits)
-        return e / e.sum(axis=1, keepdims=True)
+        kind, scale, bias = self.scalars(cache)
+        return scores(image_emb, text_emb, kind, scale, bias)
 
     def describe(self) -> str:
         return f"{self.spec.model} on {self.device} in {self.dtype}"
+
+
+def scores(image_emb: np.ndarray, text_emb: np.ndarray, kind: str, scale: float, bias: float = 0.0) -> np.ndarray:
+    logits = scale * (image_emb @ text_emb.T) + bias
+    if kind == "siglip":
+        return 1.0 / (1.0 + np.exp(-logits))
+    logits = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(logits)
+    return e / e.sum(axis=1, keepdims=True)

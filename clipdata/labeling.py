@@ -102,11 +102,11 @@ def scan_images(root: Path) -> list[Path]:
     return found
 
 
-def class_embeddings(engine, classes: Classes) -> np.ndarray:
+def class_embeddings(engine, classes: Classes, cache=None) -> np.ndarray:
     """One unit vector per class: the mean of its captions' unit embeddings, renormalised
     (the CLIP paper's prompt ensembling). Each caption is embedded once per run."""
     flat = [c for caps in classes.captions for c in caps]
-    emb = engine.embed_texts(flat)
+    emb = engine.embed_texts(flat, cache)
     out, i = [], 0
     for caps in classes.captions:
         v = emb[i:i + len(caps)].mean(axis=0)
@@ -127,6 +127,7 @@ def label(images: str | Path, out: str | Path, *, classes: str | list[str] | Non
           cache_dir: str | Path | None = None, overwrite: bool = False,
           progress: Callable[[int, int], None] | None = None) -> LabelReport:
     """Pre-label the images under `images`; write the review material to `out`."""
+    from .cache import EmbeddingCache
     from .embedding import embed_images
     from .engine import Engine
 
@@ -140,12 +141,16 @@ def label(images: str | Path, out: str | Path, *, classes: str | list[str] | Non
     paths = scan_images(root)
     _prepare(out, overwrite, root)
     engine = Engine(spec)
-    text = class_embeddings(engine, cls)
-    matrix, stats = embed_images(engine, paths, cache_dir if cache_dir is not None else out / "cache", progress)
+    cache = EmbeddingCache(cache_dir if cache_dir is not None else out / "cache", engine.identity)
+    try:
+        text = class_embeddings(engine, cls, cache)
+        matrix, stats = embed_images(engine, paths, cache, progress)
+        ok = [i for i, p in enumerate(paths) if str(p) not in stats.unreadable]
+        probs = engine.scores(matrix[ok], text, cache) if ok else np.zeros((0, len(cls.names)))
+    finally:
+        cache.close()
     report = LabelReport(out=out, images=len(paths) - len(stats.unreadable), unreadable=stats.unreadable,
                          cache_hits=stats.cache_hits, engine=engine.describe())
-    ok = [i for i, p in enumerate(paths) if str(p) not in stats.unreadable]
-    probs = engine.scores(matrix[ok], text) if ok else np.zeros((0, len(cls.names)))
     rows = []
     for row_i, i in enumerate(ok):
         p = probs[row_i]

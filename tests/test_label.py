@@ -73,9 +73,10 @@ def test_second_run_hits_the_cache_and_skips_the_image_tower(spec, photos, tmp_p
     first = clipdata.label(photos, out, classes=CLASSES, spec=spec)
     assert first.cache_hits == 0 and (out / "cache" / "embeddings.sqlite").is_file()
     calls = []
-    monkeypatch.setattr(Engine, "embed_pixels", lambda self, px: calls.append(px) or pytest.fail("image tower ran"))
+    monkeypatch.setattr(Engine, "_load", lambda self: calls.append(1) or pytest.fail("the model was loaded"))
     second = clipdata.label(photos, out, classes=CLASSES, spec=spec, overwrite=True)
     assert second.cache_hits == 12 and calls == [] and len(rows(out)) == 12
+    assert rows(out) == [dict(r) for r in rows(out)] and second.counts == first.counts  # same answers
     # a new image: only it is embedded
     monkeypatch.undo()
     make_image(photos / "new.jpg", (40, 30))
@@ -216,7 +217,7 @@ def test_default_preprocessing_is_the_models_own_processor(tiny, spec, photos):
     from clipdata.embedding import embed_images
     engine = Engine(spec)
     paths = sorted(photos.rglob("*.jpg"))
-    got, _ = embed_images(engine, paths)
+    got, _ = embed_images(engine, paths)  # no cache
     model, proc = CLIPModel.from_pretrained(tiny).eval(), CLIPProcessor.from_pretrained(tiny)
     with torch.no_grad():
         feats = model.get_image_features(pixel_values=proc(images=[Image.open(p) for p in paths], return_tensors="pt")["pixel_values"])
@@ -228,12 +229,11 @@ def test_default_preprocessing_is_the_models_own_processor(tiny, spec, photos):
 
 
 def test_siglip_scores_are_independent_sigmoids():
-    class Fake:
-        kind, logit_scale, logit_bias = "siglip", 10.0, -5.0
+    from clipdata.engine import scores
     emb = np.array([[1.0, 0.0]])
     text = np.array([[1.0, 0.0], [0.0, 1.0]])
-    probs = Engine.scores(Fake(), emb, text)
-    assert np.allclose(probs, [[1 / (1 + np.exp(-5)), 1 / (1 + np.exp(5))]])
+    assert np.allclose(scores(emb, text, "siglip", 10.0, -5.0), [[1 / (1 + np.exp(-5)), 1 / (1 + np.exp(5))]])
+    assert np.allclose(scores(emb, text, "clip", 10.0), [[1 / (1 + np.exp(-10)), 1 / (1 + np.exp(10))]])
 
 
 def test_cli_label_and_review(tiny, photos, tmp_path):

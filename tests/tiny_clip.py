@@ -18,7 +18,17 @@ def _bytes_to_unicode() -> dict[int, str]:
     return dict(zip(bs, map(chr, cs)))
 
 
-def make_tiny_clip(folder: Path, seed: int = 0) -> Path:
+TINY_TEXT = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
+TINY_VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                   image_size=32, patch_size=8)
+# OpenAI's ViT-B/32 architecture (the weights stay random: speed does not depend on them)
+VIT_B32_TEXT = dict(hidden_size=512, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=8)
+VIT_B32_VISION = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+                      image_size=224, patch_size=32)
+
+
+def make_tiny_clip(folder: Path, seed: int = 0, text: dict = TINY_TEXT, vision: dict = TINY_VISION,
+                   projection_dim: int = 16) -> Path:
     import torch
     from transformers import CLIPConfig, CLIPModel, CLIPProcessor, CLIPTokenizer
     from transformers import CLIPImageProcessorPil as ImageProcessor  # no torchvision here
@@ -31,15 +41,14 @@ def make_tiny_clip(folder: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     config = CLIPConfig(
         # CLIP pools text at the end-of-text token: its id must be the tokenizer's
-        text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=2, max_position_embeddings=77, bos_token_id=tokenizer.bos_token_id,
-                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id),
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                           image_size=32, patch_size=8),
-        projection_dim=16)
+        text_config=dict(vocab_size=len(vocab), max_position_embeddings=77, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **text),
+        vision_config=vision,
+        projection_dim=projection_dim)
     CLIPModel(config).save_pretrained(folder)
-    processor = CLIPProcessor(image_processor=ImageProcessor(size={"shortest_edge": 32},
-                                                             crop_size={"height": 32, "width": 32}),
+    side = vision["image_size"]
+    processor = CLIPProcessor(image_processor=ImageProcessor(size={"shortest_edge": side},
+                                                             crop_size={"height": side, "width": side}),
                               tokenizer=tokenizer)
     processor.save_pretrained(folder)
     return folder
