@@ -6,6 +6,7 @@ error (unknown option, missing argument).
 from __future__ import annotations
 
 import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, List, Optional
@@ -68,13 +69,20 @@ def _progress(label: str, quiet: bool) -> Iterator:
     if quiet:
         yield None
         return
+    # No refresh thread (auto_refresh=False): worker processes can then be forked safely.
     bar = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), _SpeedColumn(),
-                   TimeRemainingColumn(), console=err_console, transient=True)
+                   TimeRemainingColumn(), console=err_console, transient=True, auto_refresh=False)
     with bar:
         task = bar.add_task(label, total=None)
+        last = [0.0]
 
         def update(done: int, total: int) -> None:
+            now = time.monotonic()
+            finished = done >= total
             bar.update(task, completed=done, total=total)
+            if finished or now - last[0] > 0.1:
+                bar.refresh()
+                last[0] = now
 
         yield update
 

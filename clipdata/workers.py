@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -27,9 +28,13 @@ def default_workers() -> int:
 
 
 def _context(fn: Callable) -> multiprocessing.context.BaseContext:
-    """forkserver where there is one (no fork of a threaded parent; the default from Python
-    3.14), with the task's module imported once in the server rather than in every worker."""
-    if "forkserver" not in multiprocessing.get_all_start_methods():
+    """fork when this process runs no other thread (instant start, nothing re-imported);
+    otherwise forkserver (forking a threaded process can deadlock the child), with the task's
+    module imported once in the server rather than in every worker."""
+    methods = multiprocessing.get_all_start_methods()
+    if "fork" in methods and threading.active_count() == 1:
+        return multiprocessing.get_context("fork")
+    if "forkserver" not in methods:
         return multiprocessing.get_context()
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload([fn.__module__, "PIL.Image", "PIL.JpegImagePlugin", "PIL.PngImagePlugin"])
