@@ -7,16 +7,17 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["convert", "inspect", "label", "review_apply", "ClipdataError", "__version__"]
+__all__ = ["convert", "inspect", "label", "review_apply", "evaluate", "search", "unique", "duplicates",
+           "ClipdataError", "__version__"]
 
 from .errors import ClipdataError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .api import convert, inspect, label, review_apply
+    from .api import convert, duplicates, evaluate, inspect, label, review_apply, search, unique
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("convert", "inspect", "label", "review_apply"):
+    if name in __all__[:8]:
         from . import api
 
         return getattr(api, name)

@@ -328,6 +328,192 @@ def review_apply(
         out_console.print(f"[yellow]note:[/] {note}", highlight=False)
 
 
+# The CLIP engine's options, shared by eval, search, unique and duplicates.
+_MODEL = typer.Option("openai/clip-vit-base-patch32", "--model", help=MODEL_HELP)
+_DEVICE = typer.Option("auto", "--device", help="auto, cpu or cuda.")
+_DTYPE = typer.Option("auto", "--dtype", help="auto, float32, bfloat16 or float16.")
+_BATCH = typer.Option(16, "--batch-size", help="Images per model call.")
+_WORKERS = typer.Option(None, "--workers", "-j", help="Decode/preprocess processes (default: one per CPU).")
+_CACHE = typer.Option(None, "--cache-dir", help="Embedding cache (default: $CLIPDATA_CACHE or ~/.cache/clipdata).")
+_NO_CACHE = typer.Option(False, "--no-cache", help="Do not read or write the embedding cache.")
+
+
+def _cache(cache_dir: Optional[Path], no_cache: bool):
+    return False if no_cache else cache_dir
+
+
+def _footer(report) -> None:
+    out_console.print(f"{report.images} images, {report.engine}, cache hits {report.cache_hits}", highlight=False)
+    if report.unreadable:
+        out_console.print(f"[yellow]unreadable:[/] {len(report.unreadable)}: "
+                          + ", ".join(list(report.unreadable)[:3]), highlight=False)
+
+
+EVAL_HELP = """Zero-shot accuracy of a CLIP layout under several caption wordings, side by side.
+
+The layout's own _tokenization.txt is one prompt set; each --template and --ontology adds one.
+Images are embedded once: more prompt sets cost only a small text pass each.
+
+[bold]Example[/]
+
+  clipdata eval flowers/ --template "{}" --template "{} flower" --template "a picture of a {} flower"
+"""
+
+
+@app.command("eval", help=EVAL_HELP, no_args_is_help=True)
+def eval_(
+    layout: Path = typer.Argument(..., help="A CLIP layout."),
+    split: Optional[str] = typer.Option(None, "--split", help="Split to evaluate (default: test, else all)."),
+    template: List[str] = typer.Option([], "--template", help="A caption template to compare (repeatable)."),
+    ontology: List[Path] = typer.Option([], "--ontology", help="Per-class captions to compare (repeatable)."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Write every figure as JSON (formats/eval.md)."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="PNG of the best set's confusion matrix (needs matplotlib)."),
+    model: str = _MODEL, device: str = _DEVICE, dtype: str = _DTYPE, batch_size: int = _BATCH,
+    workers: Optional[int] = _WORKERS, cache_dir: Optional[Path] = _CACHE, no_cache: bool = _NO_CACHE,
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the table."),
+) -> None:
+    from .zeroshot import evaluate
+
+    with _errors(), _progress("embedding", quiet) as update:
+        r = evaluate(layout, split=split, templates=template, ontologies=ontology,
+                     spec=_engine_options(model, device, dtype, batch_size, workers, False),
+                     cache_dir=_cache(cache_dir, no_cache), json_path=json_path, plot_path=plot, progress=update)
+    table = Table(title=f"{r.layout} ({', '.join(r.splits)}): {r.images} images, {len(r.classes)} classes")
+    for col in ("prompt set", "top-1", "top-5", "mean per-class recall"):
+        table.add_column(col, justify="left" if col == "prompt set" else "right")
+    best = r.best
+    for ps in r.sets:
+        name = f"[bold]{ps.name}[/]" if ps is best else ps.name
+        table.add_row(name, f"{ps.top1:.1%}", f"{ps.top5:.1%}" if ps.top5 is not None else "—",
+                      f"{ps.mean_per_class_recall:.1%}")
+    out_console.print(table)
+    if quiet:
+        return
+    recall = Table(title=f"per-class recall, {best.name}")
+    recall.add_column("class")
+    recall.add_column("recall", justify="right")
+    for cls, v in best.per_class_recall.items():
+        recall.add_row(cls, f"{v:.1%}")
+    out_console.print(recall)
+    if r.flipped:
+        worst = min(r.sets, key=lambda s: (s.top1, s.mean_per_class_recall))
+        out_console.print(f"{len(r.flipped)} image(s) change prediction between {worst.name!r} and {best.name!r}, e.g.:",
+                          highlight=False)
+        for f in r.flipped[:10]:
+            out_console.print(f"  {f['path']}: {f[worst.name]} -> {f[best.name]} (true: {f['class']})", highlight=False)
+    _footer(r)
+
+
+SEARCH_HELP = """Rank images by similarity to text queries (or to an image).
+
+[bold]Examples[/]
+
+  clipdata search photos/ "a red car" "a bicycle" --top 10
+
+  clipdata search photos/ --image query.jpg --copy-to hits/ --html hits.html
+"""
+
+
+@app.command(help=SEARCH_HELP, no_args_is_help=True)
+def search(
+    images: Path = typer.Argument(..., help="Folder of images (searched recursively)."),
+    queries: List[str] = typer.Argument(None, help="Text queries."),
+    image: Optional[Path] = typer.Option(None, "--image", help="An image to search by."),
+    top: int = typer.Option(20, "--top", help="Hits per query."),
+    jsonl: Optional[Path] = typer.Option(None, "--jsonl", help="Write query, rank, path, score rows."),
+    copy_to: Optional[Path] = typer.Option(None, "--copy-to", help="Hard-link the hits into this folder."),
+    html_out: Optional[Path] = typer.Option(None, "--html", help="A page of the hits' thumbnails."),
+    model: str = _MODEL, device: str = _DEVICE, dtype: str = _DTYPE, batch_size: int = _BATCH,
+    workers: Optional[int] = _WORKERS, cache_dir: Optional[Path] = _CACHE, no_cache: bool = _NO_CACHE,
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    from .rank import search as api_search
+
+    with _errors(), _progress("embedding", quiet) as update:
+        r = api_search(images, queries or [], image=image, top=top,
+                       spec=_engine_options(model, device, dtype, batch_size, workers, False),
+                       cache_dir=_cache(cache_dir, no_cache), jsonl=jsonl, copy_to=copy_to,
+                       html_path=html_out, progress=update)
+    table = Table(title=f"{r.root}")
+    for col in ("query", "rank", "score", "path"):
+        table.add_column(col, justify="right" if col in ("rank", "score") else "left", overflow="fold")
+    for h in r.hits:
+        table.add_row(h.query, str(h.rank), f"{h.score:.3f}", str(h.path))
+    out_console.print(table)
+    _footer(r)
+
+
+UNIQUE_HELP = """Images by uniqueness: mean cosine distance to their k nearest neighbours, most unique first.
+
+With --per-class LAYOUT/split, neighbours are taken within each class: the odd ones out of a
+class are often label errors.
+
+[bold]Example[/]
+
+  clipdata unique photos/ --top 50 --html unique.html
+"""
+
+
+@app.command(help=UNIQUE_HELP)
+def unique(
+    images: Optional[Path] = typer.Argument(None, help="Folder of images (searched recursively)."),
+    per_class: Optional[Path] = typer.Option(None, "--per-class", help="Score within each class of this layout split."),
+    k: int = typer.Option(5, "-k", help="Neighbours averaged."),
+    top: int = typer.Option(20, "--top", help="Rows shown on the terminal."),
+    jsonl: Optional[Path] = typer.Option(None, "--jsonl", help="Write every image's score."),
+    html_out: Optional[Path] = typer.Option(None, "--html", help="A page of thumbnails, most unique first."),
+    model: str = _MODEL, device: str = _DEVICE, dtype: str = _DTYPE, batch_size: int = _BATCH,
+    workers: Optional[int] = _WORKERS, cache_dir: Optional[Path] = _CACHE, no_cache: bool = _NO_CACHE,
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    from .rank import unique as api_unique
+
+    with _errors(), _progress("embedding", quiet) as update:
+        r = api_unique(images, per_class=per_class, k=k,
+                       spec=_engine_options(model, device, dtype, batch_size, workers, False),
+                       cache_dir=_cache(cache_dir, no_cache), jsonl=jsonl, html_path=html_out, progress=update)
+    table = Table(title=f"{r.root}: most unique first")
+    table.add_column("rank", justify="right")
+    table.add_column("uniqueness", justify="right")
+    table.add_column("path", overflow="fold")
+    for n, (p, v) in enumerate(r.scores[:top], 1):
+        table.add_row(str(n), f"{v:.4f}", str(p))
+    out_console.print(table)
+    _footer(r)
+
+
+DUPLICATES_HELP = """Groups of duplicate images: exact (same bytes) and near (cosine distance <= --threshold).
+
+One group per line, tab-separated full paths (never cut to the terminal's width).
+
+[bold]Example[/]
+
+  clipdata duplicates photos/ --threshold 0.02 --jsonl dups.jsonl
+"""
+
+
+@app.command(help=DUPLICATES_HELP, no_args_is_help=True)
+def duplicates(
+    images: Path = typer.Argument(..., help="Folder of images (searched recursively)."),
+    threshold: float = typer.Option(0.02, "--threshold", help="Largest cosine distance (1 - cos) within a near-duplicate pair."),
+    jsonl: Optional[Path] = typer.Option(None, "--jsonl", help="Write one group per line."),
+    html_out: Optional[Path] = typer.Option(None, "--html", help="A page of the groups' thumbnails."),
+    model: str = _MODEL, device: str = _DEVICE, dtype: str = _DTYPE, batch_size: int = _BATCH,
+    workers: Optional[int] = _WORKERS, cache_dir: Optional[Path] = _CACHE, no_cache: bool = _NO_CACHE,
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the groups."),
+) -> None:
+    from .rank import duplicates as api_duplicates
+
+    with _errors(), _progress("embedding", quiet) as update:
+        r = api_duplicates(images, threshold=threshold,
+                           spec=_engine_options(model, device, dtype, batch_size, workers, False),
+                           cache_dir=_cache(cache_dir, no_cache), jsonl=jsonl, html_path=html_out, progress=update)
+    for g in r.groups:  # plain print: full paths, whatever the terminal's width
+        print(g["kind"], *g["paths"], sep="\t")
+    if not quiet:
+        err_console.print(f"{len(r.groups)} group(s) among {r.images} images; {r.engine}", highlight=False)
+
+
 def main() -> None:
     app(prog_name="clipdata")
 

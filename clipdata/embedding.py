@@ -3,6 +3,7 @@
 runs: a function of an engine spec and a shard of paths."""
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,8 +12,25 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .cache import EmbeddingCache, content_hash
+from .errors import SourceError
+from .formats import is_image_name
 from .engine import EmbedStats, Engine, EngineSpec
 from .workers import default_workers
+
+
+def scan_images(root: Path) -> list[Path]:
+    """Image files under root, recursively, sorted by their relative POSIX path string."""
+    if not root.is_dir():
+        raise SourceError("not a folder", file=root, hint="pass the folder that holds the images")
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        found += [Path(dirpath) / f for f in filenames if is_image_name(f) and not f.startswith(".")]
+    found.sort(key=lambda p: p.relative_to(root).as_posix())
+    if not found:
+        raise SourceError("no images found", file=root,
+                          hint="images are found recursively by extension (.jpg .jpeg .png .bmp .tif .webp ...)")
+    return found
 
 
 def load_image(path: str, draft_size: int | None = None):
@@ -128,3 +146,34 @@ def embed_shard(spec: EngineSpec, paths: Sequence[str], cache_dir: str | None = 
         if cache:
             cache.close()
     return matrix, stats.unreadable
+
+
+def default_cache_dir() -> Path:
+    """$CLIPDATA_CACHE, else the user cache folder ($XDG_CACHE_HOME or ~/.cache)/clipdata."""
+    if os.environ.get("CLIPDATA_CACHE"):
+        return Path(os.environ["CLIPDATA_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "clipdata"
+
+
+@dataclass
+class Embedded:
+    """Images and their unit embeddings (unreadable images left out, listed in stats)."""
+
+    paths: list[Path]
+    matrix: np.ndarray
+    stats: EmbedStats
+    engine: Engine
+    cache: EmbeddingCache | None
+
+
+def embed_paths(spec: EngineSpec, paths: Sequence[Path], cache_dir: str | Path | None | bool = None,
+                progress: Callable[[int, int], None] | None = None) -> Embedded:
+    """Embed these images with a fresh engine; `cache_dir` None: the default cache, False: none.
+    The cache stays open (for caption embeddings); close it with `.cache.close()`."""
+    engine = Engine(spec)
+    cache = None if cache_dir is False else EmbeddingCache(
+        default_cache_dir() if cache_dir is None else cache_dir, engine.identity)
+    matrix, stats = embed_images(engine, paths, cache, progress)
+    keep = [i for i, p in enumerate(paths) if str(p) not in stats.unreadable]
+    return Embedded([Path(paths[i]) for i in keep], matrix[keep], stats, engine, cache)

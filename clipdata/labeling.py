@@ -18,7 +18,7 @@ import numpy as np
 from .captions import DEFAULT_TEMPLATE, Ontology, check_template, load_ontology, nfc, render
 from .engine import EngineSpec
 from .errors import OptionError, OutputError, SourceError
-from .formats import clip, is_image_name
+from .formats import clip
 from .fsutil import copy_file, link_file, write_text
 
 UNCERTAIN = "_uncertain"
@@ -87,21 +87,6 @@ def resolve_classes(classes: str | list[str] | None = None, ontology: str | Path
     return Classes(names, caps)
 
 
-def scan_images(root: Path) -> list[Path]:
-    """Image files under root, recursively, sorted by their relative POSIX path string."""
-    if not root.is_dir():
-        raise SourceError("not a folder", file=root, hint="pass the folder that holds the images")
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        found += [Path(dirpath) / f for f in filenames if is_image_name(f) and not f.startswith(".")]
-    found.sort(key=lambda p: p.relative_to(root).as_posix())
-    if not found:
-        raise SourceError("no images found", file=root,
-                          hint="images are found recursively by extension (.jpg .jpeg .png .bmp .tif .webp ...)")
-    return found
-
-
 def class_embeddings(engine, classes: Classes, cache=None) -> np.ndarray:
     """One unit vector per class: the mean of its captions' unit embeddings, renormalised
     (the CLIP paper's prompt ensembling). Each caption is embedded once per run."""
@@ -128,7 +113,7 @@ def label(images: str | Path, out: str | Path, *, classes: str | list[str] | Non
           progress: Callable[[int, int], None] | None = None) -> LabelReport:
     """Pre-label the images under `images`; write the review material to `out`."""
     from .cache import EmbeddingCache
-    from .embedding import embed_images
+    from .embedding import embed_images, scan_images
     from .engine import Engine
 
     t0 = time.perf_counter()
@@ -248,40 +233,21 @@ def _write_labelstudio(out: Path, root: Path, rows: list[dict], cls: Classes, mo
 
 
 def _write_html(out: Path, rows: list[dict], cls: Classes, meta: dict) -> None:
-    """One self-contained page: thumbnails (the review tree's files, by relative path) grouped
-    by prediction, uncertain first, each group sorted by confidence."""
+    """Thumbnails (the review tree's files) grouped by prediction, uncertain first, each group
+    least confident first: what a person wants to see before reviewing."""
+    from .rank import write_html
+
     groups: dict[str, list[dict]] = {UNCERTAIN: []}
     groups.update({n: [] for n in cls.names})
     for r in rows:
         groups[r["decision"] or UNCERTAIN].append(r)
-    parts = []
+    sections = []
     for name, items in groups.items():
-        if not items:
-            continue
         items = sorted(items, key=lambda r: (r["top_k"][0]["score"], r["path"]))
-        title = "uncertain" if name == UNCERTAIN else name
-        cards = []
-        for r in items:
-            scores = "<br>".join(f"{html.escape(t['class'])} {t['score']:.2f}" for t in r["top_k"])
-            src = html.escape(r["review_file"], quote=True)
-            cards.append(f'<figure><a href="{src}"><img src="{src}" loading="lazy" alt=""></a>'
-                         f'<figcaption title="{html.escape(r["path"], quote=True)}">{html.escape(r["path"])}'
-                         f'<br><small>{scores}</small></figcaption></figure>')
-        parts.append(f'<h2 id="{html.escape(name, quote=True)}">{html.escape(title)} ({len(items)})</h2>'
-                     f'<div class="grid">{"".join(cards)}</div>')
-    page = f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>clipdata label: {len(rows)} images</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 1.5em; }}
-.grid {{ display: flex; flex-wrap: wrap; gap: 10px; }}
-figure {{ width: 170px; margin: 0; }}
-img {{ width: 170px; height: 130px; object-fit: cover; background: #eee; border-radius: 4px; }}
-figcaption {{ font-size: 12px; overflow-wrap: anywhere; }}
-</style></head><body>
-<h1>{len(rows)} images, {html.escape(meta['engine'])}</h1>
-<p>Uncertain first; within a class, least confident first. Review by moving files between
-the folders under <code>review/</code>, then run <code>clipdata review apply</code>.</p>
-{''.join(parts)}
-</body></html>
-"""
-    write_text(out / "index.html", page)
+        sections.append(("uncertain" if name == UNCERTAIN else name, [
+            (out / r["review_file"], "\n".join([r["path"]] + [f"{t['class']} {t['score']:.2f}" for t in r["top_k"]]))
+            for r in items]))
+    write_html(out / "index.html", f"{len(rows)} images, {meta['engine']}",
+               [s for s in sections if s[1]],
+               intro="<p>Uncertain first; within a class, least confident first. Review by moving files "
+                     "between the folders under <code>review/</code>, then run <code>clipdata review apply</code>.</p>")

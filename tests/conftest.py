@@ -57,3 +57,27 @@ def tree_bytes(root: Path) -> dict[str, bytes]:
 
 def manifest(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory, monkeypatch):
+    """Commands that default to the user's embedding cache use a temporary one in tests."""
+    monkeypatch.setenv("CLIPDATA_CACHE", str(tmp_path_factory.getbasetemp() / "clipdata-cache"))
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    """A tiny random CLIP saved to disk; CLIP tests load it the way users load a model."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from tiny_clip import make_tiny_clip
+
+    return make_tiny_clip(tmp_path_factory.mktemp("tiny-clip"))
+
+
+@pytest.fixture
+def spec(tiny):
+    """Engine options for the tiny model: float32 (exact comparisons), no worker processes."""
+    from clipdata.engine import EngineSpec
+
+    return EngineSpec(model=str(tiny), dtype="float32", batch_size=4, workers=0)

@@ -21,19 +21,8 @@ from clipdata.cli import app  # noqa: E402
 from clipdata.engine import Engine, EngineSpec, ModelError  # noqa: E402
 from clipdata.errors import ClipdataError, OptionError, SourceError  # noqa: E402
 from conftest import SAMPLES, make_image  # noqa: E402
-from tiny_clip import make_tiny_clip  # noqa: E402
 
 CLASSES = ["brick wall", "grass", "gravel"]
-
-
-@pytest.fixture(scope="session")
-def tiny(tmp_path_factory):
-    return make_tiny_clip(tmp_path_factory.mktemp("tiny-clip"))
-
-
-@pytest.fixture
-def spec(tiny):
-    return EngineSpec(model=str(tiny), dtype="float32", batch_size=4, workers=0)
 
 
 @pytest.fixture

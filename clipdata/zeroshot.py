@@ -1,0 +1,203 @@
+"""eval (the API function `evaluate`): zero-shot accuracy of a CLIP layout under several caption wordings, side by side.
+Image embeddings are computed once (and cached); each prompt set costs one small text pass.
+The JSON schema is in formats/eval.md."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .captions import DEFAULT_TEMPLATE, check_template, load_ontology, render
+from .engine import EngineSpec
+from .errors import LayoutError, OptionError
+from .formats import clip
+from .fsutil import write_text
+
+
+@dataclass
+class PromptSet:
+    name: str
+    captions: list[list[str]]  # per class (sorted folder order), one or more captions
+    top1: float = 0.0
+    top5: float | None = None
+    mean_per_class_recall: float = 0.0
+    per_class_recall: dict[str, float] = field(default_factory=dict)
+    confusion: list[list[int]] = field(default_factory=list)  # rows: true class, columns: predicted
+    predictions: list[int] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "captions": self.captions, "top1": self.top1, "top5": self.top5,
+                "mean_per_class_recall": self.mean_per_class_recall,
+                "per_class_recall": self.per_class_recall, "confusion_matrix": self.confusion}
+
+
+@dataclass
+class EvalReport:
+    layout: Path
+    splits: list[str]
+    classes: list[str]
+    images: int
+    sets: list[PromptSet]
+    flipped: list[dict]  # best vs worst set: images whose prediction changed
+    unreadable: dict[str, str]
+    engine: str
+    cache_hits: int
+    seconds: float
+
+    @property
+    def best(self) -> PromptSet:
+        return max(self.sets, key=lambda s: (s.top1, s.mean_per_class_recall))
+
+    def to_dict(self) -> dict:
+        return {"layout": str(self.layout), "splits": self.splits, "classes": self.classes,
+                "images": self.images, "engine": self.engine, "best": self.best.name,
+                "prompt_sets": [s.to_dict() for s in self.sets], "flipped": self.flipped,
+                "unreadable": self.unreadable}
+
+
+def _split_data(layout: str | Path, split: str | None) -> tuple[list[str], list[str], list[str], list[Path], list[int]]:
+    """(split names, classes, layout captions, images, true class index) after checking that
+    captions align with the class folders."""
+    lay = clip.read_layout(layout)
+    names = [s.name for s in lay.splits]
+    if split is not None:
+        chosen = [s for s in lay.splits if s.name == split]
+        if not chosen:
+            raise OptionError(f"--split {split!r}: the layout has {', '.join(names)}")
+    else:
+        chosen = [s for s in lay.splits if s.name == "test"] or lay.splits
+    classes: list[str] = []
+    captions: dict[str, str] = {}
+    for sl in chosen:
+        tok = sl.folder / clip.TOKENIZATION
+        if sl.captions is None:
+            raise LayoutError(f"no {clip.TOKENIZATION}", file=sl.folder)
+        if len(sl.captions) != len(sl.classes):
+            raise LayoutError(
+                f"{len(sl.captions)} caption line(s) for {len(sl.classes)} class folder(s): line i must caption "
+                "the i-th folder in sorted() order, or every score is misattributed", file=tok,
+                hint="fix the file (clipdata inspect shows classes beside captions)")
+        for cls, cap in zip(sl.classes, sl.captions):
+            if captions.setdefault(cls, cap) != cap:
+                raise LayoutError(f"class {cls!r} has different captions in different splits", file=tok)
+    classes = sorted(captions)
+    if len(classes) < 2:
+        raise LayoutError(f"{len(classes)} class: zero-shot accuracy needs at least two", file=Path(layout))
+    images, truth = [], []
+    for sl in chosen:
+        for cls in sl.classes:
+            for p in sl.images[cls]:
+                images.append(p)
+                truth.append(classes.index(cls))
+    if not images:
+        raise LayoutError("no images in the chosen split(s)", file=Path(layout))
+    return [s.name for s in chosen], classes, [captions[c] for c in classes], images, truth
+
+
+def prompt_sets(classes: list[str], layout_captions: list[str], templates: Sequence[str],
+                ontologies: Sequence[str | Path], use_layout: bool = True) -> list[PromptSet]:
+    sets = [PromptSet("_tokenization.txt", [[c] for c in layout_captions])] if use_layout else []
+    for t in templates:
+        check_template(t)
+        sets.append(PromptSet(t, [[render(t, c)] for c in classes]))
+    for f in ontologies:
+        onto = load_ontology(f)
+        sets.append(PromptSet(Path(f).name, [onto.all_captions(c, DEFAULT_TEMPLATE) for c in classes]))
+    if not sets:
+        raise OptionError("no prompt set to evaluate")
+    return sets
+
+
+def metrics(ps: PromptSet, probs: np.ndarray, truth: np.ndarray, classes: list[str]) -> None:
+    n = len(classes)
+    pred = probs.argmax(axis=1)
+    ps.predictions = pred.tolist()
+    ps.top1 = float((pred == truth).mean())
+    if n >= 5:
+        top5 = np.argsort(-probs, axis=1, kind="stable")[:, :5]
+        ps.top5 = float((top5 == truth[:, None]).any(axis=1).mean())
+    conf = np.zeros((n, n), dtype=int)
+    np.add.at(conf, (truth, pred), 1)
+    ps.confusion = conf.tolist()
+    recalls = {c: float(conf[i, i] / conf[i].sum()) for i, c in enumerate(classes) if conf[i].sum()}
+    ps.per_class_recall = recalls
+    ps.mean_per_class_recall = float(np.mean(list(recalls.values())))
+
+
+def evaluate(layout: str | Path, *, split: str | None = None, templates: Sequence[str] = (),
+             ontologies: Sequence[str | Path] = (), use_layout: bool = True,
+             spec: EngineSpec = EngineSpec(), cache_dir: str | Path | None | bool = None,
+             json_path: str | Path | None = None, plot_path: str | Path | None = None,
+             progress: Callable[[int, int], None] | None = None) -> EvalReport:
+    """Zero-shot top-1/top-5/per-class recall for each prompt set, on one pass of the images."""
+    import time
+
+    from .embedding import embed_paths
+    from .labeling import Classes, class_embeddings
+
+    t0 = time.perf_counter()
+    splits, classes, layout_caps, images, truth_all = _split_data(layout, split)
+    sets = prompt_sets(classes, layout_caps, templates, ontologies, use_layout)
+    if plot_path is not None:
+        _matplotlib()
+    emb = embed_paths(spec, images, cache_dir, progress)
+    kept = {p: i for i, p in enumerate(images)}
+    truth = np.array([truth_all[kept[p]] for p in emb.paths])
+    try:
+        for ps in sets:
+            text = class_embeddings(emb.engine, Classes(classes, ps.captions), emb.cache)
+            metrics(ps, emb.engine.scores(emb.matrix, text, emb.cache), truth, classes)
+    finally:
+        if emb.cache:
+            emb.cache.close()
+    root = Path(layout)
+    report = EvalReport(root, splits, classes, len(emb.paths), sets, [], emb.stats.unreadable,
+                        emb.engine.describe(), emb.stats.cache_hits, 0.0)
+    best, worst = report.best, min(sets, key=lambda s: (s.top1, s.mean_per_class_recall))
+    if best is not worst:
+        for p, t, b, w in zip(emb.paths, truth, best.predictions, worst.predictions):
+            if b != w:
+                report.flipped.append({"path": p.relative_to(root).as_posix(), "class": classes[t],
+                                       best.name: classes[b], worst.name: classes[w]})
+    if json_path is not None:
+        write_text(Path(json_path), json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n")
+    if plot_path is not None:
+        plot_confusion(best, classes, Path(plot_path))
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _matplotlib():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise OptionError("--plot needs matplotlib", hint="pip install 'clipdata[plot]'") from None
+    return plt
+
+
+def plot_confusion(ps: PromptSet, classes: list[str], path: Path) -> None:
+    plt = _matplotlib()
+    conf = np.array(ps.confusion)
+    size = max(4.0, 0.5 * len(classes) + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(conf, cmap="Blues")
+    ax.set_xticks(range(len(classes)), classes, rotation=60, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"{ps.name}: top-1 {ps.top1:.1%}")
+    for i in range(len(classes)):
+        for j in range(len(classes)):
+            if conf[i, j]:
+                ax.text(j, i, str(conf[i, j]), ha="center", va="center",
+                        color="white" if conf[i, j] > conf.max() / 2 else "black", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
