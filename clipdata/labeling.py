@@ -245,7 +245,7 @@ def _write_html(out: Path, rows: list[dict], cls: Classes, meta: dict) -> None:
     for name, items in groups.items():
         items = sorted(items, key=lambda r: (r["top_k"][0]["score"], r["path"]))
         sections.append(("uncertain" if name == UNCERTAIN else name, [
-            (out / r["review_file"], "\n".join([r["path"]] + [f"{t['class']} {t['score']:.2f}" for t in r["top_k"]]))
+            (out / r["review_file"], "\n".join(f"{t['class']} {t['score']:.2f}" for t in r["top_k"]))
             for r in items]))
     write_html(out / "index.html", f"{len(rows)} images, {meta['engine']}",
                [s for s in sections if s[1]],
