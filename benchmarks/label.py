@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -48,9 +49,30 @@ def make_photos(folder: Path, n: int, size: tuple[int, int], seed: int = 0) -> l
     return paths
 
 
+def ray_vs_local(tmp: Path, model_dir: Path, n: int) -> None:
+    import clipdata
+    from clipdata.distributed import start
+    from clipdata.engine import EngineSpec
+
+    photos = make_photos(tmp / "photos", n, (640, 480))
+    t = time.perf_counter()
+    start()
+    ray_start = time.perf_counter() - t
+    local = clipdata.label(photos[0].parent, tmp / "local", classes=CLASSES, spec=EngineSpec(model=str(model_dir)))
+    on_ray = clipdata.label(photos[0].parent, tmp / "ray", classes=CLASSES,
+                            spec=EngineSpec(model=str(model_dir), backend="ray"))
+    print(f"{n} JPEGs at 640x480, ViT-B/32 architecture, random weights")
+    print(f"  Ray start-up (local, {os.cpu_count()} CPUs): {ray_start:.1f} s (not counted below)")
+    print(f"  local engine: {local.seconds:.1f} s = {local.images / local.seconds:.1f} images/s")
+    print(f"  Ray engine:   {on_ray.seconds:.1f} s = {on_ray.images / on_ray.seconds:.1f} images/s "
+          f"= {on_ray.seconds / local.seconds:.2f}x the local time")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--images", type=int, default=200)
+    ap.add_argument("--engine", choices=["local", "ray"], default="local",
+                    help="ray: compare the Ray Data engine with the local one on the same images")
     args = ap.parse_args()
     import torch
     from transformers import pipeline
@@ -63,6 +85,9 @@ def main() -> None:
     try:
         model_dir = make_tiny_clip(tmp / "vit-b32", text=VIT_B32_TEXT, vision=VIT_B32_VISION, projection_dim=512)
         spec = EngineSpec(model=str(model_dir))
+        if args.engine == "ray":
+            ray_vs_local(tmp, model_dir, args.images)
+            return
         engine = Engine(spec)
         print(f"ViT-B/32 architecture, random weights; {engine.describe()}; torch {torch.__version__}, "
               f"{torch.get_num_threads()} threads")

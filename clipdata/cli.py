@@ -206,10 +206,12 @@ def inspect(
         out_console.print("[green]layout OK[/]")
 
 
-def _engine_options(model: str, device: str, dtype: str, batch_size: int, workers: Optional[int], draft: bool):
+def _engine_options(model: str, device: str, dtype: str, batch_size: int, workers: Optional[int], draft: bool,
+                    engine: str = "local", ray_address: Optional[str] = None, num_actors: Optional[int] = None):
     from .engine import EngineSpec
 
-    return EngineSpec(model=model, device=device, dtype=dtype, batch_size=batch_size, workers=workers, draft=draft)
+    return EngineSpec(model=model, device=device, dtype=dtype, batch_size=batch_size, workers=workers, draft=draft,
+                      backend=engine, ray_address=ray_address, num_actors=num_actors)
 
 
 MODEL_HELP = "Hugging Face model id or local directory of a CLIP-family model."
@@ -248,6 +250,9 @@ def label(
     workers: Optional[int] = typer.Option(None, "--workers", "-j", help="Decode/preprocess processes (default: one per CPU)."),
     draft: bool = typer.Option(False, "--draft", help="Faster JPEG decoding at reduced scale (pixels differ slightly)."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Embedding cache folder (default: OUT/cache)."),
+    engine: str = typer.Option("local", "--engine", help="Where images are embedded: local, or ray (pip install 'clipdata[ray]')."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster to join (default: start a local Ray)."),
+    num_actors: Optional[int] = typer.Option(None, "--num-actors", help="Ray actors, one model each (default: what the cluster has room for)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier label output in OUT (its cache is kept)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
 ) -> None:
@@ -256,7 +261,8 @@ def label(
     with _errors(), _progress("embedding", quiet) as update:
         report = api_label(images, out, classes=classes, ontology=ontology, from_layout=from_layout,
                            template=template, top_k=top_k, threshold=threshold, margin=margin, copy=copy,
-                           spec=_engine_options(model, device, dtype, batch_size, workers, draft),
+                           spec=_engine_options(model, device, dtype, batch_size, workers, draft, engine,
+                                                ray_address, num_actors),
                            cache_dir=cache_dir, overwrite=overwrite, progress=update)
     if quiet:
         return
@@ -272,6 +278,9 @@ def label(
         f"{report.engine}, cache hits {report.cache_hits}", highlight=False)
     if report.unreadable:
         out_console.print(f"[yellow]unreadable:[/] {len(report.unreadable)} (listed in {report.out / 'label.json'})", highlight=False)
+    if report.failed:
+        out_console.print(f"[red]failed:[/] {len(report.failed)} image(s) whose distributed task failed past its retries "
+                          f"(listed in {report.out / 'label.json'}; run again to embed them)", highlight=False)
     out_console.print(f"review: move files between the folders of {report.out / 'review'}, or open "
                       f"{report.out / 'index.html'}; then: clipdata review apply {report.out} LAYOUT", highlight=False)
 
@@ -336,6 +345,9 @@ _BATCH = typer.Option(16, "--batch-size", help="Images per model call.")
 _WORKERS = typer.Option(None, "--workers", "-j", help="Decode/preprocess processes (default: one per CPU).")
 _CACHE = typer.Option(None, "--cache-dir", help="Embedding cache (default: $CLIPDATA_CACHE or ~/.cache/clipdata).")
 _NO_CACHE = typer.Option(False, "--no-cache", help="Do not read or write the embedding cache.")
+_ENGINE = typer.Option("local", "--engine", help="Where images are embedded: local, or ray (pip install 'clipdata[ray]').")
+_RAY_ADDRESS = typer.Option(None, "--ray-address", help="Ray cluster to join (default: start a local Ray).")
+_NUM_ACTORS = typer.Option(None, "--num-actors", help="Ray actors, one model each (default: what the cluster has room for).")
 
 
 def _cache(cache_dir: Optional[Path], no_cache: bool):
@@ -370,13 +382,14 @@ def eval_(
     plot: Optional[Path] = typer.Option(None, "--plot", help="PNG of the best set's confusion matrix (needs matplotlib)."),
     model: str = _MODEL, device: str = _DEVICE, dtype: str = _DTYPE, batch_size: int = _BATCH,
     workers: Optional[int] = _WORKERS, cache_dir: Optional[Path] = _CACHE, no_cache: bool = _NO_CACHE,
+    engine: str = _ENGINE, ray_address: Optional[str] = _RAY_ADDRESS, num_actors: Optional[int] = _NUM_ACTORS,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the table."),
 ) -> None:
     from .zeroshot import evaluate
 
     with _errors(), _progress("embedding", quiet) as update:
         r = evaluate(layout, split=split, templates=template, ontologies=ontology,
-                     spec=_engine_options(model, device, dtype, batch_size, workers, False),
+                     spec=_engine_options(model, device, dtype, batch_size, workers, False, engine, ray_address, num_actors),
                      cache_dir=_cache(cache_dir, no_cache), json_path=json_path, plot_path=plot, progress=update)
     table = Table(title=f"{r.layout} ({', '.join(r.splits)}): {r.images} images, {len(r.classes)} classes")
     for col in ("prompt set", "top-1", "top-5", "mean per-class recall"):
@@ -425,13 +438,14 @@ def search(
     html_out: Optional[Path] = typer.Option(None, "--html", help="A page of the hits' thumbnails."),
     model: str = _MODEL, device: str = _DEVICE, dtype: str = _DTYPE, batch_size: int = _BATCH,
     workers: Optional[int] = _WORKERS, cache_dir: Optional[Path] = _CACHE, no_cache: bool = _NO_CACHE,
+    engine: str = _ENGINE, ray_address: Optional[str] = _RAY_ADDRESS, num_actors: Optional[int] = _NUM_ACTORS,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     from .rank import search as api_search
 
     with _errors(), _progress("embedding", quiet) as update:
         r = api_search(images, queries or [], image=image, top=top,
-                       spec=_engine_options(model, device, dtype, batch_size, workers, False),
+                       spec=_engine_options(model, device, dtype, batch_size, workers, False, engine, ray_address, num_actors),
                        cache_dir=_cache(cache_dir, no_cache), jsonl=jsonl, copy_to=copy_to,
                        html_path=html_out, progress=update)
     table = Table(title=f"{r.root}")
@@ -464,13 +478,14 @@ def unique(
     html_out: Optional[Path] = typer.Option(None, "--html", help="A page of thumbnails, most unique first."),
     model: str = _MODEL, device: str = _DEVICE, dtype: str = _DTYPE, batch_size: int = _BATCH,
     workers: Optional[int] = _WORKERS, cache_dir: Optional[Path] = _CACHE, no_cache: bool = _NO_CACHE,
+    engine: str = _ENGINE, ray_address: Optional[str] = _RAY_ADDRESS, num_actors: Optional[int] = _NUM_ACTORS,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     from .rank import unique as api_unique
 
     with _errors(), _progress("embedding", quiet) as update:
         r = api_unique(images, per_class=per_class, k=k,
-                       spec=_engine_options(model, device, dtype, batch_size, workers, False),
+                       spec=_engine_options(model, device, dtype, batch_size, workers, False, engine, ray_address, num_actors),
                        cache_dir=_cache(cache_dir, no_cache), jsonl=jsonl, html_path=html_out, progress=update)
     table = Table(title=f"{r.root}: most unique first")
     table.add_column("rank", justify="right")
@@ -500,13 +515,14 @@ def duplicates(
     html_out: Optional[Path] = typer.Option(None, "--html", help="A page of the groups' thumbnails."),
     model: str = _MODEL, device: str = _DEVICE, dtype: str = _DTYPE, batch_size: int = _BATCH,
     workers: Optional[int] = _WORKERS, cache_dir: Optional[Path] = _CACHE, no_cache: bool = _NO_CACHE,
+    engine: str = _ENGINE, ray_address: Optional[str] = _RAY_ADDRESS, num_actors: Optional[int] = _NUM_ACTORS,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the groups."),
 ) -> None:
     from .rank import duplicates as api_duplicates
 
     with _errors(), _progress("embedding", quiet) as update:
         r = api_duplicates(images, threshold=threshold,
-                           spec=_engine_options(model, device, dtype, batch_size, workers, False),
+                           spec=_engine_options(model, device, dtype, batch_size, workers, False, engine, ray_address, num_actors),
                            cache_dir=_cache(cache_dir, no_cache), jsonl=jsonl, html_path=html_out, progress=update)
     for g in r.groups:  # plain print: full paths, whatever the terminal's width
         print(g["kind"], *g["paths"], sep="\t")

@@ -99,7 +99,26 @@ def embed_images(engine: Engine, paths: Sequence[str | Path], cache: EmbeddingCa
     done = stats.cache_hits
     if progress:
         progress(done, len(paths))
-    if todo:
+    if todo and spec.backend == "ray":
+        from .distributed import embed_ray
+
+        def tick(k: int) -> None:
+            nonlocal done
+            done += k
+            if progress:
+                progress(done, len(paths))
+
+        vectors, bad, failed = embed_ray(spec, [paths[i] for i in todo], address=spec.ray_address,
+                                         num_actors=spec.num_actors, progress=tick)
+        for j, vec in vectors.items():
+            rows[todo[j]] = vec
+        for j, err in bad.items():
+            stats.unreadable[paths[todo[j]]] = err
+        for j, err in failed.items():
+            stats.failed[paths[todo[j]]] = err
+        if cache and vectors:
+            cache.put(mode, {contents[todo[j]]: v for j, v in vectors.items()})
+    elif todo:
         data = _Images([paths[i] for i in todo], engine.processor.image_processor,
                        _draft_size(engine) if spec.draft else None)
         n_workers = min(spec.workers if spec.workers is not None else default_workers(), max(0, len(todo) // spec.batch_size))
@@ -175,5 +194,5 @@ def embed_paths(spec: EngineSpec, paths: Sequence[Path], cache_dir: str | Path |
     cache = None if cache_dir is False else EmbeddingCache(
         default_cache_dir() if cache_dir is None else cache_dir, engine.identity)
     matrix, stats = embed_images(engine, paths, cache, progress)
-    keep = [i for i, p in enumerate(paths) if str(p) not in stats.unreadable]
+    keep = [i for i, p in enumerate(paths) if str(p) not in stats.unreadable and str(p) not in stats.failed]
     return Embedded([Path(paths[i]) for i in keep], matrix[keep], stats, engine, cache)

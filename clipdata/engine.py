@@ -61,8 +61,13 @@ class EngineSpec:
     batch_size: int = 16
     workers: int | None = None  # image decode/preprocess processes; None: one per CPU
     draft: bool = False  # JPEG draft-mode decoding: faster, pixels differ slightly
+    backend: str = "local"  # where images are embedded: "local" or "ray"
+    ray_address: str | None = None  # None: start a local Ray
+    num_actors: int | None = None  # Ray actors; None: what the cluster has room for
 
     def check(self) -> "EngineSpec":
+        if self.backend not in ("local", "ray"):
+            raise OptionError(f"--engine {self.backend!r} is not one of local, ray")
         if self.device not in DEVICES:
             raise OptionError(f"--device {self.device!r} is not one of {', '.join(DEVICES)}")
         if self.dtype not in DTYPES:
@@ -78,6 +83,7 @@ class EmbedStats:
     cache_hits: int = 0
     seconds: float = 0.0
     unreadable: dict[str, str] = field(default_factory=dict)  # path -> reason
+    failed: dict[str, str] = field(default_factory=dict)  # path -> why its task failed (distributed runs)
 
 
 def _fingerprint(path: Path) -> str:

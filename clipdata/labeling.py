@@ -38,6 +38,7 @@ class LabelReport:
     counts: dict[str, int] = field(default_factory=dict)  # decided class -> images
     uncertain: int = 0
     unreadable: dict[str, str] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)  # distributed runs: tasks that failed past retries
     cache_hits: int = 0
     seconds: float = 0.0
     engine: str = ""
@@ -130,11 +131,11 @@ def label(images: str | Path, out: str | Path, *, classes: str | list[str] | Non
     try:
         text = class_embeddings(engine, cls, cache)
         matrix, stats = embed_images(engine, paths, cache, progress)
-        ok = [i for i, p in enumerate(paths) if str(p) not in stats.unreadable]
+        ok = [i for i, p in enumerate(paths) if str(p) not in stats.unreadable and str(p) not in stats.failed]
         probs = engine.scores(matrix[ok], text, cache) if ok else np.zeros((0, len(cls.names)))
     finally:
         cache.close()
-    report = LabelReport(out=out, images=len(paths) - len(stats.unreadable), unreadable=stats.unreadable,
+    report = LabelReport(out=out, images=len(ok), unreadable=stats.unreadable, failed=stats.failed,
                          cache_hits=stats.cache_hits, engine=engine.describe())
     rows = []
     for row_i, i in enumerate(ok):
@@ -157,7 +158,7 @@ def label(images: str | Path, out: str | Path, *, classes: str | list[str] | Non
     _write_review(out, root, rows, cls, copy)
     _write_labelstudio(out, root, rows, cls, spec.model)
     _write_html(out, rows, cls, meta)
-    write_text(out / "label.json", json.dumps({**meta, "unreadable": stats.unreadable,
+    write_text(out / "label.json", json.dumps({**meta, "unreadable": stats.unreadable, "failed": stats.failed,
                                                "counts": report.counts, "uncertain": report.uncertain},
                                               indent=2, ensure_ascii=False) + "\n")
     report.seconds = time.perf_counter() - t0
