@@ -101,6 +101,17 @@ def class_embeddings(engine, classes: Classes, cache=None) -> np.ndarray:
     return np.stack(out)
 
 
+def _size(path: Path) -> tuple[int, int]:
+    """The image's size as displayed (EXIF orientation applied), from its header only."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        w, h = im.size
+        if im.getexif().get(0x0112, 1) in (5, 6, 7, 8):
+            w, h = h, w
+    return w, h
+
+
 def _review_name(rel: str) -> str:
     """Flatten a relative path into one file name: `a/b/c.jpg` -> `a__b__c.jpg`."""
     return rel.replace("/", "__")
@@ -146,8 +157,10 @@ def label(images: str | Path, out: str | Path, *, classes: str | list[str] | Non
         uncertain = bool(p[order[0]] < threshold or gap < margin)
         rel = paths[i].relative_to(root).as_posix()
         decision = None if uncertain else cls.names[order[0]]
+        width, height = _size(paths[i])
         rows.append({"path": rel, "top_k": top[:top_k], "decision": decision, "uncertain": uncertain,
-                     "review_file": f"review/{decision or UNCERTAIN}/{_review_name(rel)}"})
+                     "review_file": f"review/{decision or UNCERTAIN}/{_review_name(rel)}",
+                     "width": width, "height": height})
     for r in rows:
         report.counts[r["decision"] or UNCERTAIN] = report.counts.get(r["decision"] or UNCERTAIN, 0) + 1
     report.uncertain = report.counts.pop(UNCERTAIN, 0)

@@ -82,6 +82,7 @@ def test_outputs_are_well_formed(spec, photos, tmp_path):
     assert len(got) == 12 == report.images and list(report.unreadable) == [str(photos / "broken.jpg")]
     for r in got:
         assert (out / r["review_file"]).is_file()
+        assert (r["width"], r["height"]) == Image.open(photos / r["path"]).size
         assert r["uncertain"] == (r["decision"] is None)
         assert r["uncertain"] == (r["top_k"][0]["score"] < 0.4)
         assert os.path.samefile(out / r["review_file"], photos / r["path"])  # hard link
