@@ -6,7 +6,6 @@ random weights), and duplicate/uniqueness search on 100,000 random 512-d embeddi
 from __future__ import annotations
 
 import argparse
-import resource
 import shutil
 import subprocess
 import sys
@@ -75,7 +74,7 @@ def main() -> None:
         r = subprocess.run([sys.executable, "-c", SEARCH], capture_output=True, text=True, check=True)
         import json
         res = json.loads(r.stdout.strip().splitlines()[-1])
-        print(f"\n100,000 random 512-d unit embeddings (200 MB), blockwise exact search, one process:")
+        print("\n100,000 random 512-d unit embeddings (200 MB), blockwise exact search, one process:")
         print(f"  duplicates (threshold 0.02): {res['dup_s']:.1f} s, {res['groups']} planted groups found")
         print(f"  uniqueness (k=5): {res['uniq_s']:.1f} s")
         print(f"  peak RSS: {res['rss_mb']:.0f} MB (target: well under 2 GB)")

@@ -1,11 +1,11 @@
 """Image embedding over a list of files: decode and preprocess in worker processes
-(overlapped with the model), batch, cache. `embed_shard` is the unit a distributed backend
-runs: a function of an engine spec and a shard of paths."""
+(overlapped with the model), batch, cache. `embed_images` over one engine per process
+(`engine_for`) is also the unit the Ray backend runs on each shard of paths."""
 from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -164,18 +164,6 @@ def engine_for(spec: EngineSpec) -> Engine:
     if spec not in _engines:
         _engines[spec] = Engine(spec)
     return _engines[spec]
-
-
-def embed_shard(spec: EngineSpec, paths: Sequence[str], cache_dir: str | None = None) -> tuple[np.ndarray, dict[str, str]]:
-    """The distributable unit: embed one shard of paths; returns (rows, unreadable)."""
-    engine = engine_for(spec)
-    cache = EmbeddingCache(cache_dir, engine.identity) if cache_dir else None
-    try:
-        matrix, stats = embed_images(engine, paths, cache)
-    finally:
-        if cache:
-            cache.close()
-    return matrix, stats.unreadable
 
 
 def default_cache_dir() -> Path:

@@ -5,6 +5,7 @@ and renamed into place; a killed run leaves no half-written image under a real n
 """
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 from pathlib import Path
@@ -71,3 +72,20 @@ def is_within(child: Path, parent: Path) -> bool:
     """True when `child` is `parent` or lies under it (both resolved)."""
     c, p = child.resolve(), parent.resolve()
     return c == p or p in c.parents
+
+
+# Errors that mean "no hard link here" (another file system, not permitted, too many links,
+# unsupported), as opposed to a missing source: those fall back to a copy.
+_NO_LINK = (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP)
+
+
+def link_or_copy(src: Path, dst: Path) -> bool:
+    """Hard-link `dst` to `src` where the file system allows, else copy; True when linked."""
+    try:
+        link_file(src, dst)
+        return True
+    except OSError as e:
+        if e.errno not in _NO_LINK:
+            raise
+    copy_file(src, dst)
+    return False

@@ -6,12 +6,11 @@ options reach each worker once through `init`.
 """
 from __future__ import annotations
 
-import errno
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .crops import Padding, crop_region
-from .fsutil import copy_file, link_file, write_with
+from .fsutil import copy_file, link_or_copy, write_with
 
 
 @dataclass(frozen=True)
@@ -103,13 +102,7 @@ def process(task: Task) -> Result:
 
 
 def _copy(src: Path, dst: Path, link: bool, result: Result) -> None:
-    if link:
-        try:
-            link_file(src, dst)
-            return
-        except OSError as e:
-            if e.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
-                raise
-            if COPIED not in result.notes:
-                result.notes.append(COPIED)
-    copy_file(src, dst)
+    if not link:
+        copy_file(src, dst)
+    elif not link_or_copy(src, dst) and COPIED not in result.notes:
+        result.notes.append(COPIED)

@@ -7,7 +7,6 @@ import csv
 import html
 import io
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,9 +16,9 @@ import numpy as np
 
 from .captions import DEFAULT_TEMPLATE, Ontology, check_template, load_ontology, nfc, render
 from .engine import EngineSpec
-from .errors import OptionError, OutputError, SourceError
+from .errors import OptionError, OutputError
 from .formats import clip
-from .fsutil import copy_file, link_file, write_text
+from .fsutil import copy_file, link_or_copy, write_text
 
 UNCERTAIN = "_uncertain"
 PREDICTIONS = "predictions.jsonl"
@@ -215,16 +214,12 @@ def _write_review(out: Path, root: Path, rows: list[dict], cls: Classes, copy: b
     review = out / "review"
     for name in cls.names + [UNCERTAIN]:
         (review / name).mkdir(parents=True, exist_ok=True)  # every class: a place to move files to
-    linked = not copy
     for r in rows:
         src, dst = root / r["path"], out / r["review_file"]
-        if linked:
-            try:
-                link_file(src, dst)
-                continue
-            except OSError:
-                linked = False  # another file system: copy from here on
-        copy_file(src, dst)
+        if copy:
+            copy_file(src, dst)
+        else:
+            link_or_copy(src, dst)
     clip.write_tokenization(review, {n: caps[0] for n, caps in zip(cls.names, cls.captions)})
 
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from .engine import EngineSpec
 from .errors import OptionError
-from .fsutil import copy_file, link_file, write_text
+from .fsutil import link_or_copy, write_text
 
 BLOCK_BYTES = 128 << 20  # similarity block budget: rows x N x 4 bytes
 
@@ -163,10 +163,7 @@ def _copy_hits(report: RankReport, root: Path, dest: Path, per_query: bool) -> N
     for h in report.hits:
         folder = dest / _slug(h.query) if per_query else dest
         target = folder / f"{h.rank:03d}_{h.path.relative_to(root).as_posix().replace('/', '__')}"
-        try:
-            link_file(h.path, target)
-        except OSError:
-            copy_file(h.path, target)
+        link_or_copy(h.path, target)
 
 
 def unique(images: str | Path | None = None, *, per_class: str | Path | None = None, k: int = 5,

@@ -2,11 +2,12 @@
 the reviewer's corrections measure the pre-labeler's real accuracy."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from .conversion import Report, convert
-from .formats import review
+from .formats import clip, review
 
 
 @dataclass
@@ -26,4 +27,8 @@ def review_apply(reviewed: str | Path, out: str | Path, *, images: str | Path | 
     """`reviewed`: the label output folder (its review/ tree), a Label Studio JSON export, or
     an edited predictions.csv. Options are convert's (template, split, overwrite, ...)."""
     report = convert(reviewed, out, format="review", images=images, **options)
-    return ReviewReport(report, review.changes(reviewed, images))
+    final = {}  # what was applied, from the layout's own manifest: the source is read once
+    for line in (Path(out) / clip.MANIFEST).read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        final[row["source_image"]] = row["class"]
+    return ReviewReport(report, review.changes(reviewed, final))

@@ -415,3 +415,21 @@ def test_inputs_are_never_modified(tmp_path):
     stat = (src / "cat" / "x.jpg").stat()
     clipdata.convert(src, tmp_path / "out", format="folder")
     assert tree_bytes(src) == before and (src / "cat" / "x.jpg").stat().st_mtime_ns == stat.st_mtime_ns
+
+
+def test_link_or_copy_falls_back_only_where_links_are_impossible(tmp_path, monkeypatch):
+    import errno
+
+    from clipdata import fsutil
+    src = make_image(tmp_path / "a.jpg")
+    assert fsutil.link_or_copy(src, tmp_path / "linked.jpg") and os.path.samefile(src, tmp_path / "linked.jpg")
+
+    def no_link(a, b):
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+    monkeypatch.setattr(os, "link", no_link)
+    assert not fsutil.link_or_copy(src, tmp_path / "copied.jpg")  # another file system: a copy
+    assert (tmp_path / "copied.jpg").read_bytes() == src.read_bytes()
+    monkeypatch.undo()
+    with pytest.raises(FileNotFoundError):  # a missing source is an error, not a reason to copy
+        fsutil.link_or_copy(tmp_path / "gone.jpg", tmp_path / "x.jpg")
+    assert not list(tmp_path.glob(".clipdata-tmp-*"))

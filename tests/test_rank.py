@@ -14,7 +14,6 @@ pytest.importorskip("transformers")
 
 import clipdata  # noqa: E402
 from clipdata.cli import app  # noqa: E402
-from clipdata.engine import EngineSpec  # noqa: E402
 from clipdata.errors import LayoutError, OptionError, SourceError  # noqa: E402
 from clipdata.rank import nearest, uniqueness  # noqa: E402
 from conftest import SAMPLES  # noqa: E402

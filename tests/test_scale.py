@@ -1,6 +1,5 @@
 """Conversion at scale and under faults: streaming parse, workers, kill and resume."""
 import json
-import os
 import signal
 import subprocess
 import sys

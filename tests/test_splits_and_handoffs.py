@@ -24,14 +24,14 @@ def many_boxes(tmp_path, n_images=40):
 def test_resplit_is_by_source_image_and_deterministic(tmp_path):
     f = many_boxes(tmp_path)
     a = clipdata.convert(f, tmp_path / "a", format="coco", split_ratios="0.5,0.25,0.25", seed=7)
-    b = clipdata.convert(f, tmp_path / "b", format="coco", split_ratios=(0.5, 0.25, 0.25), seed=7)
+    clipdata.convert(f, tmp_path / "b", format="coco", split_ratios=(0.5, 0.25, 0.25), seed=7)
     assert tree_bytes(tmp_path / "a") == tree_bytes(tmp_path / "b")
     per_split = {s: sum(c.values()) for s, c in a.counts.items()}
     assert per_split == {"train": 60, "valid": 30, "test": 30}  # 20/10/10 images, 3 crops each
     split_of = {}
     for row in manifest(tmp_path / "a"):
         assert split_of.setdefault(row["source_image"], row["split"]) == row["split"]  # no photo in two splits
-    c = clipdata.convert(f, tmp_path / "c", format="coco", split_ratios="0.5,0.25,0.25", seed=8)
+    clipdata.convert(f, tmp_path / "c", format="coco", split_ratios="0.5,0.25,0.25", seed=8)
     assert {r["path"] for r in manifest(tmp_path / "c")} != {r["path"] for r in manifest(tmp_path / "a")}
     assert clipdata.inspect(tmp_path / "a").warnings == []  # no leakage
 

@@ -126,17 +126,16 @@ def read(path: str | Path, *, images: str | Path | None = None, split: str | Non
     return src
 
 
-def changes(path: str | Path, images: str | Path | None = None) -> dict[str, dict[str, int]]:
-    """Per proposed class: how many images the reviewer kept, and how many they moved."""
-    path = Path(path)
-    folder = path if path.is_dir() else path.parent
-    _, preds = _meta(folder)
-    src = read(path, images=images)
+def changes(reviewed: str | Path, final: dict[str, str]) -> dict[str, dict[str, int]]:
+    """Per proposed class: how many images the reviewer kept, and how many they moved.
+    `final` maps each applied image (its original path) to the class it ended in."""
+    path = Path(reviewed)
+    _, preds = _meta(path if path.is_dir() else path.parent)
     stats: dict[str, dict[str, int]] = {}
-    for s in src.samples:
-        was = predicted(preds.get(s.name))
+    for name, cls in final.items():
+        was = predicted(preds.get(name))
         if was is None:
             continue
         entry = stats.setdefault(was, {"kept": 0, "changed": 0})
-        entry["kept" if s.labels[0].name == was else "changed"] += 1
+        entry["kept" if cls == was else "changed"] += 1
     return dict(sorted(stats.items()))
