@@ -5,30 +5,62 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
-from .errors import OptionError
-from .yamlfile import load_yaml
+from .errors import ClassNameError, OptionError
+from .yamlfile import ANY, KEYS, load_yaml
 
+# Kept as Roboflow's CLIP export and CLIP's own ImageNet prompts write it ("a photo of a
+# apple" included): changing it would change every existing layout's captions. `{a}` gives
+# the article that fits; see formats/ontology.md.
 DEFAULT_TEMPLATE = "a photo of a {}"
 
-# Words whose first letter misleads the vowel rule (spoken sound decides "a" or "an").
-_AN_EXCEPTIONS = ("hour", "honest", "honor", "honour", "heir")
-_A_EXCEPTIONS = ("uni", "use", "usu", "uten", "one", "once", "eu", "ewe", "ufo")
+
+@lru_cache(maxsize=1)
+def _inflect_engine():
+    import inflect  # imported when `{a}` is first used: its import alone takes about a second
+
+    return inflect.engine()
+
+
+@lru_cache(maxsize=4096)
+def article(name: str) -> str:
+    """"a" or "an" for `name` as it is spoken: inflect's rules for sounds and acronyms
+    ("an hour", "a unicorn", "an MRI", "a U-turn"); a leading number is read as words
+    ("an 8-ball", "an 11th")."""
+    word = name.strip()
+    if not word:
+        return "a"
+    engine = _inflect_engine()
+    digits = re.match(r"\d+", word)
+    if digits:
+        word = engine.number_to_words(digits.group())
+    return engine.a(word).split(" ", 1)[0]
 
 
 def with_article(name: str) -> str:
-    """`name` preceded by "a" or "an" (vowel letter rule, with the common exceptions)."""
-    word = name.strip().lower()
-    if word.startswith(_AN_EXCEPTIONS):
-        return "an " + name
-    if word[:1] in ("a", "e", "i", "o", "u") and not word.startswith(_A_EXCEPTIONS):
-        return "an " + name
-    return "a " + name
+    """`name` preceded by "a" or "an"."""
+    return f"{article(name)} {name}"
+
+
+def line_break(text: str) -> str | None:
+    """The first character at which `str.splitlines()` would split `text` (as "U+2028"), or
+    None. Captions are one per line, so a name or caption holding one cannot be read back."""
+    for ch in text:
+        if len(f"a{ch}b".splitlines()) > 1:
+            return f"U+{ord(ch):04X}"
+    return None
+
+
+def _one_line_problem(text: str) -> str | None:
+    found = line_break(text)
+    return f"it holds a line break ({found}), and captions are one per line" if found else None
 
 
 def check_template(template: str) -> str:
-    """Refuse a template without a placeholder or with a brace we would not fill."""
+    """Refuse a template without a placeholder, with a brace we would not fill, or that
+    would not stay one line."""
     if "{}" not in template and "{a}" not in template:
         raise OptionError(
             f"template {template!r} has no {{}} or {{a}} for the class name",
@@ -40,8 +72,9 @@ def check_template(template: str) -> str:
             f"template {template!r} has a brace that is not {{}} or {{a}}",
             hint="only {} (the class name) and {a} (the name with a/an) are filled in",
         )
-    if "\n" in template or "\r" in template:
-        raise OptionError("a template must be one line (captions are one per line)")
+    problem = _one_line_problem(template)
+    if problem:
+        raise OptionError(f"template {template!r} cannot be used: {problem}", hint="write the template on one line")
     return template
 
 
@@ -76,9 +109,16 @@ class Ontology:
         return self.all_captions(target, template)[0]
 
     def all_captions(self, target: str, template: str) -> list[str]:
-        """Every caption of a class, for prompt ensembling (label, eval)."""
+        """Every caption of a class, for prompt ensembling (label, eval). A class name that
+        would break its caption into two lines is refused here, where the caption is made."""
         if target in self.captions:
             return self.captions[target]
+        problem = _one_line_problem(target)
+        if problem:
+            raise ClassNameError(
+                f"class name {target!r} cannot be captioned: {problem}",
+                file=self.file, hint='rename it with --rename "OLD=NEW" or an --ontology file (formats/ontology.md)',
+            )
         return [render(self.template or template, target)]
 
     def unknown(self, classes: list[str]) -> list[str]:
@@ -91,6 +131,9 @@ class Ontology:
         old, sep, new = text.partition("=")
         if not sep or not old.strip() or not new:
             raise OptionError(f"--rename {text!r} is not OLD=NEW", hint='e.g. --rename "tv=television"')
+        problem = _one_line_problem(new)
+        if problem:
+            raise OptionError(f"--rename {text!r}: the new name cannot be used: {problem}")
         self.renames[nfc(old)] = nfc(new)
         self.mentioned.add(nfc(old))
 
@@ -99,10 +142,15 @@ def _fail(file: str, where: str, message: str) -> OptionError:
     return OptionError(message, file=file, where=where, hint="see formats/ontology.md for the schema")
 
 
+# Names and captions are read as written: a class called `yes` or `010` stays that text.
+_AS_WRITTEN = (("classes", KEYS), ("classes", ANY, "name"), ("classes", ANY, "caption"),
+               ("classes", ANY, "captions"), ("template",))
+
+
 def load_ontology(path: str | Path) -> Ontology:
     """Read an ontology YAML file; every mistake is reported with the class it concerns."""
     file = str(path)
-    data = load_yaml(path, OptionError)
+    data = load_yaml(path, OptionError, _AS_WRITTEN)
     if not isinstance(data, dict) or not isinstance(data.get("classes"), dict):
         raise _fail(file, "top level", "expected a mapping with a `classes:` mapping")
     extra = set(data) - {"classes", "template"}
@@ -117,8 +165,11 @@ def load_ontology(path: str | Path) -> Ontology:
         except OptionError as e:
             raise _fail(file, "template", e.message) from None
     for raw_name, entry in data["classes"].items():
-        name = nfc(str(raw_name))
+        name = nfc(raw_name)
         where = f"classes.{raw_name}"
+        problem = _one_line_problem(name)
+        if problem:
+            raise _fail(file, where, f"class name {name!r}: {problem}")
         onto.mentioned.add(name)
         if entry is None:
             continue
@@ -129,12 +180,20 @@ def load_ontology(path: str | Path) -> Ontology:
         unknown = set(entry) - {"name", "caption", "captions", "drop"}
         if unknown:
             raise _fail(file, where, f"unknown key(s): {', '.join(sorted(map(str, unknown)))}")
+        if not isinstance(entry.get("drop", False), bool):
+            raise _fail(file, where, f"drop must be true or false, not {entry['drop']!r}")
         if entry.get("drop"):
             if set(entry) - {"drop"}:
                 raise _fail(file, where, "a dropped class takes no name or caption")
             onto.drops.add(name)
             continue
-        target = nfc(str(entry.get("name", name)))
+        target = entry.get("name", name)
+        if not isinstance(target, str):
+            raise _fail(file, where, "name must be text")
+        target = nfc(target)
+        problem = _one_line_problem(target) or (None if target.strip() else "it is empty")
+        if problem:
+            raise _fail(file, where, f"name {target!r} cannot be a class: {problem}")
         if target != name:
             onto.renames[name] = target
         if "caption" in entry and "captions" in entry:
@@ -143,7 +202,7 @@ def load_ontology(path: str | Path) -> Ontology:
             given = entry.get("caption", entry.get("captions"))
             given = [given] if isinstance(given, str) else given
             if not isinstance(given, list) or not given or not all(
-                    isinstance(c, str) and c.strip() and "\n" not in c for c in given):
+                    isinstance(c, str) and c.strip() and not line_break(c) for c in given):
                 raise _fail(file, where, "caption must be one non-empty line of text (captions: a list of them)")
             previous = onto.captions.get(target)
             if previous is not None and previous != given:

@@ -1,0 +1,140 @@
+"""Reading the text files of a dataset (lists, names files, JSON) so that any problem is one
+clear line naming the file and the place: not UTF-8, not a regular file, nested too deep.
+
+Text is UTF-8; a leading byte-order mark (Excel's "CSV UTF-8", Notepad) is dropped, never
+made part of the first line. Lines are split at "\\n" only (a trailing "\\r" is removed), so
+a name holding another line break (U+2028, form feed) stays whole and is refused later by
+the name check instead of silently becoming two names.
+"""
+from __future__ import annotations
+
+import codecs
+import json
+import os
+import re
+import stat
+from pathlib import Path
+
+from .errors import ClipdataError, SourceError
+
+# A text file larger than this is refused rather than read whole (a names file or an image
+# list is kilobytes; COCO files, which can be larger, are read by their own reader).
+MAX_TEXT_BYTES = 1 << 30
+
+_BOMS = ((codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"),
+         (codecs.BOM_UTF16_LE, "UTF-16"), (codecs.BOM_UTF16_BE, "UTF-16"))
+
+
+def check_regular(path: str | Path, error: type[ClipdataError] = SourceError) -> os.stat_result:
+    """The file's stat, refusing before any open what is not a regular file: a FIFO or a
+    device would block or never end, a folder is no file."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise error("file not found", file=path) from None
+    except NotADirectoryError:
+        raise error("file not found (a part of the path is not a folder)", file=path) from None
+    if stat.S_ISDIR(st.st_mode):
+        raise error("is a folder, not a file", file=path)
+    if not stat.S_ISREG(st.st_mode):
+        raise error("is not a regular file (a pipe, socket or device)", file=path,
+                    hint="pass the file itself, not a special file")
+    return st
+
+
+def read_bytes(path: str | Path, error: type[ClipdataError] = SourceError, limit: int = MAX_TEXT_BYTES) -> bytes:
+    """The file's bytes, after `check_regular`; a file over `limit` bytes is refused."""
+    st = check_regular(path, error)
+    if st.st_size > limit:
+        raise error(f"is {st.st_size} bytes, more than the {limit} this file may hold", file=path)
+    with open(path, "rb") as f:
+        return f.read(limit + 1)
+
+
+def _position(data: bytes, offset: int) -> str:
+    line = data.count(b"\n", 0, offset) + 1
+    column = offset - data.rfind(b"\n", 0, offset)
+    return f"line {line}, column {column}, byte {offset}: 0x{data[offset]:02x}"
+
+
+def _encoding_hint(data: bytes, file: str | Path) -> str:
+    name = Path(file).name
+    for bom, encoding in _BOMS:
+        if data.startswith(bom):
+            return f"the file is {encoding} text; save it as UTF-8: iconv -f {encoding} -t UTF-8 {name} > {name}.utf8"
+    return ("save it as UTF-8; a file from Excel or an old Windows tool is usually Windows-1252: "
+            f"iconv -f CP1252 -t UTF-8 {name} > {name}.utf8")
+
+
+def decode(data: bytes, file: str | Path, error: type[ClipdataError] = SourceError) -> str:
+    """UTF-8 text without its byte-order mark; anything else raises `error` naming the
+    first bad byte and how to convert the file."""
+    for bom, name in _BOMS:
+        if data.startswith(bom):
+            raise error(f"not UTF-8 text: it starts with a {name} byte-order mark", file=file,
+                        hint=_encoding_hint(data, file))
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise error("not UTF-8 text", file=file, where=_position(data, e.start), hint=_encoding_hint(data, file)) from None
+
+
+def read_text(path: str | Path, error: type[ClipdataError] = SourceError) -> str:
+    """A text file as a str (see `decode`), never blocking on a special file."""
+    return decode(read_bytes(path, error), path, error)
+
+
+def split_lines(text: str) -> list[str]:
+    """Lines split at "\\n" only, each without a trailing "\\r"; no empty last line for a
+    final newline."""
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
+
+
+def read_lines(path: str | Path, error: type[ClipdataError] = SourceError) -> list[str]:
+    return split_lines(read_text(path, error))
+
+
+# --- JSON --------------------------------------------------------------------------------
+
+_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def _nesting(text: str) -> tuple[int, str | None]:
+    """(deepest nesting, where it first passes NESTING_NOTED levels); run only once the
+    parser has given up, so its cost never touches a good file."""
+    depth, deepest, place = 0, 0, None
+    for m in _TOKEN.finditer(text):
+        tok = m.group()
+        if tok in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+            if depth == NESTING_NOTED + 1 and place is None:
+                line = text.count("\n", 0, m.start()) + 1
+                place = f"line {line}, column {m.start() - text.rfind(chr(10), 0, m.start())}"
+        elif tok in "]}":
+            depth -= 1
+    return deepest, place
+
+
+NESTING_NOTED = 100  # where a too-deep error points: real dataset files nest a few levels
+
+
+def loads(text: str, file: str | Path, error: type[ClipdataError] = SourceError) -> object:
+    """Parse JSON; malformed JSON names its line and column, and nesting too deep for the
+    parser (a 100,000-deep array) is one clear line, not a RecursionError."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise error(f"malformed JSON: {e.msg}", file=file, where=f"line {e.lineno}, column {e.colno}") from None
+    except RecursionError:
+        deepest, place = _nesting(text)
+        raise error(f"JSON nested {deepest} levels deep, too deep to parse; dataset files nest a few levels",
+                    file=file, where=place, hint="this is not an annotation file; check what was exported") from None
+
+
+def load_json(path: str | Path, error: type[ClipdataError] = SourceError) -> object:
+    """A JSON file, read as `read_text` reads text and parsed as `loads` parses."""
+    return loads(read_text(path, error), path, error)
