@@ -60,3 +60,16 @@ class Source:
     skipped: list[Skip] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     group: str | None = None  # the annotation group's name, where the source says (Roboflow)
+    unused_files: list[str] = field(default_factory=list)  # annotation files found but not read
+
+
+def split_name(token: str) -> str | None:
+    """The canonical split for a folder or file-name token: train, valid or test."""
+    t = token.lower().rstrip("0123456789")
+    if t == "train":
+        return "train"
+    if t in ("val", "valid", "validation"):
+        return "valid"
+    if t == "test":
+        return "test"
+    return None
