@@ -1,4 +1,4 @@
-"""Atomic file writes: every output appears whole or not at all.
+"""Output files: atomic writes, names that fit, paths that stay inside OUT, one run per OUT.
 
 Each file is written to a hidden temporary name in its final folder (so it never leaves OUT)
 and renamed into place; a killed run leaves no half-written image under a real name.
@@ -6,16 +6,42 @@ and renamed into place; a killed run leaves no half-written image under a real n
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO, Callable, Iterator
+
+from .errors import OutputError
 
 TMP_PREFIX = ".clipdata-tmp-"
+LOCK_NAME = ".clipdata.lock"
+# Bytes per path component: the limit of ext4, XFS, btrfs, APFS (in UTF-8) and NTFS (ASCII).
+# Fixed rather than asked of the file system, so a layout that fits here fits everywhere.
+NAME_MAX = 255
 
 
 def _tmp_for(path: Path) -> Path:
-    return path.with_name(f"{TMP_PREFIX}{os.getpid()}-{path.name}")
+    """A hidden sibling; for a name near NAME_MAX the name is hashed, so that any name that
+    fits also fits as its temporary name (and an error never names the temporary file)."""
+    tmp = f"{TMP_PREFIX}{os.getpid()}-{path.name}"
+    if len(tmp.encode("utf-8", "surrogateescape")) > NAME_MAX:
+        tmp = f"{TMP_PREFIX}{os.getpid()}-{hashlib.sha1(os.fsencode(path.name)).hexdigest()}"
+    return path.with_name(tmp)
+
+
+# Errors that mean the device, not the file, is at fault: said once, naming the file.
+_FULL = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
+         errno.EFBIG: "file too large for the file system"}
+
+
+def _named(e: OSError, path: Path) -> BaseException:
+    """The error re-aimed at the real output name (never the temporary one)."""
+    if e.errno in _FULL:
+        return OutputError(f"{_FULL[e.errno]} while writing", file=path,
+                           hint="free some space or choose another output folder, then run again with --resume")
+    return OSError(e.errno, e.strerror, str(path))
 
 
 def _open_new(tmp: Path) -> BinaryIO:
@@ -34,6 +60,11 @@ def write_with(path: Path, write: Callable[[BinaryIO], None]) -> None:
         with _open_new(tmp) as f:
             write(f)
         os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        if e.filename in (str(tmp), os.fsencode(tmp)) or e.filename is None and e.errno in _FULL:
+            raise _named(e, path) from None
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -72,6 +103,109 @@ def is_within(child: Path, parent: Path) -> bool:
     """True when `child` is `parent` or lies under it (both resolved)."""
     c, p = child.resolve(), parent.resolve()
     return c == p or p in c.parents
+
+
+def inside(folder: Path, relpath: str | Path) -> Path:
+    """`folder / relpath`, refused unless it resolves strictly inside `folder` (symlinks
+    followed): no output name made of user text may climb out of its folder."""
+    path = Path(folder) / relpath
+    c, p = path.resolve(), Path(folder).resolve()
+    if p not in c.parents:
+        raise OutputError(f"{str(relpath)!r} would be written outside the output folder", file=folder,
+                          hint="this name comes from the input: rename it there")
+    return path
+
+
+def name_bytes(name: str) -> int:
+    return len(name.encode("utf-8", "surrogateescape"))
+
+
+def check_name(name: str, *, what: str, file: str | Path | None = None, where: str | None = None) -> str:
+    """Refuse a file-name component longer than NAME_MAX bytes, before anything is written;
+    `what` says which class, annotation or folder brought it, so the user knows what to fix."""
+    n = name_bytes(name)
+    if n > NAME_MAX:
+        shown = name if len(name) <= 60 else name[:40] + "…" + name[-12:]
+        raise OutputError(f"{what} gives the file or folder name {shown!r}, {n} bytes; "
+                          f"file systems allow {NAME_MAX}", file=file, where=where,
+                          hint="shorten it in the source, or map it to a shorter name with --rename or an ontology")
+    return name
+
+
+def safe_name(text: str, *, suffix: str = "", limit: int = NAME_MAX) -> str:
+    """A file-name component made from free text (a query, a caption): separators and
+    control characters become '_', no leading dot, never '.' or '..', and cut (with a short
+    hash of the whole text, so distinct long texts stay distinct) to fit `limit` bytes with
+    `suffix`."""
+    out = "".join("_" if ch in "/\\" or ord(ch) < 32 or ord(ch) == 127 else ch for ch in text)
+    if out.startswith(".") or out == "":
+        out = "_" + out
+    room = limit - name_bytes(suffix)
+    if name_bytes(out) > room:
+        tag = "-" + hashlib.sha1(text.encode("utf-8", "surrogateescape")).hexdigest()[:10]
+        cut = out.encode("utf-8", "surrogateescape")[:room - len(tag)].decode("utf-8", "ignore")
+        out = cut + tag
+    return out + suffix
+
+
+@contextmanager
+def locked(folder: Path) -> Iterator[Path]:
+    """Hold an exclusive lock on `folder` (created if missing) for the block: a second run
+    into the same folder fails at once instead of mixing its files with the first's. The
+    lock is `flock` on `folder/.clipdata.lock`; it dies with the process (and with forked
+    workers, which share it), so a killed run never leaves a stale lock."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise OutputError("exists and is not a folder", file=folder)
+    created = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_NAME
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            _lock(fd)
+        except BlockingIOError:
+            os.close(fd)
+            raise OutputError("another clipdata run is writing into this folder", file=folder,
+                              hint="wait for it to finish, or choose another output folder") from None
+        try:  # the holder before us may have removed the file after we opened it: lock the live one
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
+        _unlock(fd)
+        os.close(fd)
+        if created:
+            try:
+                folder.rmdir()  # only when the run failed before writing anything
+            except OSError:
+                pass
+
+
+try:
+    import fcntl
+
+    def _lock(fd: int) -> None:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    def _unlock(fd: int) -> None:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+except ImportError:  # Windows
+    import msvcrt
+
+    def _lock(fd: int) -> None:
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        except OSError:
+            raise BlockingIOError from None
+
+    def _unlock(fd: int) -> None:
+        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
 
 
 # Errors that mean "no hard link here" (another file system, not permitted, too many links,

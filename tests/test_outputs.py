@@ -1,0 +1,244 @@
+"""Outputs: one run per OUT (lock), names that fit the file system, nothing written outside
+its folder, and write errors that name the real file."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from clipdata.errors import OutputError
+from clipdata.fsutil import (LOCK_NAME, NAME_MAX, TMP_PREFIX, check_name, inside, locked, name_bytes,
+                             safe_name, write_bytes, write_text)
+
+ROOT = Path(__file__).parent.parent
+
+
+def _python(code: str, *args: str, **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *args], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+# ---- the OUT lock ----------------------------------------------------------------------
+
+def test_second_lock_on_one_folder_fails_at_once_with_one_line(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    with locked(out) as lock:
+        assert lock == out / LOCK_NAME and lock.is_file()
+        with pytest.raises(OutputError) as e:
+            with locked(out):
+                pass
+        assert "another clipdata run" in str(e.value) and str(out) in str(e.value)
+        assert "\n" not in str(e.value)
+    assert not (out / LOCK_NAME).exists()
+    with locked(out):  # free again once released
+        pass
+
+
+def test_lock_held_by_another_process_blocks_until_it_dies(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    holder = _python("""
+        import sys, time
+        from pathlib import Path
+        from clipdata.fsutil import locked
+        with locked(Path(sys.argv[1])):
+            print("held", flush=True)
+            time.sleep(60)
+    """, str(out))
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(OutputError, match="another clipdata run"):
+            with locked(out):
+                pass
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    # SIGKILL leaves the file behind but not the lock: the next run proceeds.
+    assert (out / LOCK_NAME).exists()
+    with locked(out):
+        pass
+
+
+def test_lock_outlives_a_killed_parent_in_its_forked_children(tmp_path: Path) -> None:
+    """Workers forked while the lock is held hold it too: after the parent is killed, a rerun
+    cannot start while a worker may still be writing."""
+    out = tmp_path / "out"
+    parent = _python("""
+        import os, sys, time
+        from pathlib import Path
+        from clipdata.fsutil import locked
+        with locked(Path(sys.argv[1])):
+            child = os.fork()
+            if child == 0:
+                time.sleep(60)
+                os._exit(0)
+            print(child, flush=True)
+            os._exit(0)  # dies without releasing, as under SIGKILL
+    """, str(out))
+    child = int(parent.stdout.readline())
+    parent.wait(timeout=30)
+    try:
+        with pytest.raises(OutputError, match="another clipdata run"):
+            with locked(out):
+                pass
+    finally:
+        os.kill(child, 9)
+    for _ in range(100):  # the child is reparented, not ours to reap: wait until it is gone
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        import time
+        time.sleep(0.1)
+    with locked(out):
+        pass
+
+
+@pytest.mark.parametrize("case", ["file", "created_and_failed"])
+def test_lock_edges(tmp_path: Path, case: str) -> None:
+    if case == "file":
+        (tmp_path / "f").write_text("x")
+        with pytest.raises(OutputError, match="not a folder"):
+            with locked(tmp_path / "f"):
+                pass
+    else:  # a run that fails before writing leaves no empty folder it created
+        with pytest.raises(RuntimeError):
+            with locked(tmp_path / "new" / "out"):
+                raise RuntimeError
+        assert not (tmp_path / "new" / "out").exists()
+
+
+# ---- name lengths ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("name, ok", [
+    ("a" * 255, True),
+    ("a" * 256, False),
+    ("é" * 127, True),      # 254 bytes
+    ("é" * 128, False),     # 256 bytes: characters are not bytes
+    ("猫" * 85, True),      # 255 bytes
+    ("猫" * 86, False),
+    ("x" * 251 + ".jpg", True),
+    ("x" * 252 + ".jpg", False),  # the suffix counts
+])
+def test_check_name_counts_bytes_after_the_suffix(name: str, ok: bool) -> None:
+    if ok:
+        assert check_name(name, what="class 'x'") == name
+    else:
+        with pytest.raises(OutputError) as e:
+            check_name(name, what="annotation id 7 of 'a.jpg'", file="ann.json")
+        text = str(e.value)
+        assert "annotation id 7 of 'a.jpg'" in text and f"{name_bytes(name)} bytes" in text
+        assert text.startswith("ann.json") and "\n" not in text and TMP_PREFIX not in text
+
+
+def test_a_name_at_the_limit_is_writable(tmp_path: Path) -> None:
+    """The temporary name is longer than the final one; it must not make a legal name fail."""
+    for name in ("a" * 255, "é" * 127 + "a", "x" * 251 + ".jpg"):
+        write_text(tmp_path / name, "ok")
+        assert (tmp_path / name).read_text() == "ok"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(TMP_PREFIX)]
+
+
+def test_too_long_name_error_names_the_file_not_the_temporary(tmp_path: Path) -> None:
+    with pytest.raises(OSError) as e:
+        write_text(tmp_path / ("a" * 300), "x")
+    assert e.value.filename == str(tmp_path / ("a" * 300))
+    assert not list(tmp_path.iterdir())
+
+
+# ---- names from free text ---------------------------------------------------------------
+
+@pytest.mark.parametrize("text", ["..", ".", "", "../../etc/passwd", "a/b", "a\\b", "\x00\n\t", ".hidden",
+                                  "q" * 400, "é" * 300, "a photo of a cat"])
+def test_safe_name_table(tmp_path: Path, text: str) -> None:
+    name = safe_name(text, suffix=".jpg")
+    assert name_bytes(name) <= NAME_MAX and "/" not in name and "\\" not in name
+    assert not name.startswith(".") and name not in (".", "..")
+    assert inside(tmp_path, name).parent == tmp_path
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None)
+@given(text=st.text(min_size=0, max_size=400), suffix=st.sampled_from(["", ".jpg", ".webp"]))
+def test_safe_name_always_stays_in_its_folder(tmp_path: Path, text: str, suffix: str) -> None:
+    name = safe_name(text, suffix=suffix)
+    assert name_bytes(name) <= NAME_MAX and name.endswith(suffix)
+    path = inside(tmp_path, name)
+    assert path.parent == tmp_path and path.name == name
+
+
+def test_safe_name_keeps_long_texts_apart() -> None:
+    a, b = "x" * 300 + "a", "x" * 300 + "b"
+    assert safe_name(a) != safe_name(b)
+    assert safe_name("cat") == "cat"  # short names are kept as they are
+
+
+@pytest.mark.parametrize("rel, ok", [
+    ("a.jpg", True), ("train/cat/a.jpg", True), ("..", False), ("../x", False),
+    ("a/../../x", False), ("/etc/passwd", False), ("", False), (".", False), ("link/x", False),
+])
+def test_inside_table(tmp_path: Path, rel: str, ok: bool) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "link").symlink_to(tmp_path)  # a symlink out of the folder does not count as inside
+    if ok:
+        assert inside(out, rel) == out / rel
+    else:
+        with pytest.raises(OutputError, match="outside the output folder"):
+            inside(out, rel)
+
+
+# ---- write errors ---------------------------------------------------------------------
+
+def test_file_size_limit_names_the_file_and_leaves_no_temporary(tmp_path: Path) -> None:
+    """A real EFBIG from the kernel (RLIMIT_FSIZE), the same path as a full disk."""
+    target = tmp_path / "train" / "cat" / "big.jpg"
+    proc = _python("""
+        import resource, signal, sys
+        from pathlib import Path
+        from clipdata.errors import OutputError
+        from clipdata.fsutil import write_bytes
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+        try:
+            write_bytes(Path(sys.argv[1]), b"x" * 100_000)
+        except OutputError as e:
+            print(e)
+    """, str(target))
+    out, err = proc.communicate(timeout=60)
+    assert err == "" and out.count("\n") == 1
+    assert out.startswith(str(target)) and "file too large" in out and "--resume" in out
+    assert not [p for p in target.parent.iterdir()]
+
+
+def test_full_disk_is_named(tmp_path: Path) -> None:
+    """ENOSPC raised by a write (as /dev/full does) names the final file."""
+    def fill(f) -> None:
+        with open("/dev/full", "wb") as full:
+            full.write(b"x")
+            full.flush()
+
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full here")
+    from clipdata.fsutil import write_with
+    with pytest.raises(OutputError) as e:
+        write_with(tmp_path / "a.jpg", fill)
+    assert str(e.value).startswith(str(tmp_path / "a.jpg")) and "no space left" in str(e.value)
+    assert not list(tmp_path.iterdir())
+
+
+def test_other_write_errors_pass_through(tmp_path: Path) -> None:
+    (tmp_path / "ro").mkdir()
+    os.chmod(tmp_path / "ro", 0o500)
+    try:
+        if os.access(tmp_path / "ro", os.W_OK):
+            pytest.skip("running as root: permissions are not enforced")
+        with pytest.raises(PermissionError) as e:
+            write_bytes(tmp_path / "ro" / "a.jpg", b"x")
+        assert e.value.filename == str(tmp_path / "ro" / "a.jpg")
+    finally:
+        os.chmod(tmp_path / "ro", 0o700)
