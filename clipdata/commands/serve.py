@@ -1,0 +1,18 @@
+"""review serve: the review app over a label output folder (clipdata/server)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..server import Server, start
+
+
+def review_serve(labeled: str | Path, *, port: int = 0, host: str = "127.0.0.1",
+                 images: str | Path | None = None, open_browser: bool = False) -> Server:
+    """Start the review app on `host:port` (0: a free port) and return the running server:
+    `.url` carries the access token, `.stop()` ends it. Decisions go to LABELED/decisions.jsonl."""
+    server = start(labeled, images=images, host=host, port=port)
+    if open_browser:
+        import webbrowser
+
+        webbrowser.open(server.url)
+    return server

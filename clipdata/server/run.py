@@ -1,0 +1,88 @@
+"""Run the review app with uvicorn in a background thread: the caller gets the URL at once
+and can stop the server (a test does; the CLI waits for Ctrl+C)."""
+from __future__ import annotations
+
+import secrets
+import socket
+import threading
+import time
+from pathlib import Path
+
+from ..errors import ClipdataError, OptionError
+
+INSTALL_HINT = "pip install 'clipdata[serve]'"
+
+
+class Server:
+    """A running review server: `url` (with its token), `stop()`, `wait()`."""
+
+    def __init__(self, app, sock: socket.socket, token: str) -> None:
+        import uvicorn
+
+        host, port = sock.getsockname()[:2]
+        shown = f"[{host}]" if ":" in host else host
+        self.host, self.port, self.token = host, port, token
+        self.url = f"http://{'127.0.0.1' if host == '0.0.0.0' else shown}:{port}/?token={token}"
+        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+        self._server = uvicorn.Server(config)
+        self._sock = sock
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]},
+                                        name="clipdata-review-serve", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 30
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise ClipdataError("the review server did not start", where=f"{host}:{port}")
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
+        self._sock.close()
+
+    def wait(self) -> None:
+        """Block until the server stops; Ctrl+C stops it."""
+        try:
+            while self._thread.is_alive():
+                self._thread.join(0.5)
+        except KeyboardInterrupt:
+            self.stop()
+
+    def __enter__(self) -> "Server":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise OptionError(f"cannot listen on {host}:{port}: {e.strerror}",
+                          hint="choose another --port (0 picks a free one)") from None
+    sock.listen(128)
+    return sock
+
+
+def start(labeled: str | Path, *, images: str | Path | None = None, host: str = "127.0.0.1",
+          port: int = 0) -> Server:
+    try:
+        import starlette  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as e:
+        raise ClipdataError(f"review serve needs starlette and uvicorn ({e.name} is not installed)",
+                            hint=INSTALL_HINT) from None
+    from .app import create_app
+    from .queue import Queue
+    from .vectors import Vectors
+
+    queue = Queue(labeled, images)
+    sock = _bind(host, port)
+    token = secrets.token_urlsafe(24)
+    app = create_app(queue, Vectors(queue), token, sock.getsockname()[1])
+    return Server(app, sock, token)

@@ -1,0 +1,132 @@
+"""Search, look-alikes and re-scoring over the embeddings `label` cached: images are never
+embedded again; only a text query runs the text tower (and its embedding is cached too)."""
+from __future__ import annotations
+
+import re
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ClipdataError
+from ..formats.decisions import REJECTED
+from .queue import Queue
+
+CACHE_HINT = "rerun clipdata label on this folder (it keeps its embeddings in LABELED/cache)"
+
+
+class Vectors:
+    """The queue's image embeddings (loaded once, from LABELED/cache) and the model's engine
+    (made on first use; its weights load only when a query text is not cached)."""
+
+    def __init__(self, queue: Queue, cache_dir: str | Path | None = None) -> None:
+        self.queue = queue
+        self.cache_dir = Path(cache_dir) if cache_dir else queue.folder / "cache"
+        self._lock = threading.Lock()
+        self._engine = None
+        self._matrix: np.ndarray | None = None
+        self._present: np.ndarray | None = None
+
+    def _cache(self):
+        from ..embedding import EmbeddingCache
+        from ..embedding.cache import FILE
+
+        if not (self.cache_dir / FILE).is_file():
+            raise ClipdataError("no embedding cache", file=self.cache_dir, hint=CACHE_HINT)
+        return EmbeddingCache(self.cache_dir, self.engine().identity)
+
+    def engine(self):
+        if self._engine is None:
+            from ..embedding import Engine, ModelSpec
+
+            meta = self.queue.meta
+            dtype = re.search(r" in (\w+)$", meta.get("engine", ""))  # label's engine.describe()
+            self._engine = Engine(ModelSpec(model=meta["model"], dtype=dtype.group(1) if dtype else "auto"))
+        return self._engine
+
+    def matrix(self) -> tuple[np.ndarray, np.ndarray]:
+        """(n x d unit embeddings, present mask): row i is item i; rows whose embedding is
+        not cached are zero and ranked last."""
+        with self._lock:
+            if self._matrix is None:
+                from ..imagefiles import sha256_file
+
+                files = [self.queue.file(i) for i in range(len(self.queue.items))]
+                keys = [sha256_file(f) if f else "" for f in files]
+                cache = self._cache()
+                try:  # label's decode mode is not recorded: the mode that holds these images
+                    modes = [m for (m,) in cache.db.execute(
+                        "SELECT DISTINCT mode FROM embeddings WHERE model = ? AND mode != 'text'", [cache.model])]
+                    found = max((cache.get(mode, [k for k in keys if k]) for mode in modes), key=len, default={})
+                finally:
+                    cache.close()
+                if not found:
+                    raise ClipdataError("the cache holds no embedding of these images", file=self.cache_dir,
+                                        hint=CACHE_HINT)
+                dim = len(next(iter(found.values())))
+                self._present = np.array([k in found for k in keys])
+                self._matrix = np.stack([found.get(k, np.zeros(dim, np.float32)) for k in keys]).astype(np.float32)
+            return self._matrix, self._present  # type: ignore[return-value]
+
+    def _ranked(self, query: np.ndarray) -> dict:
+        m, present = self.matrix()
+        sims = m @ query
+        order = sorted(range(len(sims)), key=lambda i: (not present[i], -float(sims[i]), i))
+        return {"results": [{"index": i, "score": round(float(sims[i]), 6)} for i in order if present[i]],
+                "missing": int((~present).sum())}
+
+    def search(self, text: str) -> dict:
+        """Every item with a cached embedding, most similar to the text first."""
+        if not text.strip():
+            raise ClipdataError("an empty search text", hint="type what to look for, e.g. a blue star")
+        cache = self._cache()
+        try:
+            from ..embedding import embed_texts
+
+            q = embed_texts(self.engine(), [text.strip()], cache)[0]
+        finally:
+            cache.close()
+        return self._ranked(q)
+
+    def similar(self, index: int) -> dict:
+        """Every item by cosine similarity to item `index` (itself first)."""
+        m, present = self.matrix()
+        if not present[index]:
+            raise ClipdataError(f"{self.queue.items[index]['path']}: its embedding is not cached", hint=CACHE_HINT)
+        return self._ranked(m[index])
+
+    def relabel(self) -> dict:
+        """Refit the few-shot probe on the reviewed images, re-score the unreviewed ones."""
+        from ..probe import fit_probe
+        from ..scoring import Classes, class_embeddings
+
+        t0 = time.perf_counter()
+        q = self.queue
+        m, present = self.matrix()
+        names = q.classes
+        idx, labels = [], []
+        for row in q.items:
+            got = q.review(row)
+            if got is not None and got != REJECTED and present[row["index"]]:
+                idx.append(row["index"])
+                labels.append(names.index(got))
+        if len(set(labels)) < 2:
+            raise ClipdataError(f"{len(idx)} reviewed image(s) in {len(set(labels))} class(es)",
+                                hint="review images of at least two classes first")
+        engine = self.engine()
+        cache = self._cache()
+        try:
+            text = class_embeddings(engine, Classes(names, q.meta.get("captions") or [[n] for n in names]), cache)
+            from ..embedding import model_scalars
+
+            _, scale, _ = model_scalars(engine, cache)
+        finally:
+            cache.close()
+        probe = fit_probe(m[idx], np.array(labels), text, scale)
+        rest = [row["index"] for row in q.items if q.review(row) is None and present[row["index"]]]
+        probs = probe.proba(m[rest]) if rest else np.zeros((0, len(names)))
+        top_k = len(q.items[0]["label_top_k"])
+        changed = q.rescore({i: list(map(float, p)) for i, p in zip(rest, probs)}, top_k)
+        return {"cv_accuracy": probe.cv_accuracy, "reviewed": len(idx), "rescored": len(rest),
+                "changed": changed, "seconds": round(time.perf_counter() - t0, 3)}

@@ -1,0 +1,332 @@
+"""`clipdata review serve` without a browser: the safety rules, the HTTP interface, and the
+decision file. The server is real (uvicorn on 127.0.0.1, a free port); requests are real
+HTTP (httpx, and http.client for paths a client library would normalise)."""
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import threading
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+pytest.importorskip("starlette")
+pytest.importorskip("uvicorn")
+httpx = pytest.importorskip("httpx")
+
+from clipdata.commands.serve import review_serve  # noqa: E402
+from clipdata.errors import SourceError  # noqa: E402
+from clipdata.formats import decisions  # noqa: E402
+from clipdata.server.queue import Queue  # noqa: E402
+from conftest import make_image  # noqa: E402
+
+CLASSES = ["cat", "dog", "fox"]
+
+
+def _row(path: str, scores: tuple[float, float, float], decision: str | None, **extra) -> dict:
+    top = sorted(zip(CLASSES, scores), key=lambda t: -t[1])
+    return {"path": path, "top_k": [{"class": c, "score": s} for c, s in top], "decision": decision,
+            "uncertain": decision is None, "review_file": f"review/{decision or '_uncertain'}/{path}",
+            "width": 40, "height": 30, "model": "m", **extra}
+
+
+def make_labeled(tmp: Path, extra_rows: list[dict] = (), **row_extra) -> Path:
+    """A label output folder written by hand (no model needed): five images, a symlink out
+    of the image root, a secret file beside the root."""
+    root = tmp / "photos"
+    for name in ("a.jpg", "b.jpg", "sub/c.png", "d.jpg", "e.jpg"):
+        make_image(root / name, (40, 30), fmt="PNG" if name.endswith("png") else None)
+    (tmp / "secret.jpg").write_bytes((root / "a.jpg").read_bytes())
+    os.symlink(tmp / "secret.jpg", root / "link.jpg")
+    labeled = tmp / "labeled"
+    labeled.mkdir()
+    (labeled / "label.json").write_text(json.dumps({
+        "model": "m", "engine": "m on cpu in float32", "classes": CLASSES, "captions": [[c] for c in CLASSES],
+        "threshold": 0.5, "margin": 0.1, "images_root": str(root)}))
+    rows = [_row("a.jpg", (0.9, 0.05, 0.05), "cat"), _row("b.jpg", (0.4, 0.35, 0.25), None),
+            _row("sub/c.png", (0.1, 0.8, 0.1), "dog"), _row("d.jpg", (0.2, 0.2, 0.6), "fox"),
+            _row("e.jpg", (0.45, 0.44, 0.11), None), _row("link.jpg", (0.7, 0.2, 0.1), "cat"), *extra_rows]
+    (labeled / "predictions.jsonl").write_text("".join(json.dumps({**r, **row_extra}) + "\n" for r in rows))
+    return labeled
+
+
+@pytest.fixture
+def labeled(tmp_path):
+    return make_labeled(tmp_path, [_row("../secret.jpg", (0.6, 0.3, 0.1), "cat"),
+                                   _row(str(tmp_path / "secret.jpg"), (0.6, 0.3, 0.1), "cat")])
+
+
+@pytest.fixture
+def server(labeled):
+    srv = review_serve(labeled)
+    yield srv
+    srv.stop()
+
+
+def base(srv) -> str:
+    return f"http://127.0.0.1:{srv.port}"
+
+
+@pytest.fixture
+def client(server):
+    """A client that holds the token in the header, as the page does."""
+    with httpx.Client(base_url=base(server), headers={"x-clipdata-token": server.token}, timeout=10) as c:
+        yield c
+
+
+def raw_get(srv, path: str, token: str | None = None) -> int:
+    """GET `path` byte for byte (no client-side normalisation of `..` or `%2F`)."""
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+    try:
+        conn.request("GET", path, headers={"x-clipdata-token": token} if token else {})
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+# -- safety ---------------------------------------------------------------------------
+def test_binds_localhost_and_the_url_carries_the_token(server):
+    parts = urlsplit(server.url)
+    assert parts.hostname == "127.0.0.1" and server.host == "127.0.0.1"
+    assert parts.query == f"token={server.token}" and len(server.token) >= 24
+
+
+@pytest.mark.parametrize("path", ["/", "/api/items", "/api/progress", "/api/thumb/0", "/api/image/0",
+                                  "/static/app.js"])
+def test_no_token_is_401_and_a_wrong_token_403(server, path):
+    assert httpx.get(base(server) + path).status_code == 401
+    assert httpx.get(base(server) + path, headers={"x-clipdata-token": "nope"}).status_code == 403
+    assert httpx.get(base(server) + path, cookies={f"clipdata_token_{server.port}": "nope"}).status_code == 403
+    assert httpx.get(base(server) + path, headers={"x-clipdata-token": server.token}).status_code == 200
+
+
+def test_the_printed_url_sets_a_cookie_that_opens_the_page(server):
+    with httpx.Client(timeout=10) as c:
+        first = c.get(server.url)
+        assert first.status_code == 303 and first.headers["location"] == "/"
+        cookie = first.headers["set-cookie"].lower()
+        assert "httponly" in cookie and "samesite=strict" in cookie
+        page = c.get(base(server) + "/")  # the cookie alone, no token in the URL
+        assert page.status_code == 200 and server.token in page.text
+        assert c.get(base(server) + "/api/items").status_code == 200
+        # a state change never rides on the cookie alone: it needs the header
+        assert c.post(base(server) + "/api/decisions", json={"path": "a.jpg", "class": "dog"}).status_code == 401
+
+
+@pytest.mark.parametrize("headers", [{"origin": "http://evil.example"}, {"origin": "null"},
+                                     {"sec-fetch-site": "cross-site"}, {"origin": "http://127.0.0.1:1"}])
+@pytest.mark.parametrize("path", ["/api/decisions", "/api/relabel", "/api/search", "/api/similar"])
+def test_posts_from_another_origin_are_refused(server, client, headers, path, labeled):
+    r = client.post(path, json={"path": "a.jpg", "class": "dog"}, headers=headers)
+    assert r.status_code == 403
+    assert not (labeled / decisions.FILE).exists()
+
+
+def test_a_post_from_the_page_own_origin_is_saved(server, client):
+    r = client.post("/api/decisions", json={"path": "a.jpg", "class": "dog"},
+                    headers={"origin": base(server), "sec-fetch-site": "same-origin"})
+    assert r.status_code == 200
+
+
+@pytest.mark.parametrize("path", [
+    "/api/image/../../etc/passwd", "/api/image/..%2F..%2Fetc%2Fpasswd", "/api/image/%2Fetc%2Fpasswd",
+    "/api/image/-1", "/api/image/99", "/api/thumb/99", "/api/image/a.jpg", "/api/image/0x1",
+    "/static/../app.py", "/static/..%2Fapp.py", "/static/index.html.bak", "/api/image/5", "/api/thumb/5",
+    "/api/image/6", "/api/thumb/6", "/api/image/7", "/api/thumb/7",
+])
+def test_traversal_absolute_symlink_out_and_unlisted_are_404(server, path):
+    # rows 5, 6, 7: link.jpg (a symlink out of the root), ../secret.jpg, /abs/secret.jpg
+    assert raw_get(server, path, server.token) == 404
+
+
+def test_page_and_responses_need_nothing_from_the_web(server, client):
+    page = client.get("/")
+    csp = page.headers["content-security-policy"]
+    assert "default-src 'self'" in csp and page.headers["x-content-type-options"] == "nosniff"
+    static = Path(__file__).parent.parent / "clipdata" / "server" / "static"
+    for f in static.iterdir():
+        text = f.read_text(encoding="utf-8")
+        assert "http://" not in text and "https://" not in text and "//cdn" not in text, f.name
+
+
+# -- the HTTP interface ---------------------------------------------------------------
+def test_items_in_review_order_least_margin_first(client):
+    body = client.get("/api/items").json()
+    paths = [it["path"] for it in body["items"]]
+    # margins (top-1 minus top-2): e .01, b .05, both secrets .3, d .4, link .5, c .7, a .85
+    assert paths[:3] == ["e.jpg", "b.jpg", "../secret.jpg"]
+    assert paths[4:] == ["d.jpg", "link.jpg", "sub/c.png", "a.jpg"]
+    assert [it["rank"] for it in body["items"]] == list(range(len(paths)))
+    assert body["classes"] == CLASSES and body["total"] == 8
+    first = body["items"][0]
+    assert set(first) >= {"index", "path", "top_k", "decision", "uncertain", "review", "state", "rank"}
+
+
+def test_review_rank_wins_when_label_wrote_it(tmp_path):
+    ranks = {"a.jpg": 0, "b.jpg": 5, "sub/c.png": 1, "d.jpg": 2, "e.jpg": 3, "link.jpg": 4}
+    folder = make_labeled(tmp_path)
+    rows = [json.loads(l) for l in (folder / "predictions.jsonl").read_text().splitlines()]
+    (folder / "predictions.jsonl").write_text(
+        "".join(json.dumps({**r, "review_rank": ranks[r["path"]]}) + "\n" for r in rows))
+    q = Queue(folder)
+    assert [q.items[i]["path"] for i in q.order] == sorted(ranks, key=ranks.get)
+
+
+@pytest.mark.parametrize("params, expected", [
+    ({"filter": "uncertain"}, {"e.jpg", "b.jpg"}),
+    ({"filter": "decided", "class": "cat"}, {"a.jpg", "link.jpg", "../secret.jpg", "/secret"}),
+    ({"min": "0.7"}, {"a.jpg", "sub/c.png", "link.jpg"}),
+    ({"max": "0.45"}, {"b.jpg", "e.jpg"}),
+    ({"class": "fox"}, {"d.jpg"}),
+    ({"filter": "reviewed"}, set()),
+])
+def test_filters(client, params, expected):
+    got = {it["path"] for it in client.get("/api/items", params=params).json()["items"]}
+    assert {p if not p.startswith("/") else "/secret" for p in got} == expected
+
+
+def test_offset_limit_and_bad_parameters(client):
+    all_items = client.get("/api/items").json()["items"]
+    page = client.get("/api/items", params={"offset": 2, "limit": 3}).json()
+    assert [it["path"] for it in page["items"]] == [it["path"] for it in all_items[2:5]] and page["total"] == 8
+    for params in ({"filter": "nonsense"}, {"min": "high"}, {"limit": "x"}):
+        r = client.get("/api/items", params=params)
+        assert r.status_code == 400 and "error" in r.json()
+
+
+def test_thumbs_are_small_jpegs_and_images_the_file_bytes(client, labeled):
+    from io import BytesIO
+
+    from PIL import Image
+
+    index = {it["path"]: it["index"] for it in client.get("/api/items").json()["items"]}
+    thumb = client.get(f"/api/thumb/{index['sub/c.png']}")
+    assert thumb.headers["content-type"] == "image/jpeg"
+    assert Image.open(BytesIO(thumb.content)).format == "JPEG"
+    image = client.get(f"/api/image/{index['sub/c.png']}")
+    root = Path(json.loads((labeled / "label.json").read_text())["images_root"])
+    assert image.content == (root / "sub/c.png").read_bytes() and image.headers["content-type"] == "image/png"
+
+
+def test_decisions_are_on_disk_when_the_answer_comes(client, labeled):
+    r = client.post("/api/decisions", json={"path": "b.jpg", "class": "dog"})
+    assert r.status_code == 200
+    saved = r.json()["saved"]
+    assert [(s["path"], s["class"], s["previous"]) for s in saved] == [("b.jpg", "dog", None)]
+    rows = [json.loads(l) for l in (labeled / decisions.FILE).read_text().splitlines()]
+    assert rows == saved and set(rows[0]) == {"path", "class", "time", "previous"}
+    many = client.post("/api/decisions", json=[{"path": "b.jpg", "class": "cat"},
+                                               {"path": "e.jpg", "class": decisions.REJECTED}]).json()
+    assert [(s["path"], s["previous"]) for s in many["saved"]] == [("b.jpg", "dog"), ("e.jpg", None)]
+    assert many["progress"]["reviewed"] == 2 and many["progress"]["remaining"] == 6
+    # the proposals were: b uncertain, top-1 cat -> kept; e uncertain, top-1 cat -> rejected
+    assert many["progress"]["per_class"] == {"cat": {"kept": 1, "changed": 0, "rejected": 1}}
+    undo = client.post("/api/decisions", json={"path": "b.jpg", "class": "dog", "undo": True}).json()
+    assert undo["saved"][0]["undo"] is True and undo["items"][0]["review"] == "dog"
+    assert decisions.read(labeled) == {"b.jpg": "dog", "e.jpg": decisions.REJECTED}
+    states = {it["path"]: it["state"] for it in client.get("/api/items").json()["items"]}
+    assert states["b.jpg"] == "reviewed" and states["e.jpg"] == "rejected" and states["a.jpg"] == "decided"
+
+
+@pytest.mark.parametrize("body, status", [
+    ({"path": "a.jpg", "class": "wolf"}, 400),
+    ({"path": "a.jpg", "class": None}, 400),  # only an undo may take a decision back
+    ({"path": "zzz.jpg", "class": "cat"}, 404),
+    ({"path": "a.jpg"}, 400),
+    ([], 400),
+    ("a.jpg", 400),
+    ([{"path": "a.jpg", "class": "cat"}, {"path": "b.jpg", "class": "cat", "undo": True}], 400),
+])
+def test_bad_decisions_are_refused_and_nothing_is_written(client, labeled, body, status):
+    r = client.post("/api/decisions", json=body)
+    assert r.status_code == status and r.json()["error"]
+    assert not (labeled / decisions.FILE).exists()
+
+
+def test_not_json_is_400(client):
+    r = client.post("/api/decisions", content=b"{nope", headers={"content-type": "application/json"})
+    assert r.status_code == 400
+
+
+def test_an_undo_back_to_not_reviewed(client, labeled):
+    client.post("/api/decisions", json={"path": "a.jpg", "class": "dog"})
+    client.post("/api/decisions", json={"path": "a.jpg", "class": None, "undo": True})
+    assert decisions.read(labeled) == {"a.jpg": None}
+    item = next(it for it in client.get("/api/items").json()["items"] if it["path"] == "a.jpg")
+    assert item["review"] is None and item["state"] == "decided"
+
+
+def test_restart_shows_the_state_as_it_was(labeled):
+    with review_serve(labeled) as srv:
+        httpx.post(base(srv) + "/api/decisions", json={"path": "d.jpg", "class": "cat"},
+                   headers={"x-clipdata-token": srv.token})
+    with review_serve(labeled) as srv:
+        items = httpx.get(base(srv) + "/api/items", headers={"x-clipdata-token": srv.token}).json()["items"]
+    assert next(it for it in items if it["path"] == "d.jpg")["review"] == "cat"
+
+
+def test_stop_closes_the_port(labeled):
+    srv = review_serve(labeled)
+    srv.stop()
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(base(srv) + "/", timeout=2)
+
+
+def test_not_a_label_folder(tmp_path):
+    with pytest.raises(SourceError, match="label.json"):
+        review_serve(tmp_path)
+
+
+# -- the decision file ----------------------------------------------------------------
+def test_last_row_per_path_wins_and_previous_is_the_value_on_disk(tmp_path):
+    one, two = decisions.DecisionLog(tmp_path), decisions.DecisionLog(tmp_path)  # two servers, one folder
+    one.append([("x.jpg", "cat")])
+    (row,) = two.append([("x.jpg", "dog")])
+    assert row["previous"] == "cat"  # the second writer saw the first's row before writing
+    (row,) = one.append([("x.jpg", "fox")])
+    assert row["previous"] == "dog"
+    assert decisions.read(tmp_path) == {"x.jpg": "fox"}
+
+
+def test_concurrent_writers_never_interleave_rows(tmp_path):
+    logs = [decisions.DecisionLog(tmp_path) for _ in range(4)]
+
+    def work(log, k):
+        for i in range(50):
+            log.append([(f"img{k}_{i}.jpg", "cat"), (f"shared{i}.jpg", f"c{k}")])
+
+    threads = [threading.Thread(target=work, args=(log, k)) for k, log in enumerate(logs)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    lines = (tmp_path / decisions.FILE).read_text().splitlines()
+    assert len(lines) == 400 and all(json.loads(l)["path"] for l in lines)
+    state = decisions.read(tmp_path)
+    assert sum(p.startswith("img") for p in state) == 200
+
+
+def test_an_unfinished_last_row_is_dropped_and_cut_off(tmp_path):
+    log = decisions.DecisionLog(tmp_path)
+    log.append([("x.jpg", "cat")])
+    with open(tmp_path / decisions.FILE, "ab") as f:
+        f.write(b'{"path": "y.jpg", "cla')  # a writer killed mid-row: never reported saved
+    assert decisions.read(tmp_path) == {"x.jpg": "cat"}
+    decisions.DecisionLog(tmp_path).append([("z.jpg", "dog")])
+    lines = (tmp_path / decisions.FILE).read_text().splitlines()
+    assert [json.loads(l)["path"] for l in lines] == ["x.jpg", "z.jpg"]
+
+
+@pytest.mark.parametrize("line, fragment", [
+    (b"{nope\n", "malformed"),
+    (b'{"class": "cat"}\n', '"path"'),
+    (b'{"path": "a", "class": 3}\n', '"class"'),
+    (b"[1]\n", '"path"'),
+])
+def test_a_damaged_row_names_the_file_and_line(tmp_path, line, fragment):
+    (tmp_path / decisions.FILE).write_bytes(b'{"path": "a", "class": "cat"}\n' + line)
+    with pytest.raises(SourceError, match=fragment) as e:
+        decisions.read(tmp_path)
+    assert e.value.where == "line 2" and e.value.file.endswith(decisions.FILE)
