@@ -50,8 +50,8 @@ def make_photos(folder: Path, n: int, size: tuple[int, int], seed: int = 0) -> l
 
 def ray_vs_local(tmp: Path, model_dir: Path, n: int) -> None:
     import clipdata
-    from clipdata.distributed import start
-    from clipdata.engine import EngineSpec
+    from clipdata.embedding.ray import start
+    from clipdata.embedding import EngineSpec
 
     photos = make_photos(tmp / "photos", n, (640, 480))
     t = time.perf_counter()
@@ -77,7 +77,7 @@ def main() -> None:
     from transformers import pipeline
 
     import clipdata
-    from clipdata.engine import Engine, EngineSpec
+    from clipdata.embedding import Engine, EngineSpec
     from tiny_clip import VIT_B32_TEXT, VIT_B32_VISION, make_tiny_clip
 
     tmp = Path(tempfile.mkdtemp(prefix="clipdata-label-bench-"))

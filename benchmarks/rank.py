@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 CLASSES = ["circle", "square", "triangle", "star", "blob"]
 SEARCH = """
 import numpy as np, resource, time, json
-from clipdata.rank import near_pairs, _groups, uniqueness
+from clipdata.commands.rank import near_pairs, _groups, uniqueness
 rng = np.random.default_rng(0)
 emb = rng.normal(size=(100_000, 512)).astype(np.float32)
 emb /= np.linalg.norm(emb, axis=1, keepdims=True)
@@ -42,7 +42,7 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=500)
     args = ap.parse_args()
     import clipdata
-    from clipdata.engine import EngineSpec
+    from clipdata.embedding import EngineSpec
     from label import make_photos
     from tiny_clip import VIT_B32_TEXT, VIT_B32_VISION, make_tiny_clip
 

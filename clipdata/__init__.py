@@ -1,24 +1,42 @@
 """clipdata: image datasets in and out of the CLIP classification layout.
 
-Importing the package is cheap: the API functions load their modules on first use.
+The public API is one lazy table: importing the package is cheap (no numpy, no torch), and
+each function's module loads on first use. Every command has its function here; the CLI only
+wraps them.
 """
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
-__all__ = ["convert", "inspect", "label", "review_apply", "evaluate", "search", "unique", "duplicates",
-           "ClipdataError", "__version__"]
-
+from ._version import __version__
 from .errors import ClipdataError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .api import convert, duplicates, evaluate, inspect, label, review_apply, search, unique
+    from .commands.convert import ConvertOptions, Report, convert
+    from .commands.evaluate import EvalReport, evaluate
+    from .commands.inspect import InspectReport, inspect
+    from .commands.label import LabelReport, label
+    from .commands.rank import RankReport, duplicates, search, unique
+    from .commands.review import ReviewReport, review_apply
+    from .embedding.engine import ModelSpec
+    from .embedding.spec import EngineSpec
+
+# name -> the module that defines it (relative to this package)
+_API = {
+    "convert": "commands.convert", "ConvertOptions": "commands.convert", "Report": "commands.convert",
+    "inspect": "commands.inspect", "InspectReport": "commands.inspect",
+    "label": "commands.label", "LabelReport": "commands.label",
+    "review_apply": "commands.review", "ReviewReport": "commands.review",
+    "evaluate": "commands.evaluate", "EvalReport": "commands.evaluate",
+    "search": "commands.rank", "unique": "commands.rank", "duplicates": "commands.rank", "RankReport": "commands.rank",
+    "EngineSpec": "embedding.spec", "ModelSpec": "embedding.engine",
+}
+
+__all__ = sorted(_API) + ["ClipdataError", "__version__"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in __all__[:8]:
-        from . import api
-
-        return getattr(api, name)
+    if name in _API:
+        return getattr(importlib.import_module(f".{_API[name]}", __name__), name)
     raise AttributeError(f"module 'clipdata' has no attribute {name!r}")

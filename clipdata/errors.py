@@ -57,3 +57,10 @@ class LayoutError(ClipdataError):
 
 class WorkerError(ClipdataError):
     """A worker process died; the work done so far can be resumed."""
+
+
+def first_line(e: BaseException) -> str:
+    """An exception's message cut to its first line (libraries' messages run to pages), or
+    its type when it has none."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

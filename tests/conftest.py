@@ -78,6 +78,6 @@ def tiny(tmp_path_factory):
 @pytest.fixture
 def spec(tiny):
     """Engine options for the tiny model: float32 (exact comparisons), no worker processes."""
-    from clipdata.engine import EngineSpec
+    from clipdata.embedding import EngineSpec
 
     return EngineSpec(model=str(tiny), dtype="float32", batch_size=4, workers=0)

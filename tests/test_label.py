@@ -17,7 +17,7 @@ pytest.importorskip("transformers")
 
 import clipdata  # noqa: E402
 from clipdata.cli import app  # noqa: E402
-from clipdata.engine import Engine, EngineSpec, ModelError  # noqa: E402
+from clipdata.embedding import Engine, EngineSpec, ModelError  # noqa: E402
 from clipdata.errors import ClipdataError, OptionError, SourceError  # noqa: E402
 from conftest import SAMPLES, make_image  # noqa: E402
 
@@ -187,7 +187,8 @@ def test_ontology_captions_are_ensembled(tiny, spec, photos, tmp_path):
     engine = Engine(spec)
     t = engine.embed_texts(["a photo of grass", "a close-up of a lawn"])
     mean = t.mean(0) / np.linalg.norm(t.mean(0))
-    from clipdata.labeling import class_embeddings, resolve_classes
+    from clipdata.scoring import class_embeddings
+    from clipdata.commands.label import resolve_classes
     got = class_embeddings(engine, resolve_classes(ontology=onto))
     assert np.allclose(got[0], mean, atol=1e-6)
 
@@ -218,7 +219,7 @@ def test_default_preprocessing_is_the_models_own_processor(tiny, spec, photos):
 
 
 def test_siglip_scores_are_independent_sigmoids():
-    from clipdata.engine import scores
+    from clipdata.scoring import scores
     emb = np.array([[1.0, 0.0]])
     text = np.array([[1.0, 0.0], [0.0, 1.0]])
     assert np.allclose(scores(emb, text, "siglip", 10.0, -5.0), [[1 / (1 + np.exp(-5)), 1 / (1 + np.exp(5))]])

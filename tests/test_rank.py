@@ -15,7 +15,7 @@ pytest.importorskip("transformers")
 import clipdata  # noqa: E402
 from clipdata.cli import app  # noqa: E402
 from clipdata.errors import LayoutError, OptionError, SourceError  # noqa: E402
-from clipdata.rank import nearest, uniqueness  # noqa: E402
+from clipdata.commands.rank import nearest, uniqueness  # noqa: E402
 from conftest import SAMPLES  # noqa: E402
 
 
@@ -75,7 +75,7 @@ def test_eval_accuracy_equals_a_direct_computation(tiny, spec, layout, tmp_path)
 
 
 def test_eval_embeds_images_once_for_all_prompt_sets(spec, layout, monkeypatch, tmp_path):
-    from clipdata.engine import Engine
+    from clipdata.embedding import Engine
     calls = []
     real = Engine.embed_pixels
     monkeypatch.setattr(Engine, "embed_pixels", lambda self, px: calls.append(len(px)) or real(self, px))
@@ -108,7 +108,7 @@ def test_eval_bad_inputs(spec, layout, mutate, error, fragment):
 
 def test_eval_misaligned_is_an_error_before_any_embedding(spec, layout, monkeypatch):
     (layout / "valid/_tokenization.txt").write_text("a\nb")
-    from clipdata.engine import Engine
+    from clipdata.embedding import Engine
     monkeypatch.setattr(Engine, "__init__", lambda *a, **k: pytest.fail("the model was touched"))
     with pytest.raises(LayoutError, match="sorted"):
         clipdata.evaluate(layout, split="valid", spec=spec)
@@ -120,7 +120,7 @@ def test_search_scores_are_direct_cosine_similarities(tiny, spec, tmp_path):
                         copy_to=tmp_path / "hits", html_path=tmp_path / "hits.html")
     paths = sorted(photos.iterdir())
     emb = image_embeddings(tiny, paths)
-    from clipdata.engine import Engine
+    from clipdata.embedding import Engine
     text = Engine(spec).embed_texts(["a cat", "a rocket"])
     sims = emb @ text.T
     for qi, q in enumerate(["a cat", "a rocket"]):
@@ -154,7 +154,7 @@ def test_uniqueness_matches_brute_force(tiny, spec):
 
 
 def test_blockwise_neighbours_equal_the_full_matrix(monkeypatch):
-    import clipdata.rank as rank
+    import clipdata.commands.rank as rank
     rng = np.random.default_rng(0)
     emb = rng.normal(size=(300, 16)).astype(np.float32)
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)

@@ -14,7 +14,7 @@ pytest.importorskip("torch")
 ray = pytest.importorskip("ray")
 
 import clipdata  # noqa: E402
-from clipdata.engine import EngineSpec  # noqa: E402
+from clipdata.embedding import EngineSpec  # noqa: E402
 from clipdata.errors import OptionError  # noqa: E402
 from conftest import SAMPLES  # noqa: E402
 
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.ray
 
 @pytest.fixture(scope="module")
 def local_ray():
-    from clipdata.distributed import start
+    from clipdata.embedding.ray import start
     start()
     yield
     ray.shutdown()
@@ -62,7 +62,7 @@ def test_ray_gives_the_local_results_and_fills_the_same_cache(local_ray, photos,
     assert list(on_ray.unreadable) == list(local.unreadable) == [str(photos / "broken.jpg")]
     assert on_ray.failed == {}
     # a later local run hits the cache that Ray filled: the image tower never runs
-    from clipdata.engine import Engine
+    from clipdata.embedding import Engine
     monkeypatch.setattr(Engine, "embed_pixels", lambda self, px: pytest.fail("the image tower ran"))
     again = clipdata.label(photos, tmp_path / "again", classes=classes, spec=spec(), cache_dir=tmp_path / "cache")
     assert again.cache_hits == 40
@@ -84,7 +84,7 @@ def map_workers() -> list[int]:
 
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds the actor's process through /proc")
 def test_a_killed_actor_loses_nothing(local_ray, tmp_path):
-    from clipdata.distributed import embed_ray
+    from clipdata.embedding.ray import embed_ray
     images = tmp_path / "many"
     world.write_unlabeled(images, 240, seed=77)
     paths = sorted(str(p) for p in images.iterdir())
@@ -118,7 +118,7 @@ def test_too_many_actors_is_a_clear_error(local_ray, photos, tmp_path):
 
 def test_without_ray_the_engine_says_how_to_install(photos, tmp_path):
     code = ("import sys; sys.modules['ray'] = None\n"
-            "import clipdata\nfrom clipdata.engine import EngineSpec\nfrom clipdata.errors import ClipdataError\n"
+            "import clipdata\nfrom clipdata.embedding import EngineSpec\nfrom clipdata.errors import ClipdataError\n"
             "try:\n"
             f"    clipdata.search({str(photos)!r}, ['x'], spec=EngineSpec(model={str(MODEL)!r}, backend='ray'), cache_dir=False)\n"
             "except ClipdataError as e:\n    print(e)\n")

@@ -13,7 +13,7 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 import clipdata  # noqa: E402
-from clipdata.engine import EngineSpec  # noqa: E402
+from clipdata.embedding import EngineSpec  # noqa: E402
 from conftest import SAMPLES  # noqa: E402
 
 MODEL = SAMPLES / "models" / "shapes-clip"

@@ -7,7 +7,7 @@ import pytest
 
 import clipdata
 from clipdata.errors import OptionError
-from clipdata.plan import parse_ratios
+from clipdata.pipeline.plan import parse_ratios
 from conftest import make_image, manifest, tree_bytes, write_coco
 
 

@@ -1,15 +1,34 @@
-"""The format registry: a name maps to the module that reads it, imported only when used.
+"""The format registry: a name maps to the module that reads it, imported only when used
+(fsspec's lazy registry). Adding a format is one module here with a `read(path, **options)`
+function taking only the ReadOptions fields it declares, its page under formats/ at the top
+of the repository, its tests, and one `register_reader` line below.
 
-Adding a format means one new module here (a `read(path, **options) -> Source` function),
-its page under formats/ at the top of the repository, its tests, and one line below.
+Options a reader does not take are refused, never swallowed: `--include-crowd` on a VOC set
+is a usage mistake the user should hear about.
 """
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from pathlib import Path
 from types import ModuleType
 
 from ..errors import OptionError
+from ..records import Source
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """Every option a reader may take; each reader declares the ones it uses."""
+
+    images: str | Path | None = None  # where the images are, when not beside the annotations
+    split: str | None = None  # the split of a source without splits
+    include_crowd: bool = False  # COCO
+    skip_difficult: bool = False  # VOC
+
+
+OPTION_FLAGS = {"images": "--images", "split": "--split", "include_crowd": "--include-crowd",
+                "skip_difficult": "--skip-difficult"}
 
 
 @dataclass(frozen=True)
@@ -18,73 +37,48 @@ class Format:
     module: str  # relative to clipdata.formats
     summary: str
     example: str
+    options: tuple[str, ...]  # the ReadOptions fields its reader takes
 
 
-REGISTRY: dict[str, Format] = {
-    f.name: f
-    for f in (
-        Format("folder", "folder", "folder-per-class images (torchvision ImageFolder rules)",
-               "clipdata convert folder photos/ out/"),
-        Format("coco", "coco", "COCO object detection JSON; each box becomes a crop",
-               "clipdata convert coco annotations.json out/"),
-        Format("yolo", "yolo", "YOLO labels: Ultralytics data.yaml, Darknet obj.data, or classes.txt",
-               "clipdata convert yolo data.yaml out/"),
-        Format("voc", "voc", "Pascal VOC XML: Annotations/ + JPEGImages/",
-               "clipdata convert voc VOCdevkit/VOC2012 out/"),
-        Format("review", "review", "a reviewed `clipdata label` output (review tree, Label Studio export, CSV)",
-               "clipdata review apply labeled/ out/"),
-    )
-}
+REGISTRY: dict[str, Format] = {}
 
-# Hand-off files written beside the layout (`--export`), each a module with `export()`.
-EXPORTS = {"hf": "hf", "openclip": "openclip"}
+
+def register_reader(name: str, module: str, summary: str, example: str, options: tuple[str, ...]) -> None:
+    REGISTRY[name] = Format(name, module, summary, example, options)
+
+
+register_reader("folder", "folder", "folder-per-class images (torchvision ImageFolder rules)",
+                "clipdata convert folder photos/ out/", ("split",))
+register_reader("coco", "coco", "COCO object detection JSON; each box becomes a crop",
+                "clipdata convert coco annotations.json out/", ("images", "split", "include_crowd"))
+register_reader("yolo", "yolo", "YOLO labels: Ultralytics data.yaml, Darknet obj.data, or classes.txt",
+                "clipdata convert yolo data.yaml out/", ("split",))
+register_reader("voc", "voc", "Pascal VOC XML: Annotations/ + JPEGImages/",
+                "clipdata convert voc VOCdevkit/VOC2012 out/", ("split", "skip_difficult"))
+register_reader("review", "review", "a reviewed `clipdata label` output (review tree, Label Studio export, CSV)",
+                "clipdata review apply labeled/ out/", ("images", "split"))
 
 
 def get(name: str) -> Format:
     try:
         return REGISTRY[name.lower()]
     except KeyError:
-        raise OptionError(
-            f"unknown format {name!r}",
-            hint=f"choose one of: {', '.join(sorted(REGISTRY))}",
-        ) from None
+        choices = "; ".join(f"{f.name} ({f.summary})" for f in REGISTRY.values())
+        raise OptionError(f"unknown format {name!r}", hint=f"choose one of: {choices}") from None
 
 
 def load(name: str) -> ModuleType:
     return importlib.import_module(f".{get(name).module}", __name__)
 
 
-def parse_exports(value: str | list[str] | tuple[str, ...] | None) -> list[str]:
-    """`hf,openclip` or a list of names -> the exporter names, validated."""
-    if not value:
-        return []
-    items = value.split(",") if isinstance(value, str) else [v for x in value for v in x.split(",")]
-    names = [i.strip().lower() for i in items if i.strip()]
-    unknown = [n for n in names if n not in EXPORTS]
-    if unknown:
-        raise OptionError(f"--export {', '.join(unknown)} is not known", hint=f"choose from: {', '.join(EXPORTS)}")
-    return sorted(set(names), key=names.index)
-
-
-def load_export(name: str) -> ModuleType:
-    return importlib.import_module(f".{EXPORTS[name]}", __name__)
-
-
-def split_name(token: str) -> str | None:
-    """The canonical split for a folder or file-name token: train, valid or test."""
-    t = token.lower().rstrip("0123456789")
-    if t == "train":
-        return "train"
-    if t in ("val", "valid", "validation"):
-        return "valid"
-    if t == "test":
-        return "test"
-    return None
-
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
-
-
-def is_image_name(name: str) -> bool:
-    """torchvision's rule: the extension, matched case-insensitively."""
-    return name.lower().endswith(IMAGE_EXTENSIONS)
+def read(name: str, path: Path, options: ReadOptions) -> Source:
+    """Read `path` with the reader of format `name`, passing the options it takes and refusing
+    the ones it does not."""
+    fmt = get(name)
+    given = {f.name: getattr(options, f.name) for f in fields(options)}
+    defaults = ReadOptions()
+    stray = [k for k, v in given.items() if k not in fmt.options and v != getattr(defaults, k)]
+    if stray:
+        raise OptionError(f"{', '.join(OPTION_FLAGS[k] for k in stray)} does not apply to the {fmt.name} format",
+                          hint=f"{fmt.name} takes: {', '.join(OPTION_FLAGS[k] for k in fmt.options) or 'no reader options'}")
+    return load(name).read(path, **{k: given[k] for k in fmt.options})

@@ -15,9 +15,8 @@ from pathlib import Path, PurePosixPath
 from typing import Iterable, Iterator, NamedTuple
 
 from ..errors import SourceError
-from ..records import Label, Sample, Skip, Source
+from ..records import Label, Sample, Skip, Source, split_name
 from ..crops import valid_box
-from . import split_name
 
 ROBOFLOW_JSON = "_annotations.coco.json"
 STREAM_BYTES = 32 << 20  # larger files are streamed with ijson instead of loaded whole
@@ -315,7 +314,6 @@ def read(
     images: str | Path | None = None,
     split: str | None = None,
     include_crowd: bool = False,
-    **_: object,
 ) -> Source:
     path = Path(path)
     images_dir = Path(images) if images is not None else None

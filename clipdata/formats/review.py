@@ -1,19 +1,80 @@
-"""Reader of a reviewed `clipdata label` output: the review tree after a person moved files
-between class folders, a Label Studio JSON export, or an edited predictions.csv (`final`
-column). Each yields whole-image labels; `clipdata review apply` turns them into a layout.
-Format: formats/label.md."""
+"""`clipdata label`'s output, written and read in one module. Written: predictions
+(jsonl, csv), the review tree, the Label Studio import. Read back after review: the review
+tree after a person moved files between class folders, a Label Studio JSON export, or an
+edited predictions.csv (`final` column). Each yields whole-image labels; `clipdata review
+apply` turns them into a layout. Format: formats/label.md and formats/review.md."""
 from __future__ import annotations
 
 import csv
+import html
+import io
 import json
-import os
 from pathlib import Path
 
 from ..errors import SourceError
+from ..fsutil import copy_file, link_or_copy, write_text
+from ..imagefiles import find_classes, walk_images
 from ..records import Label, Sample, Skip, Source
-from . import is_image_name
+from .layout import write_tokenization
 
-UNCERTAIN = "_uncertain"
+UNCERTAIN = "_uncertain"  # the review tree's folder of images the pre-labeler was unsure of
+PREDICTIONS = "predictions.jsonl"
+LOCAL_FILES = "/data/local-files/?d="  # Label Studio's local-files storage URL prefix
+
+
+def review_name(rel: str) -> str:
+    """Flatten a relative path into one file name: `a/b/c.jpg` -> `a__b__c.jpg`."""
+    return rel.replace("/", "__")
+
+
+def write_predictions(out: Path, rows: list[dict], meta: dict, top_k: int) -> None:
+    """predictions.jsonl (one row per image) and predictions.csv (with an empty `final` column)."""
+    write_text(out / PREDICTIONS, "".join(
+        json.dumps({**r, "model": meta["model"]}, ensure_ascii=False) + "\n" for r in rows))
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["path", "decision", "uncertain"]
+               + [f"{k}{n}" for n in range(1, top_k + 1) for k in ("class", "score")] + ["final"])
+    for r in rows:
+        cells = [c for t in r["top_k"] for c in (t["class"], f"{t['score']:.6f}")]
+        w.writerow([r["path"], r["decision"] or "", "yes" if r["uncertain"] else "no"]
+                   + cells + [""] * (2 * top_k - len(cells)) + [""])
+    write_text(out / "predictions.csv", buf.getvalue())
+
+
+def write_review(out: Path, root: Path, rows: list[dict], names: list[str], captions: dict[str, str], copy: bool) -> None:
+    """The review tree: a folder per class (and _uncertain), each image linked (or copied) in."""
+    review = out / "review"
+    for name in names + [UNCERTAIN]:
+        (review / name).mkdir(parents=True, exist_ok=True)  # every class: a place to move files to
+    for r in rows:
+        src, dst = root / r["path"], out / r["review_file"]
+        if copy:
+            copy_file(src, dst)
+        else:
+            link_or_copy(src, dst)
+    write_tokenization(review, captions)
+
+
+def write_labelstudio(out: Path, root: Path, rows: list[dict], names: list[str], model: str) -> None:
+    """A Label Studio import (tasks with the pre-label as a prediction) and its labeling config."""
+    tasks = []
+    for r in rows:
+        top = r["top_k"][0]
+        tasks.append({
+            "data": {"image": f"{LOCAL_FILES}{root.name}/{r['path']}"},
+            "meta": {"path": r["path"], "uncertain": r["uncertain"]},
+            "predictions": [{"model_version": f"clipdata {model}", "score": top["score"], "result": [{
+                "from_name": "class", "to_name": "image", "type": "choices",
+                "value": {"choices": [top["class"]]}}]}],
+        })
+    write_text(out / "labelstudio.json", json.dumps(tasks, indent=1, ensure_ascii=False) + "\n")
+    choices = "\n".join(f'    <Choice value="{html.escape(n, quote=True)}"/>' for n in names)
+    write_text(out / "labelstudio_config.xml",
+               f'<View>\n  <Image name="image" value="$image"/>\n'
+               f'  <Choices name="class" toName="image" choice="single" showInLine="true">\n{choices}\n  </Choices>\n</View>\n')
+
+
 
 
 def _meta(folder: Path) -> tuple[dict, dict[str, dict]]:
@@ -24,7 +85,7 @@ def _meta(folder: Path) -> tuple[dict, dict[str, dict]]:
                           hint="pass the folder `clipdata label --out` wrote")
     meta = json.loads(meta_file.read_text(encoding="utf-8"))
     preds = {}
-    pred_file = folder / "predictions.jsonl"
+    pred_file = folder / PREDICTIONS
     if pred_file.is_file():
         for line in pred_file.read_text(encoding="utf-8").splitlines():
             if line.strip():
@@ -45,20 +106,15 @@ def _tree(folder: Path, preds: dict[str, dict], split: str, src: Source) -> None
     if not review.is_dir():
         raise SourceError("no review/ folder", file=folder)
     by_file = {r["review_file"].split("/", 2)[-1]: path for path, r in preds.items()}
-    for cls in sorted(e.name for e in os.scandir(review) if e.is_dir() and not e.name.startswith(".")):
-        for dirpath, dirnames, filenames in os.walk(review / cls):
-            dirnames.sort()
-            for f in sorted(filenames):
-                p = Path(dirpath) / f
-                if not is_image_name(f) or f.startswith("."):
-                    continue
-                name = by_file.get(f, p.relative_to(review).as_posix())
-                if cls == UNCERTAIN:
-                    src.skipped.append(Skip("not_reviewed", name, "still in review/_uncertain"))
-                    continue
-                if cls not in src.classes:
-                    src.classes.append(cls)
-                src.samples.append(Sample(name=name, path=p, split=split, labels=[Label(cls)]))
+    for cls in find_classes(review):
+        for p in walk_images(review / cls):
+            name = by_file.get(p.name, p.relative_to(review).as_posix())
+            if cls == UNCERTAIN:
+                src.skipped.append(Skip("not_reviewed", name, "still in review/_uncertain"))
+                continue
+            if cls not in src.classes:
+                src.classes.append(cls)
+            src.samples.append(Sample(name=name, path=p, split=split, labels=[Label(cls)]))
 
 
 def _final_labels(path: Path, meta: dict, preds: dict[str, dict]) -> list[tuple[str, str | None]]:
@@ -77,7 +133,7 @@ def _final_labels(path: Path, meta: dict, preds: dict[str, dict]) -> list[tuple[
         raise SourceError(f"malformed JSON: {e.msg}", file=path, where=f"line {e.lineno}, column {e.colno}") from None
     if not isinstance(tasks, list):
         raise SourceError("expected a Label Studio JSON export (a list of tasks)", file=path)
-    prefix = "/data/local-files/?d="
+    prefix = LOCAL_FILES
     root_name = Path(meta.get("images_root", "")).name
     for i, task in enumerate(tasks):
         if not isinstance(task, dict):
@@ -99,8 +155,7 @@ def _final_labels(path: Path, meta: dict, preds: dict[str, dict]) -> list[tuple[
     return out
 
 
-def read(path: str | Path, *, images: str | Path | None = None, split: str | None = None,
-         **_: object) -> Source:
+def read(path: str | Path, *, images: str | Path | None = None, split: str | None = None) -> Source:
     path = Path(path)
     split = split or "train"
     folder = path if path.is_dir() else path.parent

@@ -10,8 +10,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from ..errors import SourceError
-from ..records import SPLITS, Label, Sample, Skip, Source
-from . import IMAGE_EXTENSIONS, split_name
+from ..records import SPLITS, Label, Sample, Skip, Source, split_name
+from ..imagefiles import IMAGE_EXTENSIONS
 
 SPLIT_LISTS = {"train": "train", "val": "valid", "test": "test", "trainval": "train"}
 
@@ -100,7 +100,7 @@ def _split_lists(root: Path) -> dict[str, list[str]]:
     return lists
 
 
-def read(path: str | Path, *, split: str | None = None, skip_difficult: bool = False, **_: object) -> Source:
+def read(path: str | Path, *, split: str | None = None, skip_difficult: bool = False) -> Source:
     root = Path(path)
     if not root.is_dir():
         raise SourceError("not a folder", file=root, hint="pass the folder holding Annotations/ and JPEGImages/")

@@ -10,9 +10,9 @@ import os
 from pathlib import Path, PurePosixPath
 
 from ..errors import SourceError
-from ..records import Label, Sample, Skip, Source
+from ..records import Label, Sample, Skip, Source, split_name
 from ..yamlfile import load_yaml
-from . import is_image_name, split_name
+from ..imagefiles import displayed_size, walk_images
 
 TOLERANCE = 0.01  # normalised coordinates up to 1% outside [0, 1] are clamped
 
@@ -69,24 +69,10 @@ def parse_labels(text: str, file: str, nc: int) -> tuple[list[tuple[int, int, tu
 
 def _image_size(path: Path) -> tuple[int, int] | str:
     """The displayed size (EXIF-rotated, as Ultralytics measures it), or why it is unreadable."""
-    from PIL import Image
-
     try:
-        with Image.open(path) as im:
-            w, h = im.size
-            if im.getexif().get(0x0112, 1) in (5, 6, 7, 8):
-                w, h = h, w
-            return w, h
+        return displayed_size(path)
     except Exception as e:  # any header failure means the image is unreadable here
         return str(e) or type(e).__name__
-
-
-def _list_images(folder: Path) -> list[Path]:
-    found = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        found += [Path(dirpath) / f for f in sorted(filenames) if is_image_name(f) and not f.startswith(".")]
-    return found
 
 
 def _orphans(images: list[Path], root: Path) -> list[Skip]:
@@ -183,7 +169,7 @@ def _split_images(value: str, root: Path, file: Path, where: str) -> list[Path]:
     if p.is_dir():
         if (p.parent / "labelTxt").is_dir():
             raise _obb(file)
-        return _list_images(p)
+        return walk_images(p)
     if p.is_file() and p.suffix == ".txt":
         out = []
         for line in p.read_text(encoding="utf-8").splitlines():
@@ -279,7 +265,7 @@ def read_flat(folder: Path, split: str | None) -> Source:
     src = Source(format="yolo", path=folder, classes=names, samples=[])
     base = folder / "images" if (folder / "images").is_dir() else folder
     by_split: dict[str, list[Path]] = {}
-    for image in _list_images(base):
+    for image in walk_images(base):
         first = image.relative_to(base).parts[0]
         s = split_name(first) if first != image.name else None
         by_split.setdefault(s or split or "train", []).append(image)
@@ -288,7 +274,7 @@ def read_flat(folder: Path, split: str | None) -> Source:
     return src
 
 
-def read(path: str | Path, *, split: str | None = None, **_: object) -> Source:
+def read(path: str | Path, *, split: str | None = None) -> Source:
     path = Path(path)
     if path.is_file():
         if path.name == "obj.data":

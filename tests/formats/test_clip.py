@@ -1,7 +1,7 @@
 import pytest
 
 from clipdata.errors import ClassNameError, LayoutError
-from clipdata.formats import clip
+from clipdata.formats import layout as clip
 from conftest import make_image
 
 

@@ -7,10 +7,11 @@ import io
 from pathlib import Path
 from typing import Iterable
 
-from ..fsutil import write_text
+from . import ExportOptions
+from ...fsutil import write_text
 
 
-def export(out: Path, rows: Iterable[dict], *, relative: bool = False) -> list[Path]:
+def export(out: Path, rows: Iterable[dict], options: ExportOptions) -> list[Path]:
     """Paths are absolute by default, because open_clip opens them as written."""
     by_split: dict[str, list[dict]] = {}
     for r in rows:
@@ -21,7 +22,7 @@ def export(out: Path, rows: Iterable[dict], *, relative: bool = False) -> list[P
         w = csv.writer(buf, delimiter="\t", lineterminator="\n")
         w.writerow(["filepath", "title"])
         for r in split_rows:
-            w.writerow([r["path"] if relative else str((out / r["path"]).resolve()), r["caption"]])
+            w.writerow([r["path"] if options.relative else str((out / r["path"]).resolve()), r["caption"]])
         path = out / f"openclip_{split}.csv"
         write_text(path, buf.getvalue())
         written.append(path)

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .crops import Padding, crop_region
-from .fsutil import copy_file, link_or_copy, write_with
+from ..crops import Padding, crop_region
+from ..fsutil import copy_file, link_or_copy, write_with
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ def init(options: Options) -> None:
 
 
 def process(task: Task) -> Result:
-    from .images import Unreadable, open_image, orient, save, to_rgb
+    from ..images import Unreadable, open_image, orient, save, to_rgb
 
     opts = _options
     assert opts is not None, "init() first"

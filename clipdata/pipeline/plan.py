@@ -11,9 +11,9 @@ import math
 from dataclasses import dataclass, replace
 from pathlib import PurePosixPath
 
-from .captions import Ontology, background_folder, scene_caption, scene_folder
-from .errors import OptionError
-from .records import SPLITS, Label, Sample, Skip
+from ..captions import Ontology, background_folder, scene_caption, scene_folder
+from ..errors import OptionError
+from ..records import SPLITS, Label, Sample, Skip
 
 
 @dataclass(slots=True)

@@ -1,5 +1,6 @@
-"""The CLIP engine: load any CLIP-family model with transformers, embed images and texts in
-batches, and score images against captions. Every command that embeds goes through here.
+"""The CLIP engine: the model only. Load any CLIP-family model with transformers and turn
+pixel batches and captions into unit vectors. Caching, image loading and distribution live
+beside it in clipdata.embedding; scoring lives in clipdata.scoring.
 
 torch and transformers are imported only when an engine is made (`pip install clipdata[clip]`),
 so `import clipdata` and `clipdata convert` never load them.
@@ -8,13 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from .errors import ClipdataError, OptionError
+from ..errors import ClipdataError, OptionError, first_line
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -51,39 +52,19 @@ def cpu_has_bf16() -> bool:
 
 
 @dataclass(frozen=True)
-class EngineSpec:
-    """Everything needed to make an engine: small and picklable, so a worker process (or a
-    Ray task) can build its own copy."""
+class ModelSpec:
+    """Which model, on which device, in which dtype: all an engine needs."""
 
     model: str = DEFAULT_MODEL
     device: str = "auto"
     dtype: str = "auto"
-    batch_size: int = 16
-    workers: int | None = None  # image decode/preprocess processes; None: one per CPU
-    draft: bool = False  # JPEG draft-mode decoding: faster, pixels differ slightly
-    backend: str = "local"  # where images are embedded: "local" or "ray"
-    ray_address: str | None = None  # None: start a local Ray
-    num_actors: int | None = None  # Ray actors; None: what the cluster has room for
 
-    def check(self) -> "EngineSpec":
-        if self.backend not in ("local", "ray"):
-            raise OptionError(f"--engine {self.backend!r} is not one of local, ray")
+    def check(self) -> "ModelSpec":
         if self.device not in DEVICES:
             raise OptionError(f"--device {self.device!r} is not one of {', '.join(DEVICES)}")
         if self.dtype not in DTYPES:
             raise OptionError(f"--dtype {self.dtype!r} is not one of {', '.join(DTYPES)}")
-        if self.batch_size < 1:
-            raise OptionError(f"--batch-size {self.batch_size} must be at least 1")
         return self
-
-
-@dataclass
-class EmbedStats:
-    images: int = 0
-    cache_hits: int = 0
-    seconds: float = 0.0
-    unreadable: dict[str, str] = field(default_factory=dict)  # path -> reason
-    failed: dict[str, str] = field(default_factory=dict)  # path -> why its task failed (distributed runs)
 
 
 def _fingerprint(path: Path) -> str:
@@ -109,9 +90,12 @@ class Engine:
     vectors. The weights load on first use, so a run whose embeddings are all cached never
     loads them."""
 
-    def __init__(self, spec: EngineSpec = EngineSpec()) -> None:
+    def __init__(self, spec=None) -> None:
+        """`spec`: a ModelSpec, or anything with its fields (an EngineSpec); kept as `.spec`."""
         torch, self._transformers = _torch()
-        self.spec = spec.check()
+        self.spec = spec if spec is not None else ModelSpec()
+        spec = self.spec
+        ModelSpec(spec.model, spec.device, spec.dtype).check()
         self.torch = torch
         self.device = ("cuda" if torch.cuda.is_available() else "cpu") if spec.device == "auto" else spec.device
         if self.device == "cuda" and not torch.cuda.is_available():
@@ -149,9 +133,8 @@ class Engine:
             model = transformers.AutoModel.from_pretrained(source, **kwargs)
             processor = transformers.AutoProcessor.from_pretrained(source, **kwargs)
         except Exception as e:  # transformers raises OSError, ValueError, HTTP errors...
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ModelError(
-                f"cannot load model {name!r}: {first}",
+                f"cannot load model {name!r}: {first_line(e)}",
                 hint="point --model at a local directory with the model's config.json, weights and "
                      "tokenizer/processor files (save_pretrained, or `hf download MODEL --local-dir DIR`)",
             ) from None
@@ -182,16 +165,16 @@ class Engine:
     def loaded(self) -> bool:
         return self._model is not None
 
-    def scalars(self, cache=None) -> tuple[str, float, float]:
-        """(kind, logit scale, logit bias): from the cache when a run recorded them, else
-        from the weights (and then recorded)."""
-        if self._scalars is None and cache is not None:
-            self._scalars = cache.scalars()
+    @property
+    def scalars(self) -> tuple[str, float, float]:
+        """(kind, logit scale, logit bias), read from the weights (which this loads)."""
         if self._scalars is None:
             self._load()
-        if cache is not None:
-            cache.put_scalars(*self._scalars)
         return self._scalars  # type: ignore[return-value]
+
+    def set_scalars(self, scalars: tuple[str, float, float]) -> None:
+        """Known scalars (a cache recorded them): scoring then needs no weights."""
+        self._scalars = scalars
 
     def _autocast(self):
         torch = self.torch
@@ -208,20 +191,8 @@ class Engine:
         t = t.float()
         return (t / t.norm(dim=-1, keepdim=True).clamp_min(1e-12)).cpu().numpy()
 
-    def embed_texts(self, texts: Sequence[str], cache=None) -> np.ndarray:
-        """Unit text embeddings, in batches padded to the longest caption (not to 77 tokens);
-        with a cache, captions embedded before are not embedded again."""
-        if cache is not None:
-            from .cache import text_hash
-
-            keys = [text_hash(t) for t in texts]
-            known = cache.get("text", keys)
-            missing = [t for t, k in zip(texts, keys) if k not in known]
-            if missing:
-                fresh = self.embed_texts(missing)
-                cache.put("text", {text_hash(t): v for t, v in zip(missing, fresh)})
-                known.update({text_hash(t): v for t, v in zip(missing, fresh)})
-            return np.stack([known[k] for k in keys]) if keys else np.zeros((0, 0), np.float32)
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Unit text embeddings, in batches padded to the longest caption (not to 77 tokens)."""
         torch = self.torch
         out = []
         with torch.inference_mode(), self._autocast():
@@ -236,20 +207,6 @@ class Engine:
         with torch.inference_mode(), self._autocast():
             return self._unit(self._features(self.model.get_image_features(pixel_values=pixel_values.to(self.device))))
 
-    def scores(self, image_emb: np.ndarray, text_emb: np.ndarray, cache=None) -> np.ndarray:
-        """Per image, a probability per class: softmax of CLIP's scaled cosine similarities,
-        or for SigLIP an independent sigmoid per class (those need not sum to 1)."""
-        kind, scale, bias = self.scalars(cache)
-        return scores(image_emb, text_emb, kind, scale, bias)
-
     def describe(self) -> str:
         return f"{self.spec.model} on {self.device} in {self.dtype}"
 
-
-def scores(image_emb: np.ndarray, text_emb: np.ndarray, kind: str, scale: float, bias: float = 0.0) -> np.ndarray:
-    logits = scale * (image_emb @ text_emb.T) + bias
-    if kind == "siglip":
-        return 1.0 / (1.0 + np.exp(-logits))
-    logits = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(logits)
-    return e / e.sum(axis=1, keepdims=True)

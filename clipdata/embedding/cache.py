@@ -28,14 +28,6 @@ CREATE TABLE IF NOT EXISTS models (
 )"""
 
 
-def content_hash(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 class EmbeddingCache:
     def __init__(self, folder: str | Path, model: str) -> None:
         self.folder = Path(folder)

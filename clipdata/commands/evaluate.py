@@ -1,4 +1,4 @@
-"""eval (the API function `evaluate`): zero-shot accuracy of a CLIP layout under several caption wordings, side by side.
+"""eval (the API function `evaluate`, since `eval` is a builtin): zero-shot accuracy of a CLIP layout under several caption wordings, side by side.
 Image embeddings are computed once (and cached); each prompt set costs one small text pass.
 The JSON schema is in formats/eval.md."""
 from __future__ import annotations
@@ -10,11 +10,12 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .captions import DEFAULT_TEMPLATE, check_template, load_ontology, render
-from .engine import EngineSpec
-from .errors import LayoutError, OptionError
-from .formats import clip
-from .fsutil import write_text
+from ..captions import DEFAULT_TEMPLATE, check_template, load_ontology, render
+from ..embedding.spec import EngineSpec
+from ..errors import LayoutError, OptionError
+from ..formats import layout as clip
+from ..fsutil import write_text
+from ..scoring import Classes, class_embeddings, zero_shot
 
 
 @dataclass
@@ -135,24 +136,19 @@ def evaluate(layout: str | Path, *, split: str | None = None, templates: Sequenc
     """Zero-shot top-1/top-5/per-class recall for each prompt set, on one pass of the images."""
     import time
 
-    from .embedding import embed_paths
-    from .labeling import Classes, class_embeddings
+    from ..embedding import embed_paths
 
     t0 = time.perf_counter()
     splits, classes, layout_caps, images, truth_all = _split_data(layout, split)
     sets = prompt_sets(classes, layout_caps, templates, ontologies, use_layout)
     if plot_path is not None:
         _matplotlib()
-    emb = embed_paths(spec, images, cache_dir, progress)
-    kept = {p: i for i, p in enumerate(images)}
-    truth = np.array([truth_all[kept[p]] for p in emb.paths])
-    try:
+    with embed_paths(spec, images, cache_dir, progress) as emb:
+        kept = {p: i for i, p in enumerate(images)}
+        truth = np.array([truth_all[kept[p]] for p in emb.paths])
         for ps in sets:
             text = class_embeddings(emb.engine, Classes(classes, ps.captions), emb.cache)
-            metrics(ps, emb.engine.scores(emb.matrix, text, emb.cache), truth, classes)
-    finally:
-        if emb.cache:
-            emb.cache.close()
+            metrics(ps, zero_shot(emb.engine, emb.matrix, text, emb.cache), truth, classes)
     root = Path(layout)
     report = EvalReport(root, splits, classes, len(emb.paths), sets, [], emb.stats.unreadable,
                         emb.engine.describe(), emb.stats.cache_hits, 0.0)

@@ -6,12 +6,13 @@ import json
 from pathlib import Path
 from typing import Iterable
 
-from ..fsutil import write_text
+from . import ExportOptions
+from ...fsutil import write_text
 
 METADATA = "metadata.jsonl"
 
 
-def export(out: Path, rows: Iterable[dict]) -> list[Path]:
+def export(out: Path, rows: Iterable[dict], options: ExportOptions) -> list[Path]:
     """Write OUT/<split>/metadata.jsonl from manifest rows; returns the files written."""
     by_split: dict[str, list[str]] = {}
     for r in rows:

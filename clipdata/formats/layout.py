@@ -16,7 +16,7 @@ from pathlib import Path
 from ..errors import ClassNameError, LayoutError
 from ..fsutil import write_text
 from ..records import SPLITS
-from . import is_image_name
+from ..imagefiles import IMAGE, find_classes, walk
 
 TOKENIZATION = "_tokenization.txt"
 MANIFEST = "manifest.jsonl"
@@ -95,7 +95,7 @@ class Layout:
 def read_split(folder: Path, name: str) -> SplitLayout:
     sl = SplitLayout(name=name, folder=folder)
     entries = sorted(os.scandir(folder), key=lambda e: e.name)
-    sl.classes = sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))
+    sl.classes = find_classes(folder)
     sl.stray = [Path(e.path) for e in entries if not e.is_dir() and e.name not in KNOWN_FILES]
     tok = folder / TOKENIZATION
     if tok.is_file():
@@ -104,11 +104,8 @@ def read_split(folder: Path, name: str) -> SplitLayout:
         sl.captions = text.splitlines() if text else []
     for cls in sl.classes:
         files: list[Path] = []
-        for dirpath, dirnames, filenames in os.walk(folder / cls, followlinks=True):
-            dirnames.sort()
-            for f in sorted(filenames):
-                p = Path(dirpath) / f
-                (files if is_image_name(f) else sl.other_files).append(p)
+        for entry in walk(folder / cls):
+            (files if entry.kind == IMAGE else sl.other_files).append(entry.path)
         sl.images[cls] = files
     return sl
 

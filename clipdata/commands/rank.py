@@ -2,9 +2,7 @@
 are, and group near-duplicates — exact neighbour search in blocks, never an N x N matrix."""
 from __future__ import annotations
 
-import html
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,9 +10,10 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from .engine import EngineSpec
-from .errors import OptionError
-from .fsutil import link_or_copy, write_text
+from ..embedding.spec import EngineSpec
+from ..errors import OptionError
+from ..fsutil import link_or_copy, write_text
+from ..html import write_html
 
 BLOCK_BYTES = 128 << 20  # similarity block budget: rows x N x 4 bytes
 
@@ -104,7 +103,8 @@ class RankReport:
 
 
 def _embed(images: str | Path, spec: EngineSpec, cache_dir, progress):
-    from .embedding import embed_paths, scan_images
+    """(root, a context giving the images' embeddings)."""
+    from ..embedding import embed_paths, scan_images
 
     root = Path(images)
     return root, embed_paths(spec, scan_images(root), cache_dir, progress)
@@ -119,21 +119,18 @@ def search(images: str | Path, queries: Sequence[str] = (), *, image: str | Path
         raise OptionError("give a text query or --image", hint='e.g. clipdata search photos/ "a red car"')
     if top < 1:
         raise OptionError("--top must be at least 1")
-    root, emb = _embed(images, spec, cache_dir, progress)
-    try:
-        names = list(queries)
-        vecs = [emb.engine.embed_texts(names, emb.cache)] if names else []
-        if image is not None:
-            from .embedding import embed_images
+    from ..embedding import embed_images, embed_texts
 
-            m, st = embed_images(emb.engine, [Path(image)], emb.cache)
+    root, embedded = _embed(images, spec, cache_dir, progress)
+    with embedded as emb:
+        names = list(queries)
+        vecs = [embed_texts(emb.engine, names, emb.cache)] if names else []
+        if image is not None:
+            m, st = embed_images(emb.engine, [Path(image)], emb.cache, spec=spec)
             if st.unreadable:
                 raise OptionError(f"--image {image}: unreadable ({next(iter(st.unreadable.values()))})")
             names.append(f"image:{Path(image).name}")
             vecs.append(m)
-    finally:
-        if emb.cache:
-            emb.cache.close()
     q = np.concatenate(vecs)
     report = RankReport(root, len(emb.paths), unreadable=emb.stats.unreadable, engine=emb.engine.describe(),
                         cache_hits=emb.stats.cache_hits)
@@ -172,33 +169,32 @@ def unique(images: str | Path | None = None, *, per_class: str | Path | None = N
            progress: Callable[[int, int], None] | None = None) -> RankReport:
     """Images by uniqueness (mean cosine distance to their k nearest neighbours), most unique
     first; with `per_class`, neighbours are taken within each class folder of a layout split."""
-    from .embedding import embed_paths
+    from ..embedding import embed_paths
 
     if k < 1:
         raise OptionError("-k must be at least 1")
     if (images is None) == (per_class is None):
         raise OptionError("give IMAGES or --per-class LAYOUT/split")
     if per_class is not None:
-        from .formats import clip
+        from ..formats import layout as clip_layout
 
-        lay = clip.read_layout(per_class)
+        lay = clip_layout.read_layout(per_class)
         root = Path(per_class)
         groups = [(sl.name, cls, files) for sl in lay.splits for cls, files in sl.images.items()]
         paths = [p for _, _, files in groups for p in files]
         if not paths:
             raise OptionError(f"--per-class {per_class}: no images")
-        emb = embed_paths(spec, paths, cache_dir, progress)
-        index = {p: i for i, p in enumerate(emb.paths)}
-        scored: list[tuple[Path, float]] = []
-        for _, _, files in groups:
-            rows = [index[p] for p in files if p in index]
-            u = uniqueness(emb.matrix[rows], k)
-            scored += [(emb.paths[r], float(v)) for r, v in zip(rows, u)]
+        with embed_paths(spec, paths, cache_dir, progress) as emb:
+            index = {p: i for i, p in enumerate(emb.paths)}
+            scored: list[tuple[Path, float]] = []
+            for _, _, files in groups:
+                rows = [index[p] for p in files if p in index]
+                u = uniqueness(emb.matrix[rows], k)
+                scored += [(emb.paths[r], float(v)) for r, v in zip(rows, u)]
     else:
-        root, emb = _embed(images, spec, cache_dir, progress)
-        scored = [(p, float(v)) for p, v in zip(emb.paths, uniqueness(emb.matrix, k))]
-    if emb.cache:
-        emb.cache.close()
+        root, embedded = _embed(images, spec, cache_dir, progress)
+        with embedded as emb:
+            scored = [(p, float(v)) for p, v in zip(emb.paths, uniqueness(emb.matrix, k))]
     scored.sort(key=lambda t: (-t[1], str(t[0])))
     report = RankReport(root, len(emb.paths), scores=scored, unreadable=emb.stats.unreadable,
                         engine=emb.engine.describe(), cache_hits=emb.stats.cache_hits)
@@ -217,18 +213,18 @@ def duplicates(images: str | Path, *, threshold: float = 0.02, spec: EngineSpec 
                progress: Callable[[int, int], None] | None = None) -> RankReport:
     """Groups of exact duplicates (same bytes) and of near-duplicates (cosine distance at most
     `threshold`, linked transitively)."""
-    from .cache import content_hash
+    from ..imagefiles import sha256_file
 
     if not 0 <= threshold <= 2:
         raise OptionError("--threshold is a cosine distance, between 0 and 2")
-    root, emb = _embed(images, spec, cache_dir, progress)
-    if emb.cache:
-        emb.cache.close()
+    root, embedded = _embed(images, spec, cache_dir, progress)
+    with embedded as emb:
+        pass  # the embeddings are all this needs: the cache closes here
     report = RankReport(root, len(emb.paths), unreadable=emb.stats.unreadable, engine=emb.engine.describe(),
                         cache_hits=emb.stats.cache_hits)
     by_hash: dict[str, list[int]] = {}
     for i, p in enumerate(emb.paths):
-        by_hash.setdefault(content_hash(p), []).append(i)
+        by_hash.setdefault(sha256_file(p), []).append(i)
     exact = [g for g in by_hash.values() if len(g) > 1]
     pairs = list(near_pairs(emb.matrix, threshold))
     near = _groups(len(emb.paths), [(i, j) for i, j, _ in pairs])
@@ -252,32 +248,3 @@ def duplicates(images: str | Path, *, threshold: float = 0.02, spec: EngineSpec 
                    [(f"group {n + 1} ({g['kind']}, max distance {g['max_distance']:.4f})",
                      [(Path(p), "") for p in g["paths"]]) for n, g in enumerate(report.groups)])
     return report
-
-
-def write_html(path: Path, title: str, sections: list[tuple[str, list[tuple[Path, str]]]],
-               intro: str = "") -> None:
-    """A self-contained page of thumbnails; images are linked by paths relative to the page,
-    so it works opened from disk, with no server and no network. A caption's lines are
-    separated by newlines."""
-    parts = []
-    for name, items in sections:
-        cards = []
-        for p, caption in items:
-            rel = html.escape(os.path.relpath(Path(p).resolve(), path.resolve().parent).replace(os.sep, "/"), quote=True)
-            lines = "<br>".join(html.escape(line) for line in caption.split("\n"))
-            cards.append(f'<figure><a href="{rel}"><img src="{rel}" loading="lazy" alt=""></a>'
-                         f'<figcaption>{html.escape(Path(p).name)}<br><small>{lines}</small></figcaption></figure>')
-        parts.append(f"<h2>{html.escape(name)} ({len(items)})</h2><div class=\"grid\">{''.join(cards)}</div>")
-    write_text(path, f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>clipdata: {html.escape(title)}</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 1.5em; }}
-.grid {{ display: flex; flex-wrap: wrap; gap: 10px; }}
-figure {{ width: 170px; margin: 0; }}
-img {{ width: 170px; height: 130px; object-fit: cover; background: #eee; border-radius: 4px; }}
-figcaption {{ font-size: 12px; overflow-wrap: anywhere; }}
-</style></head><body><h1>{html.escape(title)}</h1>
-{intro}
-{''.join(parts)}
-</body></html>
-""")

@@ -7,24 +7,17 @@ conversion knowing.
 from __future__ import annotations
 
 import multiprocessing
-import os
 import threading
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Callable, Iterator, Sequence, TypeVar
 
-from .errors import WorkerError
+from ..errors import WorkerError
+from ..machine import default_workers  # noqa: F401  (re-exported for the pipeline)
 
 T = TypeVar("T")
 R = TypeVar("R")
-
-
-def default_workers() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def _context(fn: Callable) -> multiprocessing.context.BaseContext:

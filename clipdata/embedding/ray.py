@@ -1,4 +1,4 @@
-"""The Ray Data backend of the embedding step: the same function (`embed_images` on one
+"""The Ray Data distributor of the embedding step: the same function (`embed_local` on one
 engine per actor), the same cache, the same results as the local engine, on as many
 machines as a Ray cluster has. Paths travel in shards, never image bytes; results are
 gathered by key, not by arrival order. `pip install 'clipdata[ray]'`."""
@@ -12,7 +12,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .errors import ClipdataError, OptionError
+from ..errors import ClipdataError, OptionError, first_line
+from .local import embed_local, engine_for
 
 INSTALL_HINT = "install the Ray extra: pip install 'clipdata[ray]'"
 
@@ -34,17 +35,22 @@ class _Embedder:
     SPEC = None
 
     def __init__(self) -> None:
-        from .embedding import engine_for
-
         self.engine = engine_for(self.SPEC)
 
     def __call__(self, batch: dict) -> dict:
-        from .embedding import embed_images
-
         paths = [str(p) for p in batch["path"]]
-        matrix, stats = embed_images(self.engine, paths)
-        return {"i": batch["i"], "vector": [v.astype(np.float32) for v in matrix],
-                "error": [stats.unreadable.get(p, "") for p in paths]}
+        vectors: dict[int, np.ndarray] = {}
+        errors: dict[int, str] = {}
+
+        def keep(v: dict[int, np.ndarray], bad: dict[int, str]) -> None:
+            vectors.update(v)
+            errors.update(bad)
+
+        embed_local(self.engine, self.SPEC, paths, keep)
+        dim = next((len(v) for v in vectors.values()), 0)
+        blank = np.full(dim, np.nan, np.float32)
+        return {"i": batch["i"], "vector": [vectors.get(j, blank).astype(np.float32) for j in range(len(paths))],
+                "error": [errors.get(j, "") for j in range(len(paths))]}
 
 
 def _embedder_for(spec) -> type:
@@ -104,8 +110,7 @@ def embed_ray(spec, paths: Sequence[str], *, address: str | None = None, num_act
             if progress:
                 progress(1)
     except Exception as e:  # a task that failed past its retries: its images are recorded, not lost
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         for i in range(len(paths)):
             if i not in vectors and i not in unreadable:
-                failed[i] = first
+                failed[i] = first_line(e)
     return vectors, unreadable, failed

@@ -1,11 +1,8 @@
-"""label (named labeling so that `clipdata.label` stays the function): CLIP proposes a class and a confidence for each unlabeled image, and hands the
+"""label: CLIP proposes a class and a confidence for each unlabeled image, and hands the
 proposals to a person: a review tree of class folders, a Label Studio import, a CSV, and a
-page of thumbnails. Formats: formats/label.md."""
+page of thumbnails (written by formats/review.py). Formats: formats/label.md."""
 from __future__ import annotations
 
-import csv
-import html
-import io
 import json
 import time
 from dataclasses import dataclass, field
@@ -14,20 +11,15 @@ from typing import Callable
 
 import numpy as np
 
-from .captions import DEFAULT_TEMPLATE, Ontology, check_template, load_ontology, nfc, render
-from .engine import EngineSpec
-from .errors import OptionError, OutputError
-from .formats import clip
-from .fsutil import copy_file, link_or_copy, write_text
-
-UNCERTAIN = "_uncertain"
-PREDICTIONS = "predictions.jsonl"
-
-
-@dataclass
-class Classes:
-    names: list[str]
-    captions: list[list[str]]  # per class, one or more captions (ensembled)
+from ..captions import DEFAULT_TEMPLATE, Ontology, check_template, load_ontology, nfc, render
+from ..embedding.spec import EngineSpec
+from ..errors import OptionError, OutputError
+from ..formats import layout as clip
+from ..formats.review import (UNCERTAIN, review_name, write_labelstudio, write_predictions,
+                              write_review)
+from ..fsutil import write_text
+from ..imagefiles import displayed_size
+from ..scoring import Classes, class_embeddings, zero_shot
 
 
 @dataclass
@@ -87,35 +79,6 @@ def resolve_classes(classes: str | list[str] | None = None, ontology: str | Path
     return Classes(names, caps)
 
 
-def class_embeddings(engine, classes: Classes, cache=None) -> np.ndarray:
-    """One unit vector per class: the mean of its captions' unit embeddings, renormalised
-    (the CLIP paper's prompt ensembling). Each caption is embedded once per run."""
-    flat = [c for caps in classes.captions for c in caps]
-    emb = engine.embed_texts(flat, cache)
-    out, i = [], 0
-    for caps in classes.captions:
-        v = emb[i:i + len(caps)].mean(axis=0)
-        out.append(v / np.linalg.norm(v))
-        i += len(caps)
-    return np.stack(out)
-
-
-def _size(path: Path) -> tuple[int, int]:
-    """The image's size as displayed (EXIF orientation applied), from its header only."""
-    from PIL import Image
-
-    with Image.open(path) as im:
-        w, h = im.size
-        if im.getexif().get(0x0112, 1) in (5, 6, 7, 8):
-            w, h = h, w
-    return w, h
-
-
-def _review_name(rel: str) -> str:
-    """Flatten a relative path into one file name: `a/b/c.jpg` -> `a__b__c.jpg`."""
-    return rel.replace("/", "__")
-
-
 def label(images: str | Path, out: str | Path, *, classes: str | list[str] | None = None,
           ontology: str | Path | None = None, from_layout: str | Path | None = None,
           template: str = DEFAULT_TEMPLATE, spec: EngineSpec = EngineSpec(), top_k: int = 3,
@@ -123,9 +86,7 @@ def label(images: str | Path, out: str | Path, *, classes: str | list[str] | Non
           cache_dir: str | Path | None = None, overwrite: bool = False,
           progress: Callable[[int, int], None] | None = None) -> LabelReport:
     """Pre-label the images under `images`; write the review material to `out`."""
-    from .cache import EmbeddingCache
-    from .embedding import embed_images, scan_images
-    from .engine import Engine
+    from ..embedding import Engine, embed_images, open_cache, scan_images
 
     t0 = time.perf_counter()
     root, out = Path(images), Path(out)
@@ -136,15 +97,13 @@ def label(images: str | Path, out: str | Path, *, classes: str | list[str] | Non
         raise OptionError("--threshold and --margin are probabilities, between 0 and 1")
     paths = scan_images(root)
     _prepare(out, overwrite, root)
-    engine = Engine(spec)
-    cache = EmbeddingCache(cache_dir if cache_dir is not None else out / "cache", engine.identity)
-    try:
+    engine = Engine(spec.check())
+    # label keeps its own cache in OUT (kept by --overwrite) unless told otherwise
+    with open_cache(engine, cache_dir if cache_dir is not None else out / "cache") as cache:
         text = class_embeddings(engine, cls, cache)
-        matrix, stats = embed_images(engine, paths, cache, progress)
+        matrix, stats = embed_images(engine, paths, cache, progress, spec)
         ok = [i for i, p in enumerate(paths) if str(p) not in stats.unreadable and str(p) not in stats.failed]
-        probs = engine.scores(matrix[ok], text, cache) if ok else np.zeros((0, len(cls.names)))
-    finally:
-        cache.close()
+        probs = zero_shot(engine, matrix[ok], text, cache) if ok else np.zeros((0, len(cls.names)))
     report = LabelReport(out=out, images=len(ok), unreadable=stats.unreadable, failed=stats.failed,
                          cache_hits=stats.cache_hits, engine=engine.describe())
     rows = []
@@ -156,9 +115,9 @@ def label(images: str | Path, out: str | Path, *, classes: str | list[str] | Non
         uncertain = bool(p[order[0]] < threshold or gap < margin)
         rel = paths[i].relative_to(root).as_posix()
         decision = None if uncertain else cls.names[order[0]]
-        width, height = _size(paths[i])
+        width, height = displayed_size(paths[i])
         rows.append({"path": rel, "top_k": top[:top_k], "decision": decision, "uncertain": uncertain,
-                     "review_file": f"review/{decision or UNCERTAIN}/{_review_name(rel)}",
+                     "review_file": f"review/{decision or UNCERTAIN}/{review_name(rel)}",
                      "width": width, "height": height})
     for r in rows:
         report.counts[r["decision"] or UNCERTAIN] = report.counts.get(r["decision"] or UNCERTAIN, 0) + 1
@@ -166,9 +125,9 @@ def label(images: str | Path, out: str | Path, *, classes: str | list[str] | Non
     meta = {"model": spec.model, "engine": engine.describe(), "template": template,
             "classes": cls.names, "captions": cls.captions, "threshold": threshold, "margin": margin,
             "images_root": str(root.resolve())}
-    _write_predictions(out, rows, meta, top_k)
-    _write_review(out, root, rows, cls, copy)
-    _write_labelstudio(out, root, rows, cls, spec.model)
+    write_predictions(out, rows, meta, top_k)
+    write_review(out, root, rows, cls.names, {n: caps[0] for n, caps in zip(cls.names, cls.captions)}, copy)
+    write_labelstudio(out, root, rows, cls.names, spec.model)
     _write_html(out, rows, cls, meta)
     write_text(out / "label.json", json.dumps({**meta, "unreadable": stats.unreadable, "failed": stats.failed,
                                                "counts": report.counts, "uncertain": report.uncertain},
@@ -178,7 +137,7 @@ def label(images: str | Path, out: str | Path, *, classes: str | list[str] | Non
 
 
 def _prepare(out: Path, overwrite: bool, root: Path) -> None:
-    from .fsutil import is_within
+    from ..fsutil import is_within
 
     if is_within(out, root) or is_within(root, out):
         raise OutputError("the output folder and the image folder overlap", file=out,
@@ -196,55 +155,10 @@ def _prepare(out: Path, overwrite: bool, root: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def _write_predictions(out: Path, rows: list[dict], meta: dict, top_k: int) -> None:
-    write_text(out / PREDICTIONS, "".join(
-        json.dumps({**r, "model": meta["model"]}, ensure_ascii=False) + "\n" for r in rows))
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["path", "decision", "uncertain"]
-               + [f"{k}{n}" for n in range(1, top_k + 1) for k in ("class", "score")] + ["final"])
-    for r in rows:
-        cells = [c for t in r["top_k"] for c in (t["class"], f"{t['score']:.6f}")]
-        w.writerow([r["path"], r["decision"] or "", "yes" if r["uncertain"] else "no"]
-                   + cells + [""] * (2 * top_k - len(cells)) + [""])
-    write_text(out / "predictions.csv", buf.getvalue())
-
-
-def _write_review(out: Path, root: Path, rows: list[dict], cls: Classes, copy: bool) -> None:
-    review = out / "review"
-    for name in cls.names + [UNCERTAIN]:
-        (review / name).mkdir(parents=True, exist_ok=True)  # every class: a place to move files to
-    for r in rows:
-        src, dst = root / r["path"], out / r["review_file"]
-        if copy:
-            copy_file(src, dst)
-        else:
-            link_or_copy(src, dst)
-    clip.write_tokenization(review, {n: caps[0] for n, caps in zip(cls.names, cls.captions)})
-
-
-def _write_labelstudio(out: Path, root: Path, rows: list[dict], cls: Classes, model: str) -> None:
-    tasks = []
-    for r in rows:
-        top = r["top_k"][0]
-        tasks.append({
-            "data": {"image": f"/data/local-files/?d={root.name}/{r['path']}"},
-            "meta": {"path": r["path"], "uncertain": r["uncertain"]},
-            "predictions": [{"model_version": f"clipdata {model}", "score": top["score"], "result": [{
-                "from_name": "class", "to_name": "image", "type": "choices",
-                "value": {"choices": [top["class"]]}}]}],
-        })
-    write_text(out / "labelstudio.json", json.dumps(tasks, indent=1, ensure_ascii=False) + "\n")
-    choices = "\n".join(f'    <Choice value="{html.escape(n, quote=True)}"/>' for n in cls.names)
-    write_text(out / "labelstudio_config.xml",
-               f'<View>\n  <Image name="image" value="$image"/>\n'
-               f'  <Choices name="class" toName="image" choice="single" showInLine="true">\n{choices}\n  </Choices>\n</View>\n')
-
-
 def _write_html(out: Path, rows: list[dict], cls: Classes, meta: dict) -> None:
     """Thumbnails (the review tree's files) grouped by prediction, uncertain first, each group
     least confident first: what a person wants to see before reviewing."""
-    from .rank import write_html
+    from ..html import write_html
 
     groups: dict[str, list[dict]] = {UNCERTAIN: []}
     groups.update({n: [] for n in cls.names})

@@ -1,4 +1,4 @@
-"""review apply (module named reviewing, beside the `review` format reader): the reviewed pre-labels become a CLIP layout (the convert contract), and
+"""review apply: the reviewed pre-labels become a CLIP layout (the convert contract), and
 the reviewer's corrections measure the pre-labeler's real accuracy."""
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .conversion import Report, convert
-from .formats import clip, review
+from ..formats import layout as clip, review
+from .convert import Report, convert
 
 
 @dataclass

@@ -5,12 +5,12 @@ images); warnings are worth a look (the same file in two splits, stray files).
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .formats import clip
+from ..formats import layout as clip
+from ..imagefiles import sha256_file
 
 
 @dataclass
@@ -33,18 +33,10 @@ class InspectReport:
         return not self.errors
 
 
-def _digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def inspect(layout: str | Path, *, verify_images: bool = True,
             progress: Callable[[int, int], None] | None = None) -> InspectReport:
     """Check a layout; `report.ok` is False when it is broken."""
-    from .images import Unreadable, open_image
+    from ..images import Unreadable, open_image
 
     lay = clip.read_layout(layout)
     report = InspectReport(root=lay.root)
@@ -80,7 +72,7 @@ def inspect(layout: str | Path, *, verify_images: bool = True,
                         open_image(path)
                     except Unreadable as e:
                         report.errors.append(f"{rel}: unreadable image ({e})")
-                seen.setdefault(_digest(path), []).append(rel)
+                seen.setdefault(sha256_file(path), []).append(rel)
                 done += 1
                 if progress:
                     progress(done, total)

@@ -1,34 +1,93 @@
-"""convert: reader -> records -> transform (plan.py) -> CLIP layout writer.
+"""convert: reader -> records -> transform (pipeline.plan) -> CLIP layout writer.
 
-(Named conversion so that `clipdata.convert` stays the API function.) Nothing here knows
-which format a record came from. Every output name is planned before anything is written,
-so names are deterministic and collision-free whatever the processing order.
+Nothing here knows which format a record came from. Every output name is planned before
+anything is written, so names are deterministic and collision-free whatever the processing
+order. One frozen ConvertOptions serves the API, the CLI, clipdata.json and the resume
+fingerprint.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
-from . import __version__, formats
-from .captions import DEFAULT_TEMPLATE, Ontology, check_template, default_project, load_ontology
-from .crops import Padding
-from .errors import MissingImagesError, OptionError, OutputError, SourceError
-from .formats import clip
-from .fsutil import TMP_PREFIX, is_within, write_text, write_with
-from .imagejobs import COPIED, Options, Result, Task, init, process
-from .plan import Planned, allocate_names, parse_ratios, plan_crops, plan_scenes, resplit
-from .records import SPLITS, Sample, Skip
-from .workers import default_workers, run
+from .. import formats
+from .._version import __version__
+from ..captions import DEFAULT_TEMPLATE, Ontology, check_template, default_project, load_ontology
+from ..crops import Padding
+from ..errors import MissingImagesError, OptionError, OutputError, SourceError
+from ..formats import layout as clip
+from ..formats.exports import ExportOptions, load_export, parse_exports
+from ..fsutil import is_within, write_text, write_with
+from ..pipeline.jobs import COPIED, Options, Result, Task, init, process
+from ..pipeline.journal import JOURNAL, Journal, replay
+from ..pipeline.plan import Planned, allocate_names, parse_ratios, plan_crops, plan_scenes, resplit
+from ..pipeline.pool import default_workers, run
+from ..records import SPLITS, Sample, Skip, split_name
 
 Progress = Callable[[int, int], None]
 MODES = ("crops", "scenes")
-JOURNAL = ".clipdata-journal.jsonl"  # results of finished images, for --resume
+
+
+@dataclass(frozen=True)
+class ConvertOptions:
+    """Everything that decides a conversion's output (run controls such as --overwrite,
+    --resume and --workers are not here: they never change the bytes)."""
+
+    mode: str = "crops"
+    images: str | Path | None = None
+    split: str | None = None
+    split_ratios: str | Sequence[float] | None = None
+    seed: int = 0
+    template: str = DEFAULT_TEMPLATE
+    ontology: str | Path | None = None
+    rename: Sequence[str] = ()
+    project_name: str | None = None
+    group_name: str | None = None
+    include_crowd: bool = False
+    skip_difficult: bool = False
+    min_size: int = 1
+    padding: str | float | None = None
+    square: bool = False
+    image_format: str = "jpg"
+    quality: int = 95
+    link: bool = False
+    skip_missing: bool = False
+    export: str | Sequence[str] | None = None
+    openclip_relative: bool = False
+    shard_size: int = 10_000
+
+    @classmethod
+    def make(cls, options: "ConvertOptions | None" = None, **kwargs) -> "ConvertOptions":
+        """`options` with `kwargs` on top; an unknown keyword is a usage error."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(kwargs) - known)
+        if unknown:
+            raise TypeError(f"convert() got unknown option(s): {', '.join(unknown)}")
+        return replace(options or cls(), **kwargs)
+
+    def check(self) -> None:
+        check_template(self.template)
+        if self.mode not in MODES:
+            raise OptionError(f"--mode {self.mode!r} is not one of {', '.join(MODES)}")
+        if self.image_format not in ("jpg", "png", "webp"):
+            raise OptionError(f"--image-format {self.image_format!r} is not one of jpg, png, webp")
+        if not 1 <= self.quality <= 100:
+            raise OptionError(f"--quality {self.quality} must be between 1 and 100")
+        if self.min_size < 1:
+            raise OptionError(f"--min-size {self.min_size} must be at least 1")
+        if self.split is not None and self.split not in SPLITS:
+            raise OptionError(f"--split {self.split!r} is not one of {', '.join(SPLITS)}")
+        if self.shard_size < 1:
+            raise OptionError(f"--shard-size {self.shard_size} must be at least 1")
+
+    def read_options(self) -> formats.ReadOptions:
+        return formats.ReadOptions(images=self.images, split=self.split, include_crowd=self.include_crowd,
+                                   skip_difficult=self.skip_difficult)
 
 
 @dataclass
@@ -63,6 +122,7 @@ class Report:
             "source": {"path": self.source, "format": self.format},
             "options": self.options,
             "totals": {"images": self.images, "crops": self.crops, "classes": len(self.classes)},
+            "classes": self.classes,  # the global class list: class index i is classes[i] in every split
             "counts": self.counts,
             "captions": self.captions,
             "exports": self.exported,
@@ -97,21 +157,6 @@ def _prepare_out(out: Path, overwrite: bool, inputs: list[Path]) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def _check_options(template: str, image_format: str, quality: int, min_size: int,
-                   split: str | None, mode: str) -> None:
-    check_template(template)
-    if mode not in MODES:
-        raise OptionError(f"--mode {mode!r} is not one of {', '.join(MODES)}")
-    if image_format not in ("jpg", "png", "webp"):
-        raise OptionError(f"--image-format {image_format!r} is not one of jpg, png, webp")
-    if not 1 <= quality <= 100:
-        raise OptionError(f"--quality {quality} must be between 1 and 100")
-    if min_size < 1:
-        raise OptionError(f"--min-size {min_size} must be at least 1")
-    if split is not None and split not in SPLITS:
-        raise OptionError(f"--split {split!r} is not one of {', '.join(SPLITS)}")
-
-
 def _missing(samples: list[Sample], skip_missing: bool, source: Path, report: Report) -> list[Sample]:
     missing = sorted((s for s in samples if s.path is None), key=lambda s: (SPLITS.index(s.split), s.name))
     if missing and not skip_missing:
@@ -131,59 +176,43 @@ def convert(
     out: str | Path,
     format: str = "coco",
     *,
-    mode: str = "crops",
-    images: str | Path | None = None,
-    split: str | None = None,
-    split_ratios: str | Sequence[float] | None = None,
-    seed: int = 0,
-    template: str = DEFAULT_TEMPLATE,
-    ontology: str | Path | None = None,
-    rename: Sequence[str] = (),
-    project_name: str | None = None,
-    group_name: str | None = None,
-    include_crowd: bool = False,
-    skip_difficult: bool = False,
-    min_size: int = 1,
-    padding: str | float | None = None,
-    square: bool = False,
-    image_format: str = "jpg",
-    quality: int = 95,
-    link: bool = False,
-    skip_missing: bool = False,
-    export: str | Sequence[str] | None = None,
-    openclip_relative: bool = False,
+    options: ConvertOptions | None = None,
     overwrite: bool = False,
     resume: bool = False,
     workers: int | None = None,
     progress: Progress | None = None,
+    **kwargs,
 ) -> Report:
-    """Convert a dataset into the CLIP classification layout under `out`; see formats/clip.md."""
+    """Convert a dataset into the CLIP classification layout under `out`; see formats/clip.md.
+    Options: a ConvertOptions, or its fields as keywords (template=..., padding=...)."""
     fmt = formats.get(format).name
-    if split is not None:
-        split = formats.split_name(split) or split
-    _check_options(template, image_format, quality, min_size, split, mode)
-    ratios = parse_ratios(split_ratios) if split_ratios is not None else None
-    exports = formats.parse_exports(export)
-    pad = Padding.parse(padding)
-    onto = load_ontology(ontology) if ontology is not None else Ontology()
-    for r in rename:
+    o = ConvertOptions.make(options, **kwargs)
+    if o.split is not None:
+        o = replace(o, split=split_name(o.split) or o.split)
+    o.check()
+    ratios = parse_ratios(o.split_ratios) if o.split_ratios is not None else None
+    exports = parse_exports(o.export)
+    pad = Padding.parse(o.padding)
+    onto = load_ontology(o.ontology) if o.ontology is not None else Ontology()
+    for r in o.rename:
         onto.add_rename(r)
     out = Path(out)
-    src = formats.load(fmt).read(Path(source), images=images, split=split,
-                                 include_crowd=include_crowd, skip_difficult=skip_difficult)
-    project = project_name or default_project(Path(source))
-    group = group_name or src.group or "objects"
+    src = formats.read(fmt, Path(source), o.read_options())
+    project = o.project_name or default_project(Path(source))
+    group = o.group_name or src.group or "objects"
+    mode = o.mode
 
     report = Report(
         out=out, source=str(source), format=fmt,
         options={
-            "mode": mode, "images": str(images) if images is not None else None, "split": split,
-            "split_ratios": list(ratios) if ratios else None, "seed": seed,
-            "template": template, "ontology": str(ontology) if ontology is not None else None,
-            "rename": list(rename), "include_crowd": include_crowd, "skip_difficult": skip_difficult,
-            "min_size": min_size, "padding": str(pad), "square": square,
-            "image_format": image_format, "quality": quality, "link": link,
-            "skip_missing": skip_missing, "export": exports, "openclip_relative": openclip_relative,
+            "mode": mode, "images": str(o.images) if o.images is not None else None, "split": o.split,
+            "split_ratios": list(ratios) if ratios else None, "seed": o.seed,
+            "template": o.template, "ontology": str(o.ontology) if o.ontology is not None else None,
+            "rename": list(o.rename), "include_crowd": o.include_crowd, "skip_difficult": o.skip_difficult,
+            "min_size": o.min_size, "padding": str(pad), "square": o.square,
+            "image_format": o.image_format, "quality": o.quality, "link": o.link,
+            "skip_missing": o.skip_missing, "export": exports, "openclip_relative": o.openclip_relative,
+            **({"shard_size": o.shard_size} if "webdataset" in exports else {}),
             **({"project_name": project, "group_name": group} if mode == "scenes" else {}),
         },
         skipped=list(src.skipped), notes=list(src.notes),
@@ -193,14 +222,14 @@ def convert(
         report.notes.append(f"ontology/--rename name(s) not in the source: {', '.join(map(repr, unknown))}")
 
     samples = src.samples if mode == "scenes" else [s for s in src.samples if s.labels]
-    samples = _missing(samples, skip_missing, src.path, report)
+    samples = _missing(samples, o.skip_missing, src.path, report)
     if ratios is not None:
-        samples = resplit(samples, ratios, seed)
+        samples = resplit(samples, ratios, o.seed)
     samples.sort(key=lambda s: (SPLITS.index(s.split), s.name))
     if mode == "scenes":
         plan = plan_scenes(samples, onto, project, group, report.skipped)
     else:
-        plan = plan_crops(samples, onto, template, image_format, report.skipped)
+        plan = plan_crops(samples, onto, o.template, o.image_format, report.skipped)
     planned = [p for _, jobs in plan for p in jobs]
     if not planned:
         reasons = ", ".join(f"{r} {n}" for r, n in Counter(k.reason for k in report.skipped).items())
@@ -219,28 +248,31 @@ def convert(
                           hint="a later run would read the output as classes; choose a folder outside it")
     fingerprint = hashlib.sha256(json.dumps(
         [__version__, str(source), fmt, report.options], sort_keys=True).encode()).hexdigest()
-    journaled = _resume(out, fingerprint) if resume else {}
+    journaled = replay(out, fingerprint, clip.PROVENANCE) if resume else {}
     if not journaled:
         _prepare_out(out, overwrite or (resume and (out / JOURNAL).is_file()),
-                     [src.path] + ([Path(images)] if images is not None else []))
+                     [src.path] + ([Path(o.images)] if o.images is not None else []))
 
-    opts = Options(str(out), pad, square, min_size, image_format, quality, link)
-    written = _execute(plan, journaled, out / JOURNAL, fingerprint, opts, workers, report, progress)
+    opts = Options(str(out), pad, o.square, o.min_size, o.image_format, o.quality, o.link)
+    journal = Journal(out, fingerprint, fresh=not journaled)
+    try:
+        written = _execute(plan, journaled, journal, opts, workers, report, progress)
+    finally:
+        journal.close()
     ordered = sorted(written, key=lambda p: (SPLITS.index(p.sample.split), p.relpath))
     _finish(out, ordered, report)
+    export_options = ExportOptions(relative=o.openclip_relative, shard_size=o.shard_size,
+                                   classes=tuple(report.classes))
     for name in exports:
-        module = formats.load_export(name)
-        rows = _rows(ordered)
-        files = module.export(out, rows, relative=openclip_relative) if name == "openclip" else module.export(out, rows)
+        files = load_export(name).export(out, _rows(ordered), export_options)
         report.exported += [f.relative_to(out).as_posix() for f in files]
     write_text(out / clip.PROVENANCE, json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n")
-    (out / JOURNAL).unlink()
+    journal.finish()
     return report
 
 
-def _execute(plan: list[tuple[Sample, list[Planned]]], journaled: dict[int, Result], journal_path: Path,
-             fingerprint: str, opts: Options, workers: int | None, report: Report,
-             progress: Progress | None) -> list[Planned]:
+def _execute(plan: list[tuple[Sample, list[Planned]]], journaled: dict[int, Result], journal: Journal,
+             opts: Options, workers: int | None, report: Report, progress: Progress | None) -> list[Planned]:
     """Run the image tasks not in the journal, journal each result, and fold every result
     into the report in plan order (results arrive in task order, which is plan order)."""
     tasks = [Task(i, str(s.path), s.width, s.height, [(p.relpath, p.label.box) for p in jobs])
@@ -248,51 +280,16 @@ def _execute(plan: list[tuple[Sample, list[Planned]]], journaled: dict[int, Resu
     n_workers = max(1, min(workers or default_workers(), len(tasks) // 4))
     fresh = run(process, tasks, n_workers, init, (opts,))
     written: list[Planned] = []
-    with open(journal_path, "a", encoding="utf-8") as journal:
-        if not journaled:
-            journal.write(json.dumps({"clipdata_journal": 1, "fingerprint": fingerprint}) + "\n")
-        for i, (sample, jobs) in enumerate(plan):
-            if jobs:
-                result = journaled.pop(i, None)
-                if result is None:
-                    result = next(fresh)
-                    journal.write(json.dumps(result.to_json()) + "\n")
-                    journal.flush()
-                written += _apply(result, sample, jobs, report)
-            if progress:
-                progress(i + 1, len(plan))
+    for i, (sample, jobs) in enumerate(plan):
+        if jobs:
+            result = journaled.pop(i, None)
+            if result is None:
+                result = next(fresh)
+                journal.record(result)
+            written += _apply(result, sample, jobs, report)
+        if progress:
+            progress(i + 1, len(plan))
     return written
-
-
-def _resume(out: Path, fingerprint: str) -> dict[int, Result]:
-    """The results a killed run recorded, after checking it was the same command; temporary
-    files it left are removed. An empty dict when there is nothing to resume."""
-    journal = out / JOURNAL
-    if not journal.is_file():
-        if (out / clip.PROVENANCE).is_file():
-            raise OutputError("holds a finished conversion: nothing to resume", file=out,
-                              hint="pass --overwrite to convert again")
-        return {}
-    lines = journal.read_text(encoding="utf-8").split("\n")
-    try:
-        header = json.loads(lines[0])
-    except (json.JSONDecodeError, IndexError):
-        header = {}
-    if header.get("fingerprint") != fingerprint:
-        raise OutputError("the interrupted run in this folder used another source or other options",
-                          file=out, hint="repeat the original command with --resume, or pass --overwrite")
-    results: dict[int, Result] = {}
-    for line in lines[1:]:
-        try:
-            r = Result.from_json(json.loads(line))
-        except (json.JSONDecodeError, KeyError, TypeError):
-            continue  # the line being written when the run was killed
-        results[r.index] = r
-    for dirpath, _, filenames in os.walk(out):
-        for f in filenames:
-            if f.startswith(TMP_PREFIX):
-                os.unlink(os.path.join(dirpath, f))
-    return results
 
 
 def _apply(result: Result, sample: Sample, jobs: list[Planned], report: Report) -> list[Planned]:

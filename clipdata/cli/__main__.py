@@ -1,0 +1,4 @@
+"""`python -m clipdata.cli`: the same as the `clipdata` command."""
+from . import main
+
+main()

@@ -1,0 +1,87 @@
+"""label and review apply on the command line."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from . import render
+from .app import app, errors, progress, review_app
+from .options import Images, Link, Overwrite, Quiet, Split, SplitRatios, Template, engine_options
+
+LABEL_HELP = """Pre-label unlabeled images with CLIP for a person to review.
+
+Writes to OUT: predictions.jsonl and .csv, review/<class>/ (hard links; move files between
+folders to correct them), labelstudio.json + labelstudio_config.xml, and index.html.
+
+[bold]Examples[/]
+
+  clipdata label photos/ --out labeled/ --classes "daisy,dandelion" --template "a picture of a {} flower"
+
+  clipdata label photos/ --out labeled/ --ontology flowers.yaml --threshold 0.6
+
+  clipdata review apply labeled/ layout/
+"""
+
+
+@app.command(help=LABEL_HELP, no_args_is_help=True)
+@engine_options(cache_help="Embedding cache folder (default: OUT/cache).")
+def label(
+    images: Path = typer.Argument(..., help="Folder of unlabeled images (searched recursively)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder for the review material."),
+    classes: Optional[str] = typer.Option(None, "--classes", help='Comma-separated class names: "daisy,dandelion".'),
+    ontology: Optional[Path] = typer.Option(None, "--ontology", help="YAML: class -> caption(s); several captions are ensembled."),
+    from_layout: Optional[Path] = typer.Option(None, "--from-layout", help="A CLIP layout split: its class folders and captions."),
+    template: Template = "a photo of a {}",
+    top_k: int = typer.Option(3, "--top-k", help="Classes kept per image."),
+    threshold: float = typer.Option(0.5, "--threshold", help="Uncertain below this top probability."),
+    margin: float = typer.Option(0.1, "--margin", help="Uncertain when top-1 leads top-2 by less than this."),
+    copy: bool = typer.Option(False, "--copy", help="Copy images into review/ instead of hard-linking."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier label output in OUT (its cache is kept)."),
+    quiet: Quiet = False,
+    spec=None, cache=None,
+) -> None:
+    from ..commands.label import label as api_label
+
+    with errors(), progress("embedding", quiet) as update:
+        report = api_label(images, out, classes=classes, ontology=ontology, from_layout=from_layout,
+                           template=template, top_k=top_k, threshold=threshold, margin=margin, copy=copy,
+                           spec=spec, cache_dir=cache, overwrite=overwrite, progress=update)
+    if not quiet:
+        render.label_report(report)
+
+
+REVIEW_HELP = """Write a CLIP layout from reviewed pre-labels.
+
+REVIEWED is the folder `clipdata label --out` wrote (its review/ tree, after you moved files
+between class folders and emptied _uncertain), a Label Studio JSON export, or an edited
+predictions.csv (its `final` column). Prints how many pre-labels the reviewer changed.
+
+[bold]Examples[/]
+
+  clipdata review apply labeled/ layout/
+
+  clipdata review apply labeled/export.json layout/ --images photos/
+"""
+
+
+@review_app.command("apply", help=REVIEW_HELP, no_args_is_help=True)
+def review_apply(
+    reviewed: Path = typer.Argument(..., help="Label output folder, Label Studio export, or predictions.csv."),
+    out: Path = typer.Argument(..., help="Output folder for the CLIP layout."),
+    images: Images = None,
+    split: Split = None,
+    split_ratios: SplitRatios = None,
+    template: Template = "a photo of a {}",
+    link: Link = False,
+    overwrite: Overwrite = False,
+    quiet: Quiet = False,
+) -> None:
+    from ..commands.review import review_apply as api_review_apply
+
+    with errors():
+        result = api_review_apply(reviewed, out, images=images, split=split, split_ratios=split_ratios,
+                                  template=template, link=link, overwrite=overwrite)
+    if not quiet:
+        render.review_report(result)

@@ -1,0 +1,174 @@
+"""The one embedding path every command reuses: cache lookup -> one distributor (local, or
+Ray) chosen here and only here -> write back to the cache batch by batch.
+
+Modules: `spec` (what is asked), `engine` (the model only), `local` and `ray` (the two
+distributors, one signature), `cache` (the SQLite cache). Nothing here knows about formats.
+"""
+from __future__ import annotations
+
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+
+from ..errors import SourceError
+from ..imagefiles import sha256_file, walk_images
+from .cache import EmbeddingCache, text_hash
+from .engine import Engine, ModelError, ModelSpec
+from .spec import EngineSpec, EmbedStats
+
+__all__ = ["EngineSpec", "ModelSpec", "Engine", "ModelError", "EmbedStats", "EmbeddingCache", "Embedded",
+           "embed_images", "embed_paths", "embed_texts", "model_scalars", "open_cache", "default_cache_dir",
+           "scan_images"]
+
+Progress = Callable[[int, int], None]
+
+
+def scan_images(root: Path) -> list[Path]:
+    """Image files under root, recursively (imagefiles' walk rules), sorted by their relative
+    POSIX path string."""
+    if not root.is_dir():
+        raise SourceError("not a folder", file=root, hint="pass the folder that holds the images")
+    found = sorted(walk_images(root), key=lambda p: p.relative_to(root).as_posix())
+    if not found:
+        raise SourceError("no images found", file=root,
+                          hint="images are found recursively by extension (.jpg .jpeg .png .bmp .tif .webp ...)")
+    return found
+
+
+def default_cache_dir() -> Path:
+    """$CLIPDATA_CACHE, else the user cache folder ($XDG_CACHE_HOME or ~/.cache)/clipdata."""
+    if os.environ.get("CLIPDATA_CACHE"):
+        return Path(os.environ["CLIPDATA_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "clipdata"
+
+
+@contextmanager
+def open_cache(engine: Engine, cache_dir: str | Path | None | bool = None) -> Iterator[EmbeddingCache | None]:
+    """The cache for this engine's model, closed on the way out. `cache_dir` None: the
+    default cache; False: no cache; else that folder."""
+    if cache_dir is False:
+        yield None
+        return
+    cache = EmbeddingCache(default_cache_dir() if cache_dir is None else cache_dir, engine.identity)
+    try:
+        yield cache
+    finally:
+        cache.close()
+
+
+def model_scalars(engine: Engine, cache: EmbeddingCache | None) -> tuple[str, float, float]:
+    """(kind, logit scale, logit bias): from the cache when a run recorded them (a warm run
+    never loads the weights), else from the weights, and then recorded."""
+    if cache is not None:
+        known = cache.scalars()
+        if known is not None:
+            engine.set_scalars(known)
+            return known
+    scalars = engine.scalars
+    if cache is not None:
+        cache.put_scalars(*scalars)
+    return scalars
+
+
+def embed_texts(engine: Engine, texts: Sequence[str], cache: EmbeddingCache | None = None) -> np.ndarray:
+    """Unit caption embeddings; with a cache, a caption embedded before is not embedded again."""
+    if cache is None:
+        return engine.embed_texts(texts)
+    keys = [text_hash(t) for t in texts]
+    known = cache.get("text", keys)
+    missing = list(dict.fromkeys(t for t, k in zip(texts, keys) if k not in known))
+    if missing:
+        fresh = {text_hash(t): v for t, v in zip(missing, engine.embed_texts(missing))}
+        cache.put("text", fresh)
+        known.update(fresh)
+    return np.stack([known[k] for k in keys]) if keys else np.zeros((0, 0), np.float32)
+
+
+def embed_images(engine: Engine, paths: Sequence[str | Path], cache: EmbeddingCache | None = None,
+                 progress: Progress | None = None, spec: EngineSpec | None = None) -> tuple[np.ndarray, EmbedStats]:
+    """Unit embeddings, one row per path (rows of unreadable images are NaN; their reasons
+    are in stats.unreadable). Cached images never reach the model. `spec` (default: the
+    engine's) says how to load and where to run."""
+    spec = (spec or engine.spec)
+    if isinstance(spec, EngineSpec):
+        spec.check()
+    else:
+        spec = EngineSpec(model=spec.model, device=spec.device, dtype=spec.dtype)
+    t0 = time.perf_counter()
+    paths = [str(p) for p in paths]
+    stats = EmbedStats(images=len(paths))
+    mode = "draft" if spec.draft else "processor"
+    contents = [sha256_file(p) if cache else "" for p in paths]
+    known = cache.get(mode, contents) if cache else {}
+    rows: list[np.ndarray | None] = [known.get(c) if cache else None for c in contents]
+    stats.cache_hits = sum(r is not None for r in rows)
+    todo = [i for i, r in enumerate(rows) if r is None]
+    done = stats.cache_hits
+    if progress:
+        progress(done, len(paths))
+
+    def on_batch(vectors: dict[int, np.ndarray], bad: dict[int, str]) -> None:
+        nonlocal done
+        for j, vec in vectors.items():
+            rows[todo[j]] = vec
+        for j, err in bad.items():
+            stats.unreadable[paths[todo[j]]] = err
+        if cache and vectors:  # each batch its own transaction: a killed run keeps what it did
+            cache.put(mode, {contents[todo[j]]: v for j, v in vectors.items()})
+        done += len(vectors) + len(bad)
+        if progress:
+            progress(done, len(paths))
+
+    if todo and spec.backend == "ray":
+        from .ray import embed_ray
+
+        def tick(k: int) -> None:
+            nonlocal done
+            done += k
+            if progress:
+                progress(done, len(paths))
+
+        vectors, bad, failed = embed_ray(spec, [paths[i] for i in todo], address=spec.ray_address,
+                                         num_actors=spec.num_actors, progress=tick)
+        done -= len(vectors) + len(bad)  # on_batch counts them again
+        on_batch(vectors, bad)
+        stats.failed.update({paths[todo[j]]: err for j, err in failed.items()})
+    elif todo:
+        from .local import embed_local
+
+        embed_local(engine, spec, [paths[i] for i in todo], on_batch)
+    dim = next((len(r) for r in rows if r is not None), 0)
+    nan = np.full(dim, np.nan, np.float32)
+    matrix = (np.stack([r if r is not None else nan for r in rows]).astype(np.float32) if rows
+              else np.zeros((0, dim), np.float32))
+    stats.seconds = time.perf_counter() - t0
+    return matrix, stats
+
+
+@dataclass
+class Embedded:
+    """Images and their unit embeddings (unreadable images left out, listed in stats)."""
+
+    paths: list[Path]
+    matrix: np.ndarray
+    stats: EmbedStats
+    engine: Engine
+    cache: EmbeddingCache | None
+
+
+@contextmanager
+def embed_paths(spec: EngineSpec, paths: Sequence[Path], cache_dir: str | Path | None | bool = None,
+                progress: Progress | None = None) -> Iterator[Embedded]:
+    """Embed these images with a fresh engine, as a context: the cache stays open inside it
+    (for caption embeddings) and is closed on the way out. `cache_dir` as in `open_cache`."""
+    engine = Engine(spec.check())
+    with open_cache(engine, cache_dir) as cache:
+        matrix, stats = embed_images(engine, paths, cache, progress, spec)
+        keep = [i for i, p in enumerate(paths) if str(p) not in stats.unreadable and str(p) not in stats.failed]
+        yield Embedded([Path(paths[i]) for i in keep], matrix[keep], stats, engine, cache)
