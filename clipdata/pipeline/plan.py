@@ -46,20 +46,23 @@ def _file_name(sample: Sample, label: Label, fmt: str) -> str:
     return _safe_component(f"{stem}_{label.id}.{fmt}")
 
 
+def _kept(s: Sample, onto: Ontology, skipped: list[Skip]) -> list[tuple[Label, str]]:
+    """The image's labels with their target classes; labels of dropped classes are skipped."""
+    kept = []
+    for label in s.labels:
+        target = onto.target(label.name)
+        if target is None:
+            skipped.append(Skip("dropped_class", s.name, label.name, label.id))
+        else:
+            kept.append((label, target))
+    return kept
+
+
 def plan_crops(samples: list[Sample], onto: Ontology, template: str, fmt: str,
                skipped: list[Skip]) -> list[tuple[Sample, list[Planned]]]:
     """Per source image, one output per kept label: a crop for a box, else the whole image."""
-    plan = []
-    for s in samples:
-        jobs = []
-        for label in s.labels:
-            target = onto.target(label.name)
-            if target is None:
-                skipped.append(Skip("dropped_class", s.name, label.name, label.id))
-                continue
-            jobs.append(Planned(s, label, target, onto.caption(target, template), _file_name(s, label, fmt)))
-        plan.append((s, jobs))
-    return plan
+    return [(s, [Planned(s, label, target, onto.caption(target, template), _file_name(s, label, fmt))
+                 for label, target in _kept(s, onto, skipped)]) for s in samples]
 
 
 def plan_scenes(samples: list[Sample], onto: Ontology, project: str, group: str,
@@ -68,12 +71,8 @@ def plan_scenes(samples: list[Sample], onto: Ontology, project: str, group: str,
     plan = []
     for s in samples:
         counts: dict[str, int] = {}
-        for label in s.labels:
-            target = onto.target(label.name)
-            if target is None:
-                skipped.append(Skip("dropped_class", s.name, label.name, label.id))
-            else:
-                counts[target] = counts.get(target, 0) + 1
+        for _, target in _kept(s, onto, skipped):
+            counts[target] = counts.get(target, 0) + 1
         folder = scene_folder(counts) if counts else background_folder(group)
         label = Label(folder)
         plan.append((s, [Planned(s, label, folder, scene_caption(project, counts, group), _file_name(s, label, "jpg"))]))
