@@ -1,0 +1,44 @@
+"""`clipdata review serve`: the review app, on the `review` command group."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from .app import errors, out_console, review_app
+from .options import Images
+
+SERVE_HELP = """Review the pre-labels in the browser, by keyboard; every decision is saved.
+
+LABELED is the folder `clipdata label --out` wrote. Decisions are appended to
+LABELED/decisions.jsonl as they are made (`clipdata review apply LABELED OUT` reads them).
+The printed URL carries an access token; the server listens on 127.0.0.1 only, unless
+--host says otherwise. Ctrl+C stops it.
+
+[bold]Examples[/]
+
+  clipdata review serve labeled/
+
+  clipdata review serve labeled/ --port 8765 --no-browser
+"""
+
+
+@review_app.command("serve", help=SERVE_HELP, no_args_is_help=True)
+def review_serve(
+    labeled: Path = typer.Argument(..., help="The folder clipdata label --out wrote."),
+    port: int = typer.Option(8765, "--port", help="Port to listen on (0: any free port)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on; other machines can connect when not 127.0.0.1."),
+    images: Images = None,
+    no_browser: bool = typer.Option(False, "--no-browser", help="Do not open a browser; only print the URL."),
+) -> None:
+    from ..commands.serve import review_serve as api_review_serve
+
+    with errors():
+        server = api_review_serve(labeled, port=port, host=host, images=images, open_browser=not no_browser)
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            out_console.print(f"[yellow]note:[/] listening on {host}: anyone with the URL on your network can review",
+                              highlight=False)
+        out_console.print(f"review at {server.url}", highlight=False, soft_wrap=True)
+        out_console.print(f"decisions go to {Path(labeled) / 'decisions.jsonl'}; Ctrl+C stops", highlight=False)
+        out_console.file.flush()
+        server.wait()
