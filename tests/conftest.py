@@ -1,35 +1,12 @@
-"""Shared helpers: small real images and COCO files built in a temporary folder."""
+"""Shared fixtures (the builders they use live in helpers.py)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
-FIXTURES = Path(__file__).parent / "fixtures"
-SAMPLES = Path(__file__).parent.parent / "samples"
-
-
-def make_image(path: Path, size=(64, 48), color=(200, 30, 30), mode="RGB", fmt=None, **save) -> Path:
-    """A picture whose pixel (x, y) encodes its position, so crops can be checked exactly."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img = Image.new("RGB", size, color)
-    px = img.load()
-    for x in range(size[0]):
-        for y in range(size[1]):
-            px[x, y] = ((x * 4) % 256, (y * 4) % 256, color[2])
-    if mode != "RGB":
-        img = img.convert(mode)
-    img.save(path, fmt, **save)
-    return path
-
-
-def write_coco(path: Path, images, annotations, categories, **extra) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = {"images": images, "annotations": annotations, "categories": categories, **extra}
-    path.write_text(json.dumps(data))
-    return path
+import clipdata
+from helpers import FIXTURES, SAMPLES, make_image, manifest, tree_bytes, write_coco  # noqa: F401  (re-exported)
 
 
 @pytest.fixture
@@ -48,15 +25,6 @@ def coco_set(tmp_path: Path):
         {"id": 4, "image_id": 20, "category_id": 1, "bbox": [5, 5, 10, 10], "iscrowd": 1},
     ]
     return write_coco(root / "annotations.json", images, anns, cats)
-
-
-def tree_bytes(root: Path) -> dict[str, bytes]:
-    """Every file under root with its bytes: equal dicts mean byte-identical outputs."""
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def manifest(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
 
 
 @pytest.fixture(autouse=True)
@@ -81,3 +49,11 @@ def spec(tiny):
     from clipdata.embedding import EngineSpec
 
     return EngineSpec(model=str(tiny), dtype="float32", batch_size=4, workers=0)
+
+
+@pytest.fixture
+def layout(tmp_path):
+    """The folder sample as a CLIP layout (three texture classes, two splits)."""
+    out = tmp_path / "layout"
+    clipdata.convert(SAMPLES / "folder", out, format="folder", template="a photo of {}")
+    return out

@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from clipdata.cli import app
-from conftest import SAMPLES, make_image, write_coco
+from helpers import SAMPLES, make_image, write_coco
 
 runner = CliRunner()
 

@@ -9,7 +9,7 @@ from PIL import Image
 import clipdata
 from clipdata.errors import ClassNameError, MissingImagesError, OutputError, SourceError
 from clipdata.formats import layout as clip
-from conftest import FIXTURES, SAMPLES, make_image, manifest, tree_bytes, write_coco
+from helpers import FIXTURES, SAMPLES, make_image, manifest, tree_bytes, write_coco
 
 
 # --- the layout contract ------------------------------------------------------------

@@ -2,7 +2,7 @@ import pytest
 
 import clipdata
 from clipdata.errors import LayoutError
-from conftest import make_image
+from helpers import make_image
 
 
 def layout(root, classes=("paper", "rock", "scissors"), captions=None, split="test"):
@@ -69,6 +69,6 @@ def test_not_a_layout(tmp_path):
 
 
 def test_our_output_passes(tmp_path):
-    from conftest import SAMPLES
+    from helpers import SAMPLES
     clipdata.convert(SAMPLES / "folder", tmp_path / "out", format="folder")
     assert clipdata.inspect(tmp_path / "out").ok

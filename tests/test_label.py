@@ -19,7 +19,7 @@ import clipdata  # noqa: E402
 from clipdata.cli import app  # noqa: E402
 from clipdata.embedding import Engine, EngineSpec, ModelError  # noqa: E402
 from clipdata.errors import ClipdataError, OptionError, SourceError  # noqa: E402
-from conftest import SAMPLES, make_image  # noqa: E402
+from helpers import SAMPLES, make_image  # noqa: E402
 
 CLASSES = ["brick wall", "grass", "gravel"]
 

@@ -16,7 +16,7 @@ ray = pytest.importorskip("ray")
 import clipdata  # noqa: E402
 from clipdata.embedding import EngineSpec  # noqa: E402
 from clipdata.errors import OptionError  # noqa: E402
-from conftest import SAMPLES  # noqa: E402
+from helpers import SAMPLES  # noqa: E402
 
 sys.path.insert(0, str(SAMPLES))
 import shapes_world as world  # noqa: E402

@@ -11,7 +11,7 @@ import clipdata
 from clipdata.errors import OutputError, SourceError
 from clipdata.formats import coco
 from PIL import Image
-from conftest import FIXTURES, tree_bytes
+from helpers import FIXTURES, tree_bytes
 
 
 def big_set(tmp_path, n=60, boxes=4):

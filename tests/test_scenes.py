@@ -6,7 +6,7 @@ import pytest
 import clipdata
 from clipdata.captions import MULTIPLE, default_project, scene_caption, scene_folder
 from clipdata.formats import layout as clip
-from conftest import FIXTURES, make_image, manifest, write_coco
+from helpers import FIXTURES, make_image, manifest, write_coco
 
 ROBOFLOW = FIXTURES / "roboflow-clip"
 

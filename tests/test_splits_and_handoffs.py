@@ -8,7 +8,7 @@ import pytest
 import clipdata
 from clipdata.errors import OptionError
 from clipdata.pipeline.plan import parse_ratios
-from conftest import make_image, manifest, tree_bytes, write_coco
+from helpers import make_image, manifest, tree_bytes, write_coco
 
 
 def many_boxes(tmp_path, n_images=40):

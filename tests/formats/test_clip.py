@@ -2,7 +2,7 @@ import pytest
 
 from clipdata.errors import ClassNameError, LayoutError
 from clipdata.formats import layout as clip
-from conftest import make_image
+from helpers import make_image
 
 
 @pytest.mark.parametrize("name, problem", [

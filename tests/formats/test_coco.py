@@ -4,7 +4,7 @@ import pytest
 
 from clipdata.errors import SourceError
 from clipdata.formats import coco
-from conftest import FIXTURES, make_image, write_coco
+from helpers import FIXTURES, make_image, write_coco
 
 CATS = [{"id": 1, "name": "cat"}]
 IMGS = [{"id": 1, "file_name": "a.jpg", "width": 8, "height": 8}]

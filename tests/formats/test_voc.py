@@ -2,7 +2,7 @@ import pytest
 
 from clipdata.errors import SourceError
 from clipdata.formats import voc
-from conftest import FIXTURES, make_image
+from helpers import FIXTURES, make_image
 
 
 def xml(objects: str = "", size: str = "<size><width>20</width><height>10</height></size>", filename="a.jpg") -> bytes:

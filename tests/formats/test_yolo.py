@@ -4,7 +4,7 @@ import pytest
 
 from clipdata.errors import SourceError
 from clipdata.formats import yolo
-from conftest import FIXTURES, make_image
+from helpers import FIXTURES, make_image
 
 
 @pytest.mark.parametrize("image, label", [

@@ -1,0 +1,62 @@
+"""Builders shared by the tests: small real images and COCO files, byte-level tree
+comparison, manifest rows. Tests import them from here; conftest.py holds the fixtures."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+FIXTURES = Path(__file__).parent / "fixtures"
+SAMPLES = Path(__file__).parent.parent / "samples"
+
+
+def make_image(path: Path, size=(64, 48), color=(200, 30, 30), mode="RGB", fmt=None, **save) -> Path:
+    """A picture whose pixel (x, y) encodes its position, so crops can be checked exactly."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = Image.new("RGB", size, color)
+    px = img.load()
+    for x in range(size[0]):
+        for y in range(size[1]):
+            px[x, y] = ((x * 4) % 256, (y * 4) % 256, color[2])
+    if mode != "RGB":
+        img = img.convert(mode)
+    img.save(path, fmt, **save)
+    return path
+
+
+def write_coco(path: Path, images, annotations, categories, **extra) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = {"images": images, "annotations": annotations, "categories": categories, **extra}
+    path.write_text(json.dumps(data))
+    return path
+
+
+def tree_bytes(root: Path) -> dict[str, bytes]:
+    """Every file under root with its bytes: equal dicts mean byte-identical outputs."""
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def manifest(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+
+
+def direct(tiny, paths, captions):
+    """Probabilities straight from CLIPModel: the reference every test compares with."""
+    import torch
+    from transformers import CLIPModel, CLIPProcessor
+    model, proc = CLIPModel.from_pretrained(tiny).eval(), CLIPProcessor.from_pretrained(tiny)
+    with torch.no_grad():
+        inputs = proc(text=captions, images=[Image.open(p) for p in paths], return_tensors="pt", padding=True)
+        return model(**inputs).logits_per_image.softmax(-1).numpy()
+
+
+def image_embeddings(tiny, paths):
+    import torch
+    from transformers import CLIPModel, CLIPProcessor
+    model, proc = CLIPModel.from_pretrained(tiny).eval(), CLIPProcessor.from_pretrained(tiny)
+    with torch.no_grad():
+        f = model.get_image_features(pixel_values=proc(images=[Image.open(p) for p in paths], return_tensors="pt")["pixel_values"])
+    f = getattr(f, "pooler_output", f).numpy()
+    return f / np.linalg.norm(f, axis=1, keepdims=True)
