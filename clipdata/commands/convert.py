@@ -157,6 +157,12 @@ def _prepare_out(out: Path, overwrite: bool, inputs: list[Path]) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
+def _check_targets(targets: list[str], onto: Ontology, source: Path) -> None:
+    renamed = set(onto.renames.values())
+    clip.check_class_names(targets, file=(onto.file or "--rename") if any(
+        clip.name_problem(t) and t in renamed for t in targets) else source)
+
+
 def _missing(samples: list[Sample], skip_missing: bool, source: Path, report: Report) -> list[Sample]:
     missing = sorted((s for s in samples if s.path is None), key=lambda s: (SPLITS.index(s.split), s.name))
     if missing and not skip_missing:
@@ -226,6 +232,10 @@ def convert(
     if ratios is not None:
         samples = resplit(samples, ratios, o.seed)
     samples.sort(key=lambda s: (SPLITS.index(s.split), s.name))
+    # class names become folders and captions: refuse a bad one before any is planned, naming
+    # the file it came from (the ontology or --rename when a rename made it)
+    _check_targets(sorted({t for s in samples for lb in s.labels if (t := onto.target(lb.name)) is not None}),
+                   onto, src.path)
     if mode == "scenes":
         plan = plan_scenes(samples, onto, project, group, report.skipped)
     else:
@@ -237,10 +247,6 @@ def convert(
             f"nothing to convert: {len(src.samples)} image(s), no label left"
             + (f" (skipped: {reasons})" if reasons else ""),
             file=src.path, hint="check the annotations, --include-crowd, --skip-missing or the ontology's drops")
-    targets = sorted({p.target for p in planned})
-    renamed = set(onto.renames.values())
-    clip.check_class_names(targets, file=(onto.file or "--rename") if any(
-        clip.name_problem(t) and t in renamed for t in targets) else src.path)
     allocate_names(planned)
 
     if fmt == "folder" and is_within(out, src.path):
