@@ -112,7 +112,7 @@ CASES = [
     ("coco decompression bomb", bomb, "skipped: unreadable_image"),
     ("coco ../ in file_name", lambda r: coco(r, image="../outside.jpg"), "ok"),
     ("coco ../ in class name", lambda r: coco(r, cats=[{"id": 1, "name": "../../evil"}]), "error: path separator"),
-    ("coco class name with newline", lambda r: coco(r, cats=[{"id": 1, "name": "a\nb"}]), "error: line break"),
+    ("coco class name with newline", lambda r: coco(r, cats=[{"id": 1, "name": "a\nb"}]), "error: control character"),
     ("coco classes that differ by case", lambda r: coco(r, cats=[{"id": 1, "name": "Cat"}, {"id": 2, "name": "cat"}], anns=[{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 4, 4]}, {"id": 2, "image_id": 1, "category_id": 2, "bbox": [0, 0, 4, 4]}]), "error: differ only by case"),
     ("coco 10,000 classes", many_classes, "ok"),
     ("coco only crowd boxes", lambda r: coco(r, anns=[{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 4, 4], "iscrowd": 1}]), "error: nothing to convert"),
