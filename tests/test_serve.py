@@ -28,7 +28,7 @@ CLASSES = ["cat", "dog", "fox"]
 def _row(path: str, scores: tuple[float, float, float], decision: str | None, **extra) -> dict:
     top = sorted(zip(CLASSES, scores), key=lambda t: -t[1])
     return {"path": path, "top_k": [{"class": c, "score": s} for c, s in top], "decision": decision,
-            "uncertain": decision is None, "review_file": f"review/{decision or '_uncertain'}/{path}",
+            "uncertain": decision is None, "review_file": f"review/{decision or '_uncertain'}/{path.replace('/', '__')}",
             "width": 40, "height": 30, "model": "m", **extra}
 
 
@@ -330,3 +330,65 @@ def test_a_damaged_row_names_the_file_and_line(tmp_path, line, fragment):
     with pytest.raises(SourceError, match=fragment) as e:
         decisions.read(tmp_path)
     assert e.value.where == "line 2" and e.value.file.endswith(decisions.FILE)
+
+
+# -- review apply reads the decisions -------------------------------------------------
+def _tree(labeled: Path) -> None:
+    """The review tree label would have written for make_labeled's rows (copies, not links)."""
+    root = Path(json.loads((labeled / "label.json").read_text())["images_root"])
+    for line in (labeled / "predictions.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        if row["path"] in ("a.jpg", "b.jpg", "sub/c.png", "d.jpg", "e.jpg"):
+            dst = labeled / row["review_file"]
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            dst.write_bytes((root / row["path"]).read_bytes())
+
+
+def _applied(tmp_path: Path, reviewed: Path, **kw):
+    import clipdata
+
+    result = clipdata.review_apply(reviewed, tmp_path / "layout", **kw)
+    rows = [json.loads(l) for l in (tmp_path / "layout" / "manifest.jsonl").read_text().splitlines()]
+    return {r["source_image"]: r["class"] for r in rows}, result
+
+
+def test_review_apply_decisions_win_over_the_review_tree(tmp_path):
+    labeled = make_labeled(tmp_path)
+    _tree(labeled)
+    (labeled / "review/fox/d.jpg").rename(labeled / "review/cat/d.jpg")  # moved in the tree ...
+    log = decisions.DecisionLog(labeled)
+    log.append([("d.jpg", "dog"), ("b.jpg", "fox"), ("a.jpg", decisions.REJECTED), ("sub/c.png", "cat")])
+    log.append([("sub/c.png", None)], undo=True)  # taken back: the tree decides
+    with open(labeled / decisions.FILE, "a") as f:
+        f.write(json.dumps({"path": "zzz.jpg", "class": "cat"}) + "\n")
+    applied, result = _applied(tmp_path, labeled)
+    assert applied == {"d.jpg": "dog", "b.jpg": "fox", "sub/c.png": "dog"}
+    assert result.layout.skipped_by_reason == {"rejected": 1, "not_reviewed": 1, "not_listed": 1}
+    # against label's proposals: d (fox) changed, b (uncertain, top-1 cat) changed, c kept
+    assert result.changes == {"cat": {"kept": 0, "changed": 1}, "dog": {"kept": 1, "changed": 0},
+                              "fox": {"kept": 0, "changed": 1}}
+
+
+def test_review_apply_decisions_win_over_the_csv_final_column(tmp_path):
+    labeled = make_labeled(tmp_path)
+    (labeled / "predictions.csv").write_text(
+        "path,decision,uncertain,class1,score1,final\n"
+        "a.jpg,cat,no,cat,0.9,dog\nb.jpg,,yes,cat,0.4,\nsub/c.png,dog,no,dog,0.8,\nd.jpg,fox,no,fox,0.6,cat\n")
+    decisions.DecisionLog(labeled).append([("a.jpg", "fox"), ("e.jpg", "dog")])
+    applied, result = _applied(tmp_path, labeled / "predictions.csv")
+    assert applied == {"a.jpg": "fox", "sub/c.png": "dog", "d.jpg": "cat", "e.jpg": "dog"}
+    assert result.layout.skipped_by_reason == {"not_reviewed": 1}
+
+
+@pytest.mark.parametrize("meta_path", ["../secret.jpg", "sub/../../secret.jpg", "link.jpg", "ABSOLUTE"])
+def test_review_apply_label_studio_paths_stay_inside_the_image_root(tmp_path, meta_path):
+    labeled = make_labeled(tmp_path)
+    if meta_path == "ABSOLUTE":
+        meta_path = str(tmp_path / "secret.jpg")
+    choice = lambda c: [{"result": [{"value": {"choices": [c]}}]}]  # noqa: E731
+    tasks = [{"meta": {"path": "a.jpg"}, "annotations": choice("dog")},
+             {"meta": {"path": meta_path}, "annotations": choice("cat")}]
+    (labeled / "export.json").write_text(json.dumps(tasks))
+    applied, result = _applied(tmp_path, labeled / "export.json")
+    assert applied == {"a.jpg": "dog"}
+    assert result.layout.skipped_by_reason == {"outside_image_root": 1}

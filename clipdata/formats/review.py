@@ -15,6 +15,7 @@ from ..errors import SourceError
 from ..fsutil import copy_file, link_or_copy, write_text
 from ..imagefiles import find_classes, walk_images
 from ..records import Label, Sample, Skip, Source
+from . import decisions
 from .layout import write_tokenization
 
 UNCERTAIN = "_uncertain"  # the review tree's folder of images the pre-labeler was unsure of
@@ -101,20 +102,23 @@ def predicted(row: dict | None) -> str | None:
     return row.get("decision") or row["top_k"][0]["class"]
 
 
-def _tree(folder: Path, preds: dict[str, dict], split: str, src: Source) -> None:
+def _tree(folder: Path, preds: dict[str, dict]) -> list[tuple[str, Path, str | None]]:
+    """(original path, file, class or None while still in _uncertain) for each image of the
+    review tree; a file a reviewer added is named by its path under review/."""
     review = folder / "review"
     if not review.is_dir():
         raise SourceError("no review/ folder", file=folder)
     by_file = {r["review_file"].split("/", 2)[-1]: path for path, r in preds.items()}
-    for cls in find_classes(review):
-        for p in walk_images(review / cls):
-            name = by_file.get(p.name, p.relative_to(review).as_posix())
-            if cls == UNCERTAIN:
-                src.skipped.append(Skip("not_reviewed", name, "still in review/_uncertain"))
-                continue
-            if cls not in src.classes:
-                src.classes.append(cls)
-            src.samples.append(Sample(name=name, path=p, split=split, labels=[Label(cls)]))
+    return [(by_file.get(p.name, p.relative_to(review).as_posix()), p, None if cls == UNCERTAIN else cls)
+            for cls in find_classes(review) for p in walk_images(review / cls)]
+
+
+def _inside(root: Path, rel: str) -> Path | None:
+    """root/rel when it stays inside the image root (no `..`, no absolute path, no symlink
+    out), else None."""
+    p = (root / rel).resolve()
+    r = root.resolve()
+    return p if p == r or r in p.parents else None
 
 
 def _final_labels(path: Path, meta: dict, preds: dict[str, dict]) -> list[tuple[str, str | None]]:
@@ -156,27 +160,44 @@ def _final_labels(path: Path, meta: dict, preds: dict[str, dict]) -> list[tuple[
 
 
 def read(path: str | Path, *, images: str | Path | None = None, split: str | None = None) -> Source:
+    """Whole-image labels from the review tree, an export or a CSV, with the decisions of
+    `clipdata review serve` (decisions.jsonl beside them) taking precedence: formats/review.md."""
     path = Path(path)
     split = split or "train"
     folder = path if path.is_dir() else path.parent
     meta, preds = _meta(folder)
+    root = Path(images) if images else Path(meta.get("images_root", ""))
     src = Source(format="review", path=path, classes=[], samples=[])
     if path.is_dir():
-        _tree(path, preds, split, src)
+        found = {name: (p, cls) for name, p, cls in _tree(path, preds)}
+        why = "still in review/_uncertain"
     else:
-        root = Path(images) if images else Path(meta.get("images_root", ""))
-        for rel, final in _final_labels(path, meta, preds):
-            if final is None:
-                src.skipped.append(Skip("not_reviewed", rel, "no final class"))
-                continue
-            if final not in src.classes:
-                src.classes.append(final)
-            p = root / rel
-            src.samples.append(Sample(name=rel, path=p if p.is_file() else None, split=split,
-                                      labels=[Label(final)], searched=(str(root),)))
+        found = {rel: (_inside(root, rel), final) for rel, final in _final_labels(path, meta, preds)}
+        why = "no final class"
+    for name, cls in decisions.read(folder).items():
+        if cls is None:  # taken back in the app: the other source decides
+            continue
+        if name not in found and name not in preds:
+            src.skipped.append(Skip("not_listed", name, f"{decisions.FILE} names an image label did not list"))
+            continue
+        file = found[name][0] if name in found else _inside(root, name)
+        found[name] = (file, cls)
+    for name, (p, cls) in found.items():
+        if cls is None:
+            src.skipped.append(Skip("not_reviewed", name, why))
+        elif cls == decisions.REJECTED:
+            src.skipped.append(Skip("rejected", name, f"rejected in {decisions.FILE}"))
+        elif p is None:
+            src.skipped.append(Skip("outside_image_root", name, f"resolves outside {root}"))
+        else:
+            if cls not in src.classes:
+                src.classes.append(cls)
+            src.samples.append(Sample(name=name, path=p if p.is_file() else None, split=split,
+                                      labels=[Label(cls)], searched=(str(root),)))
     if not src.samples:
         raise SourceError("no reviewed image found", file=path,
-                          hint="move images out of review/_uncertain, or fill the final column / Label Studio choices")
+                          hint="review with clipdata review serve, move images out of review/_uncertain, "
+                               "or fill the final column / Label Studio choices")
     src.classes.sort()
     return src
 
