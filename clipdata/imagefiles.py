@@ -5,6 +5,8 @@ hashed and how big it displays.
 The walk rules:
 - names starting with "." (files and folders) are hidden: reported, never read;
 - an image is a regular file whose extension is in IMAGE_EXTENSIONS (case-insensitive);
+  pipes, sockets and devices (`SPECIAL`) and links to nothing (`BROKEN`) are told apart by
+  `stat` before anything opens them;
 - symbolic links to folders are followed, each real folder (device, inode) at most once, so
   a link cycle cannot loop or multiply files; with `inside`, a link leading out of that folder
   is reported as `outside` and not entered;
@@ -22,6 +24,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".t
 
 # What a walk says of each entry.
 IMAGE, OTHER, HIDDEN, OUTSIDE, HIDDEN_DIR, OUTSIDE_DIR = "image", "other", "hidden", "outside", "hidden_dir", "outside_dir"
+SPECIAL, BROKEN = "special", "broken"  # a FIFO, socket or device; a link to nothing
 
 
 def is_image_name(name: str) -> bool:
@@ -38,46 +41,79 @@ def is_inside(path: Path, real_root: str) -> bool:
 @dataclass(frozen=True)
 class Entry:
     path: Path
-    kind: str  # IMAGE, OTHER, HIDDEN, OUTSIDE (files); HIDDEN_DIR, OUTSIDE_DIR (folders, not entered)
+    kind: str  # IMAGE, OTHER, HIDDEN, OUTSIDE, SPECIAL, BROKEN (files); HIDDEN_DIR, OUTSIDE_DIR (folders, not entered)
+
+
+def _file_kind(e: os.DirEntry) -> str:
+    """What a non-folder entry is, by `stat` alone: a pipe named `x.jpg` is never opened
+    (opening it would block forever)."""
+    try:
+        regular = e.is_file()  # follows a link: a link to a regular file is a file
+    except OSError:
+        return BROKEN
+    if regular:
+        return IMAGE if is_image_name(e.name) else OTHER
+    return BROKEN if e.is_symlink() and not os.path.exists(e.path) else SPECIAL
 
 
 def walk(root: Path, *, inside: Path | None = None) -> Iterator[Entry]:
-    """Every entry under `root` (recursively) with what it is, by the module's rules."""
+    """Every entry under `root` (recursively) with what it is, by the module's rules.
+
+    The walk keeps its own stack (no recursion limit on deep trees) and enters each real
+    folder once, so its work is bounded by the folders that exist, whatever the links."""
     real_inside = os.path.realpath(inside) if inside is not None else None
     seen: set[tuple[int, int]] = set()
 
-    def visit(folder: Path) -> Iterator[Entry]:
+    def listing(folder: Path) -> tuple[list[os.DirEntry], list[os.DirEntry]] | None:
         try:
             st = os.stat(folder)
         except OSError:
-            return
+            return None
         if (st.st_dev, st.st_ino) in seen:
-            return  # a link cycle, or a second link to a folder already walked
+            return None  # a link cycle, or a second link to a folder already walked
         seen.add((st.st_dev, st.st_ino))
         try:
             entries = sorted(os.scandir(folder), key=lambda e: e.name)
         except OSError:
-            return
-        dirs = [e for e in entries if e.is_dir()]
-        files = [e for e in entries if not e.is_dir()]
-        for e in dirs:
-            p = Path(e.path)
-            if e.name.startswith("."):
-                yield Entry(p, HIDDEN_DIR)
-            elif real_inside is not None and not is_inside(p, real_inside):
-                yield Entry(p, OUTSIDE_DIR)
-            else:
-                yield from visit(p)
-        for e in files:
-            p = Path(e.path)
-            if e.name.startswith("."):
-                yield Entry(p, HIDDEN)
-            elif real_inside is not None and e.is_symlink() and not is_inside(p, real_inside):
-                yield Entry(p, OUTSIDE)
-            else:
-                yield Entry(p, IMAGE if is_image_name(e.name) else OTHER)
+            return None
+        dirs = [e for e in entries if _is_dir(e)]
+        return dirs, [e for e in entries if not _is_dir(e)]
 
-    yield from visit(Path(root))
+    # Each frame: the folders still to enter, then the files to yield once they are done.
+    stack: list[tuple[Iterator[os.DirEntry], list[os.DirEntry]]] = []
+    top = listing(Path(root))
+    if top is not None:
+        stack.append((iter(top[0]), top[1]))
+    while stack:
+        dirs, files = stack[-1]
+        e = next(dirs, None)
+        if e is None:
+            stack.pop()
+            for f in files:
+                p = Path(f.path)
+                if f.name.startswith("."):
+                    yield Entry(p, HIDDEN)
+                elif real_inside is not None and f.is_symlink() and not is_inside(p, real_inside):
+                    yield Entry(p, OUTSIDE)
+                else:
+                    yield Entry(p, _file_kind(f))
+            continue
+        p = Path(e.path)
+        if e.name.startswith("."):
+            yield Entry(p, HIDDEN_DIR)
+        elif real_inside is not None and not is_inside(p, real_inside):
+            yield Entry(p, OUTSIDE_DIR)
+        else:
+            below = listing(p)
+            if below is not None:
+                stack.append((iter(below[0]), below[1]))
+
+
+def _is_dir(e: os.DirEntry) -> bool:
+    try:
+        return e.is_dir()
+    except OSError:
+        return False
 
 
 def walk_images(root: Path, *, inside: Path | None = None) -> list[Path]:

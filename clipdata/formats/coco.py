@@ -7,7 +7,6 @@ annotation. The rules, and every quirk handled, are in formats/coco.md.
 from __future__ import annotations
 
 import gc
-import json
 import re
 from collections import Counter
 from contextlib import contextmanager
@@ -17,6 +16,7 @@ from typing import Iterable, Iterator, NamedTuple
 from ..errors import SourceError
 from ..records import Label, Sample, Skip, Source, split_name
 from ..crops import valid_box
+from ..textfiles import check_regular, decode, loads
 
 ROBOFLOW_JSON = "_annotations.coco.json"
 STREAM_BYTES = 32 << 20  # larger files are streamed with ijson instead of loaded whole
@@ -28,17 +28,12 @@ def _err(file: Path, where: str, message: str, hint: str | None = None) -> Sourc
 
 def load_json(file: Path) -> dict:
     """The whole file with the standard library (exact line numbers in errors)."""
-    try:
-        with open(file, "rb") as f, gc_paused():
-            data = json.loads(f.read().decode("utf-8"))
-    except FileNotFoundError:
-        raise SourceError("file not found", file=file) from None
-    except IsADirectoryError:
-        raise SourceError("is a folder, not a JSON file", file=file) from None
-    except UnicodeDecodeError as e:
-        raise SourceError(f"not UTF-8 text (byte {e.start})", file=file) from None
-    except json.JSONDecodeError as e:
-        raise _err(file, f"line {e.lineno}, column {e.colno}", f"malformed JSON: {e.msg}") from None
+    check_regular(file)
+    with open(file, "rb") as f:
+        text = decode(f.read(), file)  # a byte-order mark is dropped; other encodings refused by byte
+    with gc_paused():
+        data = loads(text, file)  # 100,000-deep nesting is one clear line, not a RecursionError
+    del text
     if not isinstance(data, dict):
         raise _err(file, "top level", "expected a JSON object with images, annotations and categories")
     return data
@@ -80,12 +75,7 @@ def read_parts(file: Path) -> tuple[object, object, Iterable]:
     """(categories, images, annotations) of a COCO file. Small files are loaded whole; files
     over STREAM_BYTES are streamed in three passes, keeping only what a crop needs, since
     the order of the keys in the file is not guaranteed."""
-    try:
-        size = file.stat().st_size
-    except FileNotFoundError:
-        raise SourceError("file not found", file=file) from None
-    if file.is_dir():
-        raise SourceError("is a folder, not a JSON file", file=file)
+    size = check_regular(file).st_size  # a pipe named x.json would block forever
     if size <= STREAM_BYTES:
         data = load_json(file)
         return data.get("categories", MISSING), data.get("images", MISSING), data.get("annotations", [])
@@ -96,7 +86,89 @@ def read_parts(file: Path) -> tuple[object, object, Iterable]:
 
 
 def _is_id(value: object) -> bool:
-    return isinstance(value, (int, str)) and not isinstance(value, bool)
+    """Ids are integers or strings; JSON `true` (== 1 in Python) and `1.0` are not ids."""
+    return type(value) is int or type(value) is str
+
+
+def _crowd(value: object, file: Path, where: str) -> tuple[bool, bool]:
+    """(crowd, written as a string): 0/1 and false/true, and "0"/"1" as those numbers —
+    `bool("0")` would make every such box a crowd. Anything else is refused."""
+    if type(value) in (int, bool) and value in (0, 1):
+        return bool(value), False
+    if value in ("0", "1"):
+        return value == "1", True
+    raise _err(file, where, f'"iscrowd" must be 0 or 1, not {value!r}')
+
+
+def _rle_counts(counts: object) -> list[int] | None:
+    """Run lengths of a COCO RLE: a list of ints (uncompressed) or the compressed string
+    (6-bit characters from "0", five payload bits each, a continuation bit; from the third
+    run on, each value is a difference to the run two before). None when malformed."""
+    if isinstance(counts, list):
+        return counts if all(type(c) is int and c >= 0 for c in counts) else None
+    if not isinstance(counts, str):
+        return None
+    out: list[int] = []
+    value = shift = 0
+    for ch in counts:
+        c = ord(ch) - 48
+        if not 0 <= c < 64:
+            return None
+        value |= (c & 0x1F) << shift
+        shift += 5
+        if c & 0x20:
+            continue
+        if c & 0x10:
+            value -= 1 << shift  # the last chunk's top bit is the sign
+        if len(out) > 2:
+            value += out[-2]
+        if value < 0:
+            return None
+        out.append(value)
+        value = shift = 0
+    return None if shift else out
+
+
+def segmentation_box(segm: object) -> tuple[float, float, float, float] | None | str:
+    """The box of a COCO segmentation, as pycocotools derives it: a polygon's extreme
+    points; for RLE, the pixels set in the mask (column-major, runs alternate background
+    and foreground). None for an empty mask; a reason string when malformed."""
+    if isinstance(segm, list):
+        xs, ys = [], []
+        for poly in segm:
+            if not isinstance(poly, list) or len(poly) < 6 or len(poly) % 2 or not all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) and v == v for v in poly):
+                return "a polygon must be a list of at least 3 x, y pairs"
+            xs += poly[0::2]
+            ys += poly[1::2]
+        if not xs:
+            return "an empty polygon list"
+        return min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)
+    if isinstance(segm, dict):
+        size = segm.get("size")
+        if not (isinstance(size, list) and len(size) == 2 and all(type(v) is int and v > 0 for v in size)):
+            return 'an RLE needs "size": [height, width]'
+        h, w = size
+        runs = _rle_counts(segm.get("counts"))
+        if runs is None or sum(runs) != h * w:
+            return f'RLE "counts" that do not cover a {h}x{w} mask'
+        x0 = y0 = None
+        x1 = y1 = 0
+        pos = 0
+        for i, n in enumerate(runs):
+            if i % 2 and n:
+                (ax, ay), (bx, by) = divmod(pos, h), divmod(pos + n - 1, h)
+                if bx > ax:  # the run wraps into the next column: it spans full height
+                    ay, by = 0, h - 1
+                x0 = ax if x0 is None else min(x0, ax)
+                y0 = ay if y0 is None else min(y0, ay)
+                x1, y1 = max(x1, bx), max(y1, by)
+            pos += n
+        if x0 is None:
+            return None
+        return float(x0), float(y0), float(x1 - x0 + 1), float(y1 - y0 + 1)
+    return "segmentation must be polygons or an RLE"
+
 
 
 def _entry(item: object, where: str, file: Path, fields: tuple[str, ...]) -> dict:
@@ -174,7 +246,7 @@ def index(categories_raw: object, images_raw: object, annotations: Iterable, fil
     used: set[object] = set()
     unknown: dict[str, list[str]] = {"image": [], "category": []}
     ann_ids: set[object] = set()
-    duplicates = 0
+    duplicates = crowd_text = from_segmentation = 0
     with gc_paused():
         for i, a in enumerate(annotations):
             if i == 0 and isinstance(a, dict):
@@ -185,14 +257,13 @@ def index(categories_raw: object, images_raw: object, annotations: Iterable, fil
                     raise _err(file, "annotations", "this is a COCO captions file: it has no categories or boxes",
                                "convert the instances file of the same set")
             try:  # the fast path; anything odd goes through _entry for a precise error
-                aid, image, name = a["id"], images.get(a["image_id"]), categories.get(a["category_id"])
-                if type(aid) is not int and type(aid) is not str:
+                aid, iid, cid = a["id"], a["image_id"], a["category_id"]
+                if not (_is_id(aid) and _is_id(iid) and _is_id(cid)):  # `true` would match id 1
                     raise TypeError
+                image, name = images.get(iid), categories.get(cid)
             except (KeyError, TypeError):
                 _entry(a, f"annotations[{i}]", file, ("id", "image_id", "category_id"))
                 raise _err(file, f"annotations[{i}]", "ids must be integers or strings") from None
-            if image is None or name is None:
-                _entry(a, f"annotations[{i}]", file, ("id", "image_id", "category_id"))  # a bad id type?
             if image is None:
                 unknown["image"].append(f"annotations[{i}] (id {aid!r}) names image id {a['image_id']!r}")
             if name is None:
@@ -202,13 +273,27 @@ def index(categories_raw: object, images_raw: object, annotations: Iterable, fil
             used.add(a["category_id"])
             duplicates += aid in ann_ids
             ann_ids.add(aid)
-            crowd = bool(a.get("iscrowd", 0))
+            flag = a.get("iscrowd", 0)
+            if type(flag) is int and (flag == 0 or flag == 1):  # the fast path
+                crowd = flag == 1
+            else:
+                crowd, as_text = _crowd(flag, file, f"annotations[{i}]")
+                crowd_text += as_text
             if crowd and not include_crowd:
                 skipped.append(Skip("crowd", image[0], "iscrowd=1 (use --include-crowd)", aid))
                 continue
-            if "bbox" not in a:  # an image-level label (COCO "labels" files): the whole image
+            if "bbox" not in a and a.get("segmentation") is None:
+                # an image-level label (COCO "labels" files): the whole image
                 labels.setdefault(a["image_id"], []).append(Label(name, None, aid, crowd))
                 continue
+            if "bbox" not in a:  # segmentation only: its box, as pycocotools derives it
+                derived = segmentation_box(a["segmentation"])
+                if not isinstance(derived, tuple):
+                    detail = derived or "the mask is empty"
+                    skipped.append(Skip("invalid_segmentation", image[0], f"annotations[{i}]: {detail}", aid))
+                    continue
+                from_segmentation += 1
+                a = {"bbox": list(derived)}
             box = valid_box(a["bbox"])
             if box is None:
                 skipped.append(Skip("invalid_box", image[0], f"annotations[{i}] bbox {a['bbox']!r}", aid))
@@ -221,6 +306,11 @@ def index(categories_raw: object, images_raw: object, annotations: Iterable, fil
                        + "; ".join(problems[:3]) + more, "fix the ids or remove those annotations")
     if duplicates:
         notes.append(f"{duplicates} annotation id(s) are used more than once; their crops get a distinguishing suffix")
+    if crowd_text:
+        notes.append(f'{crowd_text} annotation(s) write "iscrowd" as a string ("0"/"1"); read as the number')
+    if from_segmentation:
+        notes.append(f"{from_segmentation} annotation(s) have a segmentation but no bbox; "
+                     "their box was derived from it (polygon extent, or the RLE mask's set pixels)")
 
     # Roboflow adds a placeholder category: supercategory "none", no annotations, and it is
     # the supercategory of every real class.
@@ -330,15 +420,29 @@ def read(
         files = [path]
     src = Source(format="coco", path=path, classes=[], samples=[])
     for file in files:
-        _read_file(file, images_dir, split, include_crowd, src, many=len(files) > 1)
+        # Notes of a folder's files name the file by its place (`train/_annotations.coco.json`).
+        label = file.relative_to(path).as_posix() if len(files) > 1 else None
+        _read_file(file, images_dir, split, include_crowd, src, label)
+    if path.is_dir():
+        src.unused_files += unused_json(path, files)
+        if src.unused_files:
+            src.notes.append(f"JSON file(s) not read (not instances files): {', '.join(src.unused_files[:5])}"
+                             + (f" and {len(src.unused_files) - 5} more" if len(src.unused_files) > 5 else ""))
     return src
 
 
+def unused_json(folder: Path, used: list[Path]) -> list[str]:
+    """JSON files in an export folder (and one level down) that are not the files read:
+    COCO's captions and keypoints files, a stray export, something the user should know of."""
+    found = sorted(set(folder.glob("*.json")) | set(folder.glob("*/*.json")))
+    return [f.relative_to(folder).as_posix() for f in found if f not in used and f.is_file()]
+
+
 def _read_file(file: Path, images_dir: Path | None, split: str | None, include_crowd: bool,
-               src: Source, many: bool) -> None:
+               src: Source, label: str | None) -> None:
     categories, images, annotations = read_parts(file)
     idx = index(categories, images, annotations, file, include_crowd)
-    prefix = f"{file.name}: " if many else ""
+    prefix = f"{label}: " if label else ""
     src.notes += [prefix + n for n in idx.notes]
     src.skipped += idx.skipped
     src.group = src.group or idx.placeholder

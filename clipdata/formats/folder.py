@@ -4,7 +4,8 @@ Class = name of a top-level folder, classes in `sorted()` order, images found re
 (symlinked folders followed), extensions matched case-insensitively. When every top-level
 folder is a split name (train, val/valid/validation, test) those are the splits.
 Hidden entries (".ipynb_checkpoints", ".DS_Store") are skipped and said to be, and so are
-symbolic links that lead out of the source folder.
+symbolic links that lead out of their class folder (a link cycle, or a link into another
+class, would count images twice or label them as the wrong class), pipes and broken links.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from ..errors import SourceError
 from ..records import Label, Sample, Skip, Source, split_name
-from ..imagefiles import HIDDEN, HIDDEN_DIR, OTHER, OUTSIDE, OUTSIDE_DIR, find_classes, is_inside, walk
+from ..imagefiles import BROKEN, HIDDEN, HIDDEN_DIR, OTHER, OUTSIDE, OUTSIDE_DIR, SPECIAL, find_classes, is_inside, walk
 
 
 def _read_split(root: Path, base: Path, split: str, src: Source) -> None:
@@ -36,14 +37,20 @@ def _read_split(root: Path, base: Path, split: str, src: Source) -> None:
             src.skipped.append(Skip("outside_source", f"{(root / cls).relative_to(base).as_posix()}/",
                                     "a symbolic link that leads out of the source folder"))
             continue
-        for entry in walk(root / cls, inside=base):
+        for entry in walk(root / cls, inside=root / cls):  # a link into another class is not this class
             rel = entry.path.relative_to(base).as_posix()
             if entry.kind in (HIDDEN_DIR, OUTSIDE_DIR):
                 rel += "/"
             if entry.kind in (HIDDEN, HIDDEN_DIR):
                 src.skipped.append(Skip("hidden", rel))
-            elif entry.kind in (OUTSIDE, OUTSIDE_DIR):
+            elif entry.kind in (OUTSIDE, OUTSIDE_DIR) and not is_inside(entry.path, real_base):
                 src.skipped.append(Skip("outside_source", rel, "a symbolic link that leads out of the source folder"))
+            elif entry.kind in (OUTSIDE, OUTSIDE_DIR):
+                src.skipped.append(Skip("outside_class", rel, f"a symbolic link that leads out of the class folder {cls}/"))
+            elif entry.kind == SPECIAL:
+                src.skipped.append(Skip("not_a_regular_file", rel, "a pipe, socket or device, never opened"))
+            elif entry.kind == BROKEN:
+                src.skipped.append(Skip("broken_link", rel, "a symbolic link to nothing"))
             elif entry.kind == OTHER:
                 src.skipped.append(Skip("not_an_image", rel, "extension is not an image extension"))
             else:

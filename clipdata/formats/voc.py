@@ -1,18 +1,25 @@
-"""Pascal VOC reader: `Annotations/*.xml` + `JPEGImages/` (+ `ImageSets/Main/*.txt` splits),
-Roboflow's `<split>/*.xml` beside the images, or a flat folder of XML + images (labelImg).
+"""Pascal VOC reader: `Annotations/*.xml` + `JPEGImages/` (+ `ImageSets/Main/*.txt` splits;
+folder names in any case, so labelImg's `annotations/` + `images/` too), Roboflow's split
+folders (`<split>/*.xml` beside the images, or `<split>/Annotations` + `<split>/JPEGImages`,
+mixed), or a flat folder of XML + images. `--images` names the image folder for all of them.
 
 Tags are read by name, never by position; coordinates are 1-based inclusive and may be
 floats. The rules are in formats/voc.md.
 """
 from __future__ import annotations
 
+import math
+import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from ..errors import SourceError
 from ..records import SPLITS, Label, Sample, Skip, Source, split_name
 from ..imagefiles import IMAGE_EXTENSIONS
+from ..textfiles import read_bytes, read_lines
 
+ANNOTATIONS = ("annotations",)  # folder names, lower-cased
+IMAGES = ("jpegimages", "images")
 SPLIT_LISTS = {"train": "train", "val": "valid", "test": "test", "trainval": "train"}
 
 
@@ -48,10 +55,11 @@ def parse_xml(data: bytes, file: str, skip_difficult: bool = False) -> tuple[str
     size = None
     w, h = _text(root.find("size"), "width"), _text(root.find("size"), "height")
     try:
-        if w and h and float(w) > 0 and float(h) > 0:
-            size = (int(float(w)), int(float(h)))
+        fw, fh = float(w or "nan"), float(h or "nan")
     except ValueError:
-        pass  # an unreadable <size> is as good as none: the image itself is measured
+        fw = fh = math.nan  # an unreadable <size> is as good as none: the image itself is measured
+    if math.isfinite(fw) and math.isfinite(fh) and fw >= 1 and fh >= 1:
+        size = (int(fw), int(fh))
     labels, skips = [], []
     for i, obj in enumerate(root.findall("object"), 1):
         name = _text(obj, "name")
@@ -94,51 +102,110 @@ def _split_lists(root: Path) -> dict[str, list[str]]:
     for name, split in SPLIT_LISTS.items():
         f = main / f"{name}.txt"
         if f.is_file() and not (name == "trainval" and "train" in lists):
-            ids = [l.split()[0] for l in f.read_text(encoding="utf-8").splitlines()
-                   if l.strip() and not l.lstrip().startswith("#")]
+            ids = [l.split()[0] for l in read_lines(f) if l.strip() and not l.lstrip().startswith("#")]
             lists.setdefault(split, []).extend(i for i in ids if i not in lists.get(split, []))
     return lists
 
 
-def read(path: str | Path, *, split: str | None = None, skip_difficult: bool = False) -> Source:
+def _child(folder: Path, names: tuple[str, ...]) -> Path | None:
+    """The sub-folder of `folder` named one of `names` (case-insensitively; the first name
+    found wins): labelImg writes `annotations/` + `images/`, the devkit `Annotations/` +
+    `JPEGImages/`."""
+    try:
+        subs = {}
+        for e in sorted(os.scandir(folder), key=lambda e: e.name):
+            if e.is_dir():
+                subs.setdefault(e.name.lower(), Path(e.path))
+    except OSError:
+        return None
+    return next((subs[n] for n in names if n in subs), None)
+
+
+def _xml_files(folder: Path, root: Path, src: Source) -> list[Path]:
+    """The `*.xml` files of a folder; a pipe or device named `x.xml` is skipped, never opened."""
+    found = []
+    for x in sorted(folder.glob("*.xml")):
+        if x.is_file():
+            found.append(x)
+        else:
+            src.skipped.append(Skip("not_a_regular_file", _rel(x, root), "not a regular file, never opened"))
+    return found
+
+
+def _rel(p: Path, root: Path) -> str:
+    try:
+        return p.relative_to(root).as_posix()
+    except ValueError:
+        return p.as_posix()
+
+
+def _units(root: Path) -> list[tuple[Path, str | None]]:
+    """The folders that hold annotations, each with the split its name gives (None: from
+    ImageSets lists or --split): the root itself (devkit, labelImg, a flat folder), or split
+    folders, each either devkit-like (Roboflow's `train/Annotations` + `train/JPEGImages`)
+    or flat (`valid/*.xml` beside the images) — both kinds can sit side by side."""
+    if _child(root, ANNOTATIONS):
+        return [(root, None)]
+    units = [(d, split_name(d.name)) for d in sorted(p for p in root.iterdir() if p.is_dir())
+             if split_name(d.name) and (_child(d, ANNOTATIONS) or any(d.glob("*.xml")))]
+    return units or [(root, None)]
+
+
+def _jobs(unit: Path, unit_split: str | None, root: Path, images_dir: Path | None, split: str | None,
+          src: Source) -> list[tuple[Path, Path, str, bool]]:
+    """(xml, image folder, split, listed) for every annotation file of one unit to read."""
+    ann = _child(unit, ANNOTATIONS)
+    if ann is None:  # XML beside the images
+        return [(x, images_dir or unit, unit_split or split or "train", False) for x in _xml_files(unit, root, src)]
+    images = images_dir or _child(unit, IMAGES) or unit / "JPEGImages"
+    xmls = _xml_files(ann, root, src)
+    lists = _split_lists(unit) if unit_split is None else {}
+    if not lists:
+        return [(x, images, unit_split or split or "train", False) for x in xmls]
+    jobs = []
+    for s in SPLITS:
+        for i in lists.get(s, []):
+            xml = ann / f"{i}.xml"
+            if xml.is_file():
+                jobs.append((xml, images, s, True))
+            else:
+                src.skipped.append(Skip("missing_annotation", i, f"listed in ImageSets/Main but {xml.name} is absent"))
+    listed = {j[0] for j in jobs}
+    unlisted = [_rel(x, root) for x in xmls if x not in listed]
+    if unlisted:
+        src.unused_files += unlisted
+        src.notes.append(f"{len(unlisted)} annotation file(s) are in no ImageSets/Main list and were not read")
+    return jobs
+
+
+def read(path: str | Path, *, images: str | Path | None = None, split: str | None = None,
+         skip_difficult: bool = False) -> Source:
     root = Path(path)
     if not root.is_dir():
         raise SourceError("not a folder", file=root, hint="pass the folder holding Annotations/ and JPEGImages/")
+    images_dir = Path(images) if images is not None else None
+    if images_dir is not None and not images_dir.is_dir():
+        raise SourceError("--images folder not found", file=images_dir)
     src = Source(format="voc", path=root, classes=[], samples=[])
-    jobs: list[tuple[Path, Path, str, bool]] = []  # (xml, image folder, split, listed)
-    if (root / "Annotations").is_dir():
-        images = root / "JPEGImages"
-        lists = _split_lists(root)
-        if lists:
-            for s in SPLITS:
-                for i in lists.get(s, []):
-                    xml = root / "Annotations" / f"{i}.xml"
-                    if xml.is_file():
-                        jobs.append((xml, images, s, True))
-                    else:
-                        src.skipped.append(Skip("missing_annotation", i, f"listed in ImageSets/Main but {xml.name} is absent"))
-            listed = {j[0] for j in jobs}
-            unlisted = [x for x in sorted((root / "Annotations").glob("*.xml")) if x not in listed]
-            if unlisted:
-                src.notes.append(f"{len(unlisted)} annotation file(s) are in no ImageSets/Main list and were not read")
-        else:
-            jobs = [(x, images, split or "train", False) for x in sorted((root / "Annotations").glob("*.xml"))]
-    else:
-        split_dirs = [d for d in sorted(root.iterdir()) if d.is_dir() and split_name(d.name) and any(d.glob("*.xml"))]
-        for d in split_dirs:
-            jobs += [(x, d, split_name(d.name), False) for x in sorted(d.glob("*.xml"))]
-        if not split_dirs:
-            jobs = [(x, root, split or "train", False) for x in sorted(root.glob("*.xml"))]
+    units = _units(root)
+    jobs: list[tuple[Path, Path, str, bool]] = []
+    for unit, unit_split in units:
+        jobs += _jobs(unit, unit_split, root, images_dir, split, src)
+    if units[0][0] != root:  # split folders: XML files beside them are not read
+        stray = [_rel(x, root) for x in sorted(root.glob("*.xml"))]
+        if stray:
+            src.unused_files += stray
+            src.notes.append(f"{len(stray)} annotation file(s) beside the split folders were not read: {', '.join(stray[:3])}")
     if not jobs and not src.skipped:
         raise SourceError("no VOC annotation found", file=root,
-                          hint="expected Annotations/*.xml + JPEGImages/, <split>/*.xml, or *.xml beside the images")
+                          hint="expected Annotations/*.xml + JPEGImages/ (any case), <split>/*.xml, or *.xml beside the images")
     fallbacks = 0
     for xml, folder, s, listed in jobs:
-        filename, size, labels, skips = parse_xml(xml.read_bytes(), str(xml), skip_difficult)
+        filename, size, labels, skips = parse_xml(read_bytes(xml), str(xml), skip_difficult)
         src.skipped += skips
         image, fell_back = _find_image(filename, xml, folder)
         fallbacks += fell_back
-        name = image.relative_to(root).as_posix() if image else (filename or xml.stem)
+        name = _rel(image, root) if image else (filename or xml.stem)
         if image is None and listed:
             src.skipped.append(Skip("missing_image", name, f"listed in ImageSets/Main; looked in {folder}"))
             continue

@@ -11,9 +11,12 @@ from pathlib import Path, PurePosixPath
 
 from ..errors import SourceError
 from ..records import Label, Sample, Skip, Source, split_name
+from ..textfiles import read_lines, read_text
 from ..yamlfile import load_yaml
 from ..imagefiles import displayed_size, walk_images
 
+# What a dataset folder may hold to describe itself, in the order one is chosen.
+DESCRIPTORS = ("data.yaml", "data.yml", "obj.data", "classes.txt", "obj.names")
 TOLERANCE = 0.01  # normalised coordinates up to 1% outside [0, 1] are clamped
 
 
@@ -96,12 +99,7 @@ def _add_images(src: Source, images: list[Path], root: Path, split: str, names: 
         except ValueError:
             rel = image.as_posix()
         lab = label_path(image)
-        text = ""
-        if lab.is_file():
-            try:
-                text = lab.read_text(encoding="utf-8")
-            except UnicodeDecodeError as e:
-                raise SourceError(f"not UTF-8 text (byte {e.start})", file=lab) from None
+        text = read_text(lab) if lab.is_file() else ""
         boxes, skips = parse_labels(text, str(lab), len(names))
         src.skipped += skips
         if not image.is_file():  # its boxes cannot be measured; the missing-image rule decides
@@ -122,28 +120,32 @@ def _add_images(src: Source, images: list[Path], root: Path, split: str, names: 
 
 
 def _yaml(file: Path) -> dict:
-    data = load_yaml(file, SourceError)
+    data = load_yaml(file, SourceError, as_written=[("names",)])  # `names: [yes, 010]` stays text
     if not isinstance(data, dict):
         raise SourceError("expected a mapping with names and train/val/test", file=file)
     return data
 
 
 def _names(value: object, nc: object, file: Path) -> list[str]:
+    """The class names of a data.yaml, read as written (see _yaml)."""
     if isinstance(value, dict):
-        try:
-            keys = sorted(int(k) for k in value)
-        except (TypeError, ValueError):
-            raise SourceError("`names` keys must be class indices 0..n-1", file=file, where="names") from None
+        for k in value:  # "01" and "1" would both be class 1: refuse anything not written 0, 1, 2…
+            if not (k.isascii() and k.isdecimal() and str(int(k)) == k):
+                raise SourceError(f"`names` key {k!r} is not a class index (0, 1, 2…, no leading zero)",
+                                  file=file, where="names")
+        keys = sorted(int(k) for k in value)
         if keys != list(range(len(keys))):
             raise SourceError("`names` keys must be 0..n-1 without gaps", file=file, where="names")
-        names = [value[k] if k in value else value[str(k)] for k in keys]
+        names = [value[str(k)] for k in keys]
     elif isinstance(value, list):
         names = value
     else:
         raise SourceError("no `names` list or mapping", file=file, where="names")
-    names = [str(n) for n in names]
-    if nc is not None and nc != len(names):
-        raise SourceError(f"nc is {nc} but names lists {len(names)} classes", file=file, where="nc")
+    for i, n in enumerate(names):
+        if not isinstance(n, str):
+            raise SourceError(f"class {i} is a {type(n).__name__}, not a name", file=file, where="names")
+    if nc is not None and (type(nc) is not int or nc != len(names)):
+        raise SourceError(f"nc is {nc!r} but names lists {len(names)} classes", file=file, where="nc")
     return names
 
 
@@ -172,7 +174,7 @@ def _split_images(value: str, root: Path, file: Path, where: str) -> list[Path]:
         return walk_images(p)
     if p.is_file() and p.suffix == ".txt":
         out = []
-        for line in p.read_text(encoding="utf-8").splitlines():
+        for line in read_lines(p):
             line = line.strip()
             if not line or line.startswith("#"):
                 continue
@@ -224,7 +226,7 @@ def read_yaml(file: Path, split: str | None) -> Source:
 
 def _kv(file: Path) -> dict[str, str]:
     out = {}
-    for line in file.read_text(encoding="utf-8").splitlines():
+    for line in read_lines(file):
         key, sep, value = line.partition("=")
         if sep:
             out[key.strip()] = value.strip()
@@ -247,21 +249,21 @@ def read_darknet(file: Path, split: str | None) -> Source:
     names_file = _darknet_path(data.get("names", "obj.names"), root)
     if not names_file.is_file():
         raise SourceError(f"names file {data.get('names', 'obj.names')} not found", file=file, where="names")
-    names = [n.strip() for n in names_file.read_text(encoding="utf-8").splitlines() if n.strip()]
+    names = [n.strip() for n in read_lines(names_file) if n.strip()]
     src = Source(format="yolo", path=file, classes=names, samples=[])
     for key in ("train", "valid", "test"):
         if key in data:
             lst = _darknet_path(data[key], root)
             if not lst.is_file():
                 raise SourceError(f"image list {data[key]} not found", file=file, where=key)
-            images = [_darknet_path(l.strip(), root) for l in lst.read_text(encoding="utf-8").splitlines() if l.strip()]
+            images = [_darknet_path(l.strip(), root) for l in read_lines(lst) if l.strip()]
             _add_images(src, images, root, split_name(key) or key, names)
     return src
 
 
 def read_flat(folder: Path, split: str | None) -> Source:
     names_file = next((folder / n for n in ("classes.txt", "obj.names") if (folder / n).is_file()))
-    names = [n.strip() for n in names_file.read_text(encoding="utf-8").splitlines() if n.strip()]
+    names = [n.strip() for n in read_lines(names_file) if n.strip()]
     src = Source(format="yolo", path=folder, classes=names, samples=[])
     base = folder / "images" if (folder / "images").is_dir() else folder
     by_split: dict[str, list[Path]] = {}
@@ -286,12 +288,19 @@ def read(path: str | Path, *, split: str | None = None) -> Source:
         raise SourceError("not found", file=path)
     if (path / "labelTxt").is_dir() or any(path.glob("*/labelTxt")):
         raise _obb(path)
-    for name in ("data.yaml", "data.yml"):
-        if (path / name).is_file():
-            return read_yaml(path / name, split)
-    if (path / "obj.data").is_file():
-        return read_darknet(path / "obj.data", split)
-    if (path / "classes.txt").is_file() or (path / "obj.names").is_file():
-        return read_flat(path, split)
+    present = [n for n in DESCRIPTORS if (path / n).is_file()]
+    if present:
+        chosen = present[0]
+        if chosen in ("data.yaml", "data.yml"):
+            src = read_yaml(path / chosen, split)
+        elif chosen == "obj.data":
+            src = read_darknet(path / chosen, split)
+        else:
+            src = read_flat(path, split)
+        used = {chosen, "obj.names"} if chosen == "obj.data" else {chosen}
+        src.unused_files += [n for n in present if n not in used]
+        if src.unused_files:
+            src.notes.append(f"read {chosen}; not read: {', '.join(src.unused_files)}")
+        return src
     raise SourceError("no data.yaml, obj.data or classes.txt in this folder", file=path,
                       hint="pass the dataset's YAML file, or a folder holding one")
