@@ -15,6 +15,7 @@ from ..errors import SourceError
 from ..fsutil import copy_file, link_or_copy, write_text
 from ..imagefiles import find_classes, walk_images
 from ..records import Label, Sample, Skip, Source
+from ..textfiles import load_json, loads, read_text, split_lines
 from . import decisions
 from .layout import write_tokenization
 
@@ -83,14 +84,24 @@ def _meta(folder: Path) -> tuple[dict, dict[str, dict]]:
     meta_file = folder / "label.json"
     if not meta_file.is_file():
         raise SourceError("no label.json: not the output of clipdata label", file=folder,
-                          hint="pass the folder `clipdata label --out` wrote")
-    meta = json.loads(meta_file.read_text(encoding="utf-8"))
+                          hint="pass the folder `clipdata label --out` wrote (for an export saved elsewhere, "
+                               "also pass --images with the image folder)")
+    meta = load_json(meta_file)
+    if not isinstance(meta, dict):
+        raise SourceError("expected an object", file=meta_file)
     preds = {}
     pred_file = folder / PREDICTIONS
     if pred_file.is_file():
-        for line in pred_file.read_text(encoding="utf-8").splitlines():
+        for n, line in enumerate(split_lines(read_text(pred_file)), 1):
             if line.strip():
-                row = json.loads(line)
+                try:
+                    row = loads(line, pred_file)
+                except SourceError as e:  # its place is the line of the file, not of the text
+                    raise SourceError(e.message, file=pred_file, where=f"line {n}",
+                                      hint="rerun clipdata label; the file may have been cut short") from None
+                if not isinstance(row, dict) or not isinstance(row.get("path"), str) or not row.get("top_k"):
+                    raise SourceError("not a prediction row (path, top_k, ...)", file=pred_file, where=f"line {n}",
+                                      hint="rerun clipdata label; the file may have been cut short")
                 preds[row["path"]] = row
     return meta, preds
 
@@ -121,41 +132,75 @@ def _inside(root: Path, rel: str) -> Path | None:
     return p if p == r or r in p.parents else None
 
 
-def _final_labels(path: Path, meta: dict, preds: dict[str, dict]) -> list[tuple[str, str | None]]:
-    """(original path, final class or None) from a Label Studio export or an edited CSV."""
-    out = []
+CLASS_KEY = "class"  # the Choices name of the labeling config label writes
+
+
+def _task_path(image: object, root_name: str) -> str:
+    """The image's path under the image root, from a task's image URL."""
+    rel = str(image or "")
+    rel = rel[len(LOCAL_FILES):] if rel.startswith(LOCAL_FILES) else rel
+    return rel[len(root_name) + 1:] if root_name and rel.startswith(root_name + "/") else rel
+
+
+def _choice(value: object, file: Path, where: str) -> str | None:
+    """The chosen class of a JSON_MIN or CSV export cell: a string for a single choice,
+    {"choices": [...]} (in CSV, as JSON text) for several; the first one counts."""
+    if isinstance(value, str) and value.startswith("{"):
+        value = loads(value, file)
+    if isinstance(value, dict):
+        value = value.get("choices")
+    if isinstance(value, list):
+        value = value[0] if value else None
+    if value is not None and not isinstance(value, str):
+        raise SourceError(f"a choice is {type(value).__name__}, not a class name", file=file, where=where)
+    return value.strip() or None if value else None
+
+
+def _full_task(task: dict, file: Path, i: int, root_name: str) -> tuple[str, str | None]:
+    """(path, class) of one task of Label Studio's JSON export: the last non-cancelled
+    annotation's choice."""
+    rel = (task.get("meta") or {}).get("path")
+    if rel is None:
+        rel = _task_path((task.get("data") or {}).get("image"), root_name)
+    choice = None
+    for a, ann in enumerate(task.get("annotations") or []):
+        if not isinstance(ann, dict) or not isinstance(ann.get("result") or [], list):
+            raise SourceError("an annotation is not a Label Studio annotation object", file=file,
+                              where=f"[{i}].annotations[{a}]", hint="export again as JSON from Label Studio")
+        if ann.get("was_cancelled"):
+            continue
+        for res in ann.get("result") or []:
+            choices = (res.get("value") or {}).get("choices") if isinstance(res, dict) else None
+            if choices:
+                choice = choices[0]
+    return str(rel), choice
+
+
+def _final_labels(path: Path, root_name: str) -> list[tuple[str, str | None]]:
+    """(original path, final class or None) from an edited predictions.csv, or a Label
+    Studio export: JSON, JSON_MIN or CSV."""
     if path.suffix.lower() == ".csv":
-        with open(path, newline="", encoding="utf-8") as f:
-            for n, row in enumerate(csv.DictReader(f), 2):
-                if "path" not in row or "final" not in row:
-                    raise SourceError("expected the columns of predictions.csv (path ... final)", file=path)
-                out.append((row["path"], (row["final"] or "").strip() or (row.get("decision") or "").strip() or None))
-        return out
-    try:
-        tasks = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise SourceError(f"malformed JSON: {e.msg}", file=path, where=f"line {e.lineno}, column {e.colno}") from None
+        rows = csv.DictReader(io.StringIO(read_text(path), newline=""))
+        header = set(rows.fieldnames or [])
+        if {"path", "final"} <= header:  # predictions.csv, edited
+            return [(row["path"], (row["final"] or "").strip() or (row.get("decision") or "").strip() or None)
+                    for row in rows]
+        if "image" in header:  # Label Studio's CSV export
+            return [(_task_path(row["image"], root_name), _choice(row.get(CLASS_KEY), path, f"line {n}"))
+                    for n, row in enumerate(rows, 2)]
+        raise SourceError("expected the columns of predictions.csv (path ... final) or of a Label Studio "
+                          "CSV export (image, class)", file=path)
+    tasks = load_json(path)
     if not isinstance(tasks, list):
         raise SourceError("expected a Label Studio JSON export (a list of tasks)", file=path)
-    prefix = LOCAL_FILES
-    root_name = Path(meta.get("images_root", "")).name
+    out = []
     for i, task in enumerate(tasks):
         if not isinstance(task, dict):
             raise SourceError("a task is not an object", file=path, where=f"[{i}]")
-        rel = (task.get("meta") or {}).get("path")
-        if rel is None:
-            image = str((task.get("data") or {}).get("image", ""))
-            rel = image[len(prefix):] if image.startswith(prefix) else image
-            rel = rel[len(root_name) + 1:] if root_name and rel.startswith(root_name + "/") else rel
-        choice = None
-        for ann in task.get("annotations") or []:
-            if ann.get("was_cancelled"):
-                continue
-            for res in ann.get("result") or []:
-                choices = (res.get("value") or {}).get("choices")
-                if choices:
-                    choice = choices[0]
-        out.append((rel, choice))
+        if "annotations" in task or "data" in task:
+            out.append(_full_task(task, path, i, root_name))
+        else:  # JSON_MIN: the task's data and each result's value, flat
+            out.append((_task_path(task.get("image"), root_name), _choice(task.get(CLASS_KEY), path, f"[{i}]")))
     return out
 
 
@@ -165,16 +210,17 @@ def read(path: str | Path, *, images: str | Path | None = None, split: str | Non
     path = Path(path)
     split = split or "train"
     folder = path if path.is_dir() else path.parent
-    meta, preds = _meta(folder)
+    elsewhere = not path.is_dir() and images is not None and not (folder / "label.json").is_file()
+    meta, preds = ({}, {}) if elsewhere else _meta(folder)  # an export saved outside the label folder
     root = Path(images) if images else Path(meta.get("images_root", ""))
     src = Source(format="review", path=path, classes=[], samples=[])
     if path.is_dir():
         found = {name: (p, cls) for name, p, cls in _tree(path, preds)}
         why = "still in review/_uncertain"
     else:
-        found = {rel: (_inside(root, rel), final) for rel, final in _final_labels(path, meta, preds)}
+        found = {rel: (_inside(root, rel), final) for rel, final in _final_labels(path, root.name)}
         why = "no final class"
-    for name, cls in decisions.read(folder).items():
+    for name, cls in ({} if elsewhere else decisions.read(folder)).items():
         if cls is None:  # taken back in the app: the other source decides
             continue
         if name not in found and name not in preds:
@@ -206,7 +252,10 @@ def changes(reviewed: str | Path, final: dict[str, str]) -> dict[str, dict[str, 
     """Per proposed class: how many images the reviewer kept, and how many they moved.
     `final` maps each applied image (its original path) to the class it ended in."""
     path = Path(reviewed)
-    _, preds = _meta(path if path.is_dir() else path.parent)
+    folder = path if path.is_dir() else path.parent
+    if not path.is_dir() and not (folder / "label.json").is_file():
+        return {}  # an export saved elsewhere: no proposals to compare with
+    _, preds = _meta(folder)
     stats: dict[str, dict[str, int]] = {}
     for name, cls in final.items():
         was = predicted(preds.get(name))
