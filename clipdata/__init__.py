@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .commands.label import LabelReport, label
     from .commands.rank import RankReport, duplicates, search, unique
     from .commands.review import ReviewReport, review_apply
+    from .commands.serve import review_serve
     from .embedding.engine import ModelSpec
     from .embedding.spec import EngineSpec
 
@@ -28,6 +29,7 @@ _API = {
     "inspect": "commands.inspect", "InspectReport": "commands.inspect",
     "label": "commands.label", "LabelReport": "commands.label",
     "review_apply": "commands.review", "ReviewReport": "commands.review",
+    "review_serve": "commands.serve",
     "evaluate": "commands.evaluate", "EvalReport": "commands.evaluate",
     "search": "commands.rank", "unique": "commands.rank", "duplicates": "commands.rank", "RankReport": "commands.rank",
     "EngineSpec": "embedding.spec", "ModelSpec": "embedding.engine",

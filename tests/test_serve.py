@@ -16,7 +16,7 @@ pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
-from clipdata.commands.serve import review_serve  # noqa: E402
+from clipdata import review_serve  # noqa: E402  (the API twin)
 from clipdata.errors import SourceError  # noqa: E402
 from clipdata.formats import decisions  # noqa: E402
 from clipdata.server.queue import Queue  # noqa: E402

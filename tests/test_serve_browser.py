@@ -27,7 +27,7 @@ from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 import clipdata  # noqa: E402
-from clipdata.commands.serve import review_serve  # noqa: E402
+from clipdata import review_serve  # noqa: E402  (the API twin)
 from clipdata.embedding import EngineSpec  # noqa: E402
 from clipdata.formats import decisions  # noqa: E402
 from conftest import SAMPLES  # noqa: E402
