@@ -11,7 +11,7 @@ import hashlib
 import json
 import shutil
 from collections import Counter
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -22,11 +22,13 @@ from ..crops import Padding
 from ..errors import MissingImagesError, OptionError, OutputError, SourceError
 from ..formats import layout as clip
 from ..formats.exports import ExportOptions, load_export, parse_exports
-from ..fsutil import is_within, write_text, write_with
+from ..fsutil import LOCK_NAME, check_name, is_within, locked, write_text, write_with
 from ..pipeline.jobs import COPIED, Options, Result, Task, init, process
-from ..pipeline.journal import JOURNAL, Journal, replay
+from ..pipeline.journal import JOURNAL, Journal, fingerprint_inputs, replay
+from ..pipeline.ledger import Ledger, sample_by_reason, write_skipped
 from ..pipeline.plan import Planned, allocate_names, parse_ratios, plan_crops, plan_scenes, resplit
 from ..pipeline.pool import default_workers, run
+from ..procs import sigterm_as_interrupt
 from ..records import SPLITS, Sample, Skip, split_name
 
 Progress = Callable[[int, int], None]
@@ -106,6 +108,8 @@ class Report:
     notes: list[str] = field(default_factory=list)
     exported: list[str] = field(default_factory=list)  # hand-off files, relative to out
     per_image: dict[str, list[str]] = field(default_factory=dict)  # note -> images it concerns
+    ledger: Ledger = field(default_factory=Ledger)  # the conservation rule's counts
+    unused_files: list[str] = field(default_factory=list)  # annotation files the reader found, not read
 
     @property
     def skipped_by_reason(self) -> dict[str, int]:
@@ -126,22 +130,24 @@ class Report:
             "counts": self.counts,
             "captions": self.captions,
             "exports": self.exported,
+            **self.ledger.to_dict(),
             "skipped": self.skipped_by_reason,
-            "skipped_items": [
-                {k: v for k, v in asdict(s).items() if v not in ("", None)} for s in self.skipped
-            ],
+            "skipped_items": sample_by_reason(self.skipped),  # all of them: skipped.jsonl
+            "unused_files": self.unused_files,
             "notes": self.notes,
         }
 
 
-def _prepare_out(out: Path, overwrite: bool, inputs: list[Path]) -> None:
+def _prepare_out(out: Path, overwrite: bool, inputs: list[Path], read: list[Path]) -> None:
+    """Check OUT is new, empty, or (with --overwrite) an earlier clipdata output, and empty it.
+    `read`: every other file the run reads (the ontology): --overwrite never deletes one."""
     for src in inputs:
         if is_within(src, out):
             raise OutputError("the output folder holds the source", file=out,
                               hint="choose an output folder outside the dataset")
     if out.exists() and not out.is_dir():
         raise OutputError("exists and is not a folder", file=out)
-    if out.is_dir() and any(out.iterdir()):
+    if out.is_dir() and any(c.name != LOCK_NAME for c in out.iterdir()):
         if not overwrite:
             if (out / JOURNAL).is_file():
                 raise OutputError("holds an interrupted clipdata run", file=out,
@@ -152,8 +158,13 @@ def _prepare_out(out: Path, overwrite: bool, inputs: list[Path]) -> None:
             raise OutputError(
                 f"holds files that clipdata did not write (no {clip.PROVENANCE}); --overwrite only replaces clipdata output",
                 file=out, hint="choose an empty or new folder")
+        for path in read:
+            if is_within(path, out):
+                raise OutputError(f"--overwrite would delete {path}, which this run reads", file=out,
+                                  hint="move that file out of the output folder first")
         for child in out.iterdir():
-            shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+            if child.name != LOCK_NAME:
+                shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
     out.mkdir(parents=True, exist_ok=True)
 
 
@@ -164,6 +175,7 @@ def _check_targets(targets: list[str], onto: Ontology, source: Path) -> None:
 
 
 def _missing(samples: list[Sample], skip_missing: bool, source: Path, report: Report) -> list[Sample]:
+    """Samples whose image is on disk; the others stop the run, or are skipped with their labels."""
     missing = sorted((s for s in samples if s.path is None), key=lambda s: (SPLITS.index(s.split), s.name))
     if missing and not skip_missing:
         shown = ", ".join(repr(s.name) for s in missing[:5])
@@ -173,7 +185,9 @@ def _missing(samples: list[Sample], skip_missing: bool, source: Path, report: Re
             f"{len(missing)} image(s) not found: {shown}{more} (looked in: {looked})",
             file=source, hint="pass --images DIR, or --skip-missing to record them and go on")
     for s in missing:
-        report.skipped.append(Skip("missing_image", s.name, f"looked in: {'; '.join(s.searched)}"))
+        report.skipped.append(Skip("missing_image", s.name, f"looked in: {'; '.join(s.searched)}"
+                                   + (f"; {len(s.labels)} label(s) lost with it" if s.labels else "")))
+        report.ledger.lost_image("missing_image", len(s.labels))
     return [s for s in samples if s.path is not None]
 
 
@@ -221,13 +235,16 @@ def convert(
             **({"shard_size": o.shard_size} if "webdataset" in exports else {}),
             **({"project_name": project, "group_name": group} if mode == "scenes" else {}),
         },
-        skipped=list(src.skipped), notes=list(src.notes),
+        skipped=list(src.skipped), notes=list(src.notes), unused_files=list(src.unused_files),
     )
+    report.ledger.read(src)
     unknown = onto.unknown(src.classes)
     if unknown:
         report.notes.append(f"ontology/--rename name(s) not in the source: {', '.join(map(repr, unknown))}")
 
     samples = src.samples if mode == "scenes" else [s for s in src.samples if s.labels]
+    for _ in range(len(src.samples) - len(samples)):
+        report.ledger.lost_image("no_labels", 0)
     samples = _missing(samples, o.skip_missing, src.path, report)
     if ratios is not None:
         samples = resplit(samples, ratios, o.seed)
@@ -248,37 +265,61 @@ def convert(
             + (f" (skipped: {reasons})" if reasons else ""),
             file=src.path, hint="check the annotations, --include-crowd, --skip-missing or the ontology's drops")
     allocate_names(planned)
+    _check_lengths(planned, mode, src.path)
 
     if fmt == "folder" and is_within(out, src.path):
         raise OutputError("the output folder is inside the source folder", file=out,
                           hint="a later run would read the output as classes; choose a folder outside it")
     fingerprint = hashlib.sha256(json.dumps(
         [__version__, str(source), fmt, report.options], sort_keys=True).encode()).hexdigest()
-    journaled = replay(out, fingerprint, clip.PROVENANCE) if resume else {}
-    if not journaled:
-        _prepare_out(out, overwrite or (resume and (out / JOURNAL).is_file()),
-                     [src.path] + ([Path(o.images)] if o.images is not None else []))
+    read = [Path(o.ontology)] if o.ontology is not None else []
+    with locked(out), sigterm_as_interrupt():
+        inputs = fingerprint_inputs([Path(source)] + ([Path(source).parent] if Path(source).is_file() else [])
+                                    + ([Path(o.images)] if o.images is not None else []) + read, out)
+        journaled = replay(out, fingerprint, clip.PROVENANCE, inputs) if resume else {}
+        if not journaled:
+            _prepare_out(out, overwrite or (resume and (out / JOURNAL).is_file()),
+                         [src.path] + ([Path(o.images)] if o.images is not None else []), read)
 
-    opts = Options(str(out), pad, o.square, o.min_size, o.image_format, o.quality, o.link)
-    journal = Journal(out, fingerprint, fresh=not journaled)
-    try:
-        written = _execute(plan, journaled, journal, opts, workers, report, progress)
-    finally:
-        journal.close()
-    ordered = sorted(written, key=lambda p: (SPLITS.index(p.sample.split), p.relpath))
-    _finish(out, ordered, report)
-    export_options = ExportOptions(relative=o.openclip_relative, shard_size=o.shard_size,
-                                   classes=tuple(report.classes))
-    for name in exports:
-        files = load_export(name).export(out, _rows(ordered), export_options)
-        report.exported += [f.relative_to(out).as_posix() for f in files]
-    write_text(out / clip.PROVENANCE, json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n")
-    journal.finish()
+        opts = Options(str(out), pad, o.square, o.min_size, o.image_format, o.quality, o.link)
+        journal = Journal(out, fingerprint, fresh=not journaled, inputs=inputs)
+        try:
+            written = _execute(plan, journaled, journal, opts, workers, report, onto, mode == "scenes", progress)
+        finally:
+            journal.close()
+        report.ledger.check()
+        ordered = sorted(written, key=lambda p: (SPLITS.index(p.sample.split), p.relpath))
+        _finish(out, ordered, report)
+        export_options = ExportOptions(relative=o.openclip_relative, shard_size=o.shard_size,
+                                       classes=tuple(report.classes))
+        for name in exports:
+            files = load_export(name).export(out, _rows(ordered), export_options)
+            report.exported += [f.relative_to(out).as_posix() for f in files]
+        write_skipped(out, report.skipped)
+        write_text(out / clip.PROVENANCE, json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n")
+        journal.finish()
     return report
 
 
+def _check_lengths(planned: list[Planned], mode: str, source: Path) -> None:
+    """Every folder and file name fits a file system's 255 bytes, checked before anything is
+    written, naming the class, scene or annotation that made a name too long."""
+    seen: set[str] = set()
+    for p in planned:
+        if p.target not in seen:
+            seen.add(p.target)
+            what = f"the scene folder of image {p.sample.name!r}" if mode == "scenes" else f"class {p.target!r}"
+            check_name(p.target, what=what, file=source)
+        if p.label.box is not None:
+            what = f"annotation id {p.label.id!r} of image {p.sample.name!r}"
+        else:
+            what = f"image {p.sample.name!r}"
+        check_name(p.filename, what=what, file=source)
+
+
 def _execute(plan: list[tuple[Sample, list[Planned]]], journaled: dict[int, Result], journal: Journal,
-             opts: Options, workers: int | None, report: Report, progress: Progress | None) -> list[Planned]:
+             opts: Options, workers: int | None, report: Report, onto: Ontology, scenes: bool,
+             progress: Progress | None) -> list[Planned]:
     """Run the image tasks not in the journal, journal each result, and fold every result
     into the report in plan order (results arrive in task order, which is plan order)."""
     tasks = [Task(i, str(s.path), s.width, s.height, [(p.relpath, p.label.box) for p in jobs])
@@ -287,21 +328,28 @@ def _execute(plan: list[tuple[Sample, list[Planned]]], journaled: dict[int, Resu
     fresh = run(process, tasks, n_workers, init, (opts,))
     written: list[Planned] = []
     for i, (sample, jobs) in enumerate(plan):
+        dropped = sum(1 for label in sample.labels if onto.target(label.name) is None)
         if jobs:
             result = journaled.pop(i, None)
             if result is None:
                 result = next(fresh)
                 journal.record(result)
-            written += _apply(result, sample, jobs, report)
+            written += _apply(result, sample, jobs, dropped, scenes, report)
+        else:  # every label of a dropped class
+            report.ledger.image(["dropped_class"] * dropped, 0)
         if progress:
             progress(i + 1, len(plan))
     return written
 
 
-def _apply(result: Result, sample: Sample, jobs: list[Planned], report: Report) -> list[Planned]:
-    """Fold one image's result into the report; return the outputs written."""
+def _apply(result: Result, sample: Sample, jobs: list[Planned], dropped: int, scenes: bool,
+           report: Report) -> list[Planned]:
+    """Fold one image's result into the report and the ledger; return the outputs written."""
+    kept = len(sample.labels) - dropped
+    lost = ["dropped_class"] * dropped
     if result.unreadable is not None:
         report.skipped += [Skip("unreadable_image", sample.name, result.unreadable, p.label.id) for p in jobs]
+        report.ledger.image(lost + ["unreadable_image"] * kept, 0, image_reason="unreadable_image")
         return []
     for note in result.notes:
         if note == COPIED:
@@ -312,6 +360,7 @@ def _apply(result: Result, sample: Sample, jobs: list[Planned], report: Report) 
     for p, outcome in zip(jobs, result.outputs):
         if isinstance(outcome, str):
             report.skipped.append(Skip(outcome, sample.name, f"box {list(p.label.box)}", p.label.id))
+            lost.append(outcome)
             continue
         if outcome:
             p.region = tuple(outcome)  # type: ignore[assignment]
@@ -319,6 +368,7 @@ def _apply(result: Result, sample: Sample, jobs: list[Planned], report: Report) 
         else:
             report.images += 1
         done.append(p)
+    report.ledger.image(lost, len(done), labels_written=(kept if done else 0) if scenes else None)
     return done
 
 

@@ -4,21 +4,65 @@ resumed run replays it and does only the rest, so the output is byte-identical t
 never stopped. Format: formats/clip.md (resume)."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
-from typing import IO
+from typing import IO, Iterable
 
 from ..errors import OutputError
 from ..fsutil import TMP_PREFIX
+from ..imagefiles import is_image_name, sha256_file
 from .jobs import Result
 
 JOURNAL = ".clipdata-journal.jsonl"
+# Files whose content is hashed (annotations, lists, class names); any other file (images,
+# archives) counts by size and modification time, so a resume never reads every image.
+_HASHED = (".json", ".jsonl", ".xml", ".txt", ".yaml", ".yml", ".csv", ".names", ".data")
 
 
-def replay(out: Path, fingerprint: str, provenance: str) -> dict[int, Result]:
-    """The results a killed run recorded, after checking it was the same command; temporary
-    files it left are removed. An empty dict when there is nothing to resume."""
+def _files(root: Path, skip: Path) -> Iterable[Path]:
+    """Every regular file under root (or root itself), sorted, links not followed, `skip` left out."""
+    if not root.is_dir():
+        yield root
+        return
+    skip_real = os.path.realpath(skip)
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if os.path.realpath(os.path.join(dirpath, d)) != skip_real)
+        for f in sorted(filenames):
+            yield Path(dirpath, f)
+
+
+def fingerprint_inputs(inputs: Iterable[Path], out: Path) -> dict[str, str]:
+    """What the run reads, as {file: digest} for annotation-like files (content hash with size
+    and mtime) plus one "<other files>" digest over every other file's path, size and mtime.
+    A resume compares it, so an edited annotation file is named rather than mixed in."""
+    digests: dict[str, str] = {}
+    others = hashlib.sha256()
+    for root in inputs:
+        for path in _files(Path(root), out):
+            try:
+                st = path.stat()
+            except OSError:
+                continue  # a link to nothing, a file gone while walking
+            stamp = f"{st.st_size}:{st.st_mtime_ns}"
+            if path.suffix.lower() in _HASHED and not is_image_name(path.name):
+                digests[str(path)] = f"{stamp}:{sha256_file(path)}"
+            else:
+                others.update(f"{path}\0{stamp}\n".encode("utf-8", "surrogateescape"))
+    digests["<other files>"] = others.hexdigest()
+    return digests
+
+
+def _changed(old: dict[str, str], new: dict[str, str]) -> str:
+    names = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    shown = ["image or other files (added, removed or modified)" if n == "<other files>" else n for n in names[:3]]
+    return ", ".join(shown) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
+
+def replay(out: Path, fingerprint: str, provenance: str, inputs: dict[str, str] | None = None) -> dict[int, Result]:
+    """The results a killed run recorded, after checking it was the same command over the same
+    inputs; temporary files it left are removed. An empty dict when there is nothing to resume."""
     journal = out / JOURNAL
     if not journal.is_file():
         if (out / provenance).is_file():
@@ -33,6 +77,9 @@ def replay(out: Path, fingerprint: str, provenance: str) -> dict[int, Result]:
     if header.get("fingerprint") != fingerprint:
         raise OutputError("the interrupted run in this folder used another source or other options",
                           file=out, hint="repeat the original command with --resume, or pass --overwrite")
+    if inputs is not None and header.get("inputs") != inputs:
+        raise OutputError(f"the source changed since the interrupted run: {_changed(header.get('inputs') or {}, inputs)}",
+                          file=out, hint="a resume would mix old and new outputs: pass --overwrite to convert again")
     results: dict[int, Result] = {}
     for line in lines[1:]:
         try:
@@ -50,11 +97,13 @@ def replay(out: Path, fingerprint: str, provenance: str) -> dict[int, Result]:
 class Journal:
     """Appends results as they are folded in; each line is flushed before the next task's."""
 
-    def __init__(self, out: Path, fingerprint: str, fresh: bool) -> None:
+    def __init__(self, out: Path, fingerprint: str, fresh: bool, inputs: dict[str, str] | None = None) -> None:
         self.path = out / JOURNAL
         self._file: IO[str] = open(self.path, "a", encoding="utf-8")
         if fresh:
-            self._file.write(json.dumps({"clipdata_journal": 1, "fingerprint": fingerprint}) + "\n")
+            header = {"clipdata_journal": 1, "fingerprint": fingerprint, "inputs": inputs}
+            self._file.write(json.dumps(header) + "\n")
+            self._file.flush()
 
     def record(self, result: Result) -> None:
         self._file.write(json.dumps(result.to_json()) + "\n")

@@ -14,6 +14,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Callable, Iterator, Sequence, TypeVar
 
 from ..errors import WorkerError
+from ..procs import worker_init
 from ..machine import default_workers  # noqa: F401  (re-exported for the pipeline)
 
 T = TypeVar("T")
@@ -38,6 +39,13 @@ def _chunk(fn: Callable[[T], R], chunk: list[T]) -> list[R]:
     return [fn(t) for t in chunk]
 
 
+def _init_worker(initializer: Callable[..., None] | None, *initargs) -> None:
+    """Every worker dies with the process that started it and leaves Ctrl-C to the parent."""
+    worker_init()
+    if initializer:
+        initializer(*initargs)
+
+
 def run(fn: Callable[[T], R], tasks: Sequence[T], workers: int,
         initializer: Callable[..., None] | None = None, initargs: tuple = ()) -> Iterator[R]:
     """Yield fn(task) for every task, in task order. With workers > 1 the tasks run in that
@@ -52,17 +60,34 @@ def run(fn: Callable[[T], R], tasks: Sequence[T], workers: int,
     size = max(1, min(16, len(tasks) // (workers * 8)))
     chunks = (list(tasks[i:i + size]) for i in range(0, len(tasks), size))
     ctx = _context(fn)
+    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(initializer, *initargs))
     try:
-        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=initializer, initargs=initargs) as pool:
-            pending: deque = deque()
-            for chunk in chunks:
-                pending.append(pool.submit(_chunk, fn, chunk))
-                if len(pending) >= workers * 4:
-                    yield from pending.popleft().result()
-            while pending:
+        pending: deque = deque()
+        for chunk in chunks:
+            pending.append(pool.submit(_chunk, fn, chunk))
+            if len(pending) >= workers * 4:
                 yield from pending.popleft().result()
+        while pending:
+            yield from pending.popleft().result()
     except BrokenProcessPool:
+        _stop(pool)
         raise WorkerError(
             "a worker process died (out of memory, or a crash inside an image decoder)",
             hint="the images finished so far are kept: run the same command with --resume "
                  "(add --workers 1 to see which image it is)") from None
+    except BaseException:
+        _stop(pool)
+        raise
+    pool.shutdown(wait=True)
+
+
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """Interrupted (Ctrl-C, SIGTERM), failed, or the consumer stopped: drop the queued chunks
+    and end the workers now, so that none writes into OUT after the run has returned."""
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in procs:
+        if proc.is_alive():
+            proc.terminate()
+    for proc in procs:
+        proc.join(timeout=10)
