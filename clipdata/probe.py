@@ -182,11 +182,13 @@ def fit_probe(features: np.ndarray, labels: np.ndarray, text: np.ndarray, scale:
 
 
 def out_of_fold_proba(features: np.ndarray, labels: np.ndarray, text: np.ndarray, scale: float, *,
-                      folds: int = 5, seed: int = 0, min_per_class: int = MIN_PER_CLASS) -> np.ndarray:
-    """(n, k) probabilities for each image from a scorer that never saw it (the probe's CV).
-    Images of a class with fewer than `min_per_class` images get zero-shot probabilities."""
+                      folds: int = 5, seed: int = 0, min_per_class: int = MIN_PER_CLASS,
+                      fitted: Probe | None = None) -> np.ndarray:
+    """(n, k) probabilities for each image from a scorer that never saw it (the probe's CV;
+    `fitted`: that probe, already fitted on these images). Images of a class with fewer than
+    `min_per_class` images get zero-shot probabilities."""
     y = np.asarray(labels, np.int64)
-    probe = fit_probe(features, y, text, scale, folds=folds, seed=seed)
+    probe = fitted or fit_probe(features, y, text, scale, folds=folds, seed=seed)
     zs = zero_shot_proba(features, text, scale)
     p = zs if probe.oof is None else probe.oof.copy()
     counts = np.bincount(y, minlength=len(text))
