@@ -4,18 +4,20 @@ loop, text that is not UTF-8, and the layouts real tools write. Every case eithe
 value as written or stops with one clear line (a ClipdataError naming the file)."""
 from __future__ import annotations
 
-import json
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from clipdata import textfiles
-from clipdata.captions import check_template, line_break, load_ontology, with_article, Ontology
-from clipdata.errors import ClassNameError, ClipdataError, OptionError, SourceError
-from clipdata.yamlfile import ANY, KEYS, parse_yaml
+from clipdata import imagefiles, textfiles
+from clipdata.captions import Ontology, check_template, line_break, load_ontology, with_article
+from clipdata.errors import ClassNameError, OptionError, SourceError
+from clipdata.formats import coco, folder, voc, yolo
+from clipdata.yamlfile import load_yaml, parse_yaml
+from helpers import make_image, write_coco
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                       HealthCheck.function_scoped_fixture])
@@ -77,16 +79,16 @@ DOS = [
      "nested 100000 levels deep"),
     ("deep JSON inside an object", lambda r: write(r / "a.json", '{"images": ' + "[" * 5000 + "]" * 5000 + "}"),
      textfiles.load_json, "line 1, column 111"),
-    ("YAML alias bomb", _alias_bomb, lambda f: __import__("clipdata.yamlfile").yamlfile.load_yaml(f, SourceError),
+    ("YAML alias bomb", _alias_bomb, lambda f: load_yaml(f, SourceError),
      "aliases (*name) are not accepted"),
     ("YAML alias of one scalar", lambda r: write(r / "d.yaml", "x: &n cat\nnames: [*n]\n"),
-     lambda f: __import__("clipdata.yamlfile").yamlfile.load_yaml(f, SourceError), "line 2, column 9"),
+     lambda f: load_yaml(f, SourceError), "line 2, column 9"),
     ("100,000-deep YAML", lambda r: write(r / "d.yaml", "[" * 100_000 + "]" * 100_000),
-     lambda f: __import__("clipdata.yamlfile").yamlfile.load_yaml(f, SourceError), "nested too deep"),
+     lambda f: load_yaml(f, SourceError), "nested too deep"),
     ("YAML merge key", lambda r: write(r / "d.yaml", "<<: {names: [a]}\n"),
-     lambda f: __import__("clipdata.yamlfile").yamlfile.load_yaml(f, SourceError), "merge keys"),
+     lambda f: load_yaml(f, SourceError), "merge keys"),
     ("YAML python tag", lambda r: write(r / "d.yaml", "names: !!python/object/apply:os.system [id]\n"),
-     lambda f: __import__("clipdata.yamlfile").yamlfile.load_yaml(f, SourceError), "could not determine a constructor"),
+     lambda f: load_yaml(f, SourceError), "could not determine a constructor"),
 ]
 
 
@@ -228,3 +230,399 @@ ARTICLES = [("apple", "an apple"), ("Apple", "an Apple"), ("MRI", "an MRI"), ("U
 def test_article(name, expected):
     assert with_article(name) == expected
     assert Ontology().caption(name, "a photo of {a}") == "a photo of " + expected
+
+
+# --- readers: values that are not what they look like ------------------------------------
+
+CAT = [{"id": 1, "name": "cat"}]
+
+
+def _coco(root: Path, ann: dict, images=None) -> Path:
+    make_image(root / "a.jpg", (64, 48))
+    images = images or [{"id": 1, "file_name": "a.jpg", "width": 64, "height": 48}]
+    return write_coco(root / "d.json", images, [{"id": 7, "image_id": 1, "category_id": 1, **ann}], CAT)
+
+
+def _labels(src) -> list:
+    return [(l.name, l.box) for s in src.samples for l in s.labels]
+
+
+def _skips(src) -> list[str]:
+    return [k.reason for k in src.skipped]
+
+
+RLE_2x3 = {"size": [2, 3], "counts": [2, 3, 1]}  # column-major, 2 rows: pixels 2..4 set -> columns 1..2, rows 0..1
+COCO_VALUES = [
+    ("image_id true is not id 1", {"image_id": True, "bbox": [0, 0, 4, 4]}, "error: \"image_id\" must be an integer or a string, not True"),
+    ("category_id 1.0 is not id 1", {"category_id": 1.0, "bbox": [0, 0, 4, 4]}, "error: \"category_id\" must be an integer"),
+    ("id false", {"id": False, "bbox": [0, 0, 4, 4]}, "error: \"id\" must be an integer"),
+    ('iscrowd "0" is no crowd', {"iscrowd": "0", "bbox": [0, 0, 4, 4]}, [("cat", (0.0, 0.0, 4.0, 4.0))]),
+    ('iscrowd "1" is a crowd', {"iscrowd": "1", "bbox": [0, 0, 4, 4]}, "skipped: crowd"),
+    ("iscrowd false", {"iscrowd": False, "bbox": [0, 0, 4, 4]}, [("cat", (0.0, 0.0, 4.0, 4.0))]),
+    ("iscrowd 2", {"iscrowd": 2, "bbox": [0, 0, 4, 4]}, "error: \"iscrowd\" must be 0 or 1, not 2"),
+    ('iscrowd "no"', {"iscrowd": "no", "bbox": [0, 0, 4, 4]}, "error: must be 0 or 1"),
+    ("polygon without bbox", {"segmentation": [[10, 5, 30.5, 5, 20, 25]]}, [("cat", (10.0, 5.0, 20.5, 20.0))]),
+    ("two polygons", {"segmentation": [[1, 1, 2, 1, 2, 2], [40, 30, 41, 31, 40, 32]]}, [("cat", (1.0, 1.0, 40.0, 31.0))]),
+    ("uncompressed RLE", {"segmentation": RLE_2x3}, [("cat", (1.0, 0.0, 2.0, 2.0))]),
+    ("compressed RLE", {"segmentation": {"size": [48, 64], "counts": "0:0O"}}, "skipped: invalid_segmentation"),
+    ("empty RLE", {"segmentation": {"size": [2, 2], "counts": [4]}}, "skipped: invalid_segmentation"),
+    ("RLE not covering its size", {"segmentation": {"size": [2, 2], "counts": [1, 1]}}, "skipped: invalid_segmentation"),
+    ("polygon of two points", {"segmentation": [[1, 1, 5, 5]]}, "skipped: invalid_segmentation"),
+    ("segmentation a number", {"segmentation": 5}, "skipped: invalid_segmentation"),
+    ("neither bbox nor segmentation", {}, [("cat", None)]),  # an image-level label, documented
+]
+
+
+@pytest.mark.parametrize("name, ann, expected", COCO_VALUES, ids=[c[0] for c in COCO_VALUES])
+def test_coco_values(tmp_path, name, ann, expected):
+    f = _coco(tmp_path, ann)
+    if isinstance(expected, str) and expected.startswith("error: "):
+        with pytest.raises(SourceError) as e:
+            coco.read(f)
+        assert expected.removeprefix("error: ") in str(e.value) and "annotations[0]" in str(e.value)
+        return
+    src = coco.read(f)
+    if isinstance(expected, str):
+        assert _skips(src) == [expected.removeprefix("skipped: ")] and _labels(src) == []
+    else:
+        assert _labels(src) == expected and src.skipped == []
+
+
+def test_rle_box_matches_pycocotools():
+    """The RLE rule against pycocotools' own toBbox, on masks it encodes itself."""
+    mask = pytest.importorskip("pycocotools.mask")
+    import numpy as np
+
+    rng = np.random.default_rng(11)
+    for _ in range(200):
+        h, w = (int(v) for v in rng.integers(1, 40, 2))
+        m = np.zeros((h, w), np.uint8, order="F")
+        for _ in range(int(rng.integers(1, 4))):
+            x, y = int(rng.integers(0, w)), int(rng.integers(0, h))
+            m[y:y + int(rng.integers(1, 12)), x:x + int(rng.integers(1, 12))] = 1
+        rle = mask.encode(np.asfortranarray(m))
+        got = coco.segmentation_box({"size": [h, w], "counts": rle["counts"].decode()})
+        assert list(got) == list(mask.toBbox(rle))
+
+
+def _yolo(root: Path, yaml_text: str | bytes) -> Path:
+    make_image(root / "images" / "a.jpg", (16, 16))
+    write(root / "labels" / "a.txt", "0 0.5 0.5 0.5 0.5\n")
+    return write(root / "data.yaml", yaml_text)
+
+
+YOLO_NAMES = [
+    ("train: images\nnames: [yes, no, 010, ~]\n", ["yes", "no", "010", "~"]),
+    ("train: images\nnames: {0: on, 1: 'off'}\n", ["on", "off"]),
+    ("train: images\nnames: {1: b, 0: a}\nnc: 2\n", ["a", "b"]),
+    ("train: images\nnames: [0, 1.5]\n", ["0", "1.5"]),
+    ("\ufefftrain: images\nnames: [cat]\n", ["cat"]),
+    ("train: images\nnames: {0: a, 01: b}\n", "error: `names` key '01' is not a class index"),
+    ("train: images\nnames: {0: a, -1: b}\n", "error: `names` key '-1'"),
+    ("train: images\nnames: {0: a, 2: b}\n", "error: without gaps"),
+    ("train: images\nnames: [[a, b]]\n", "error: class 0 is a list"),
+    ("train: images\nnames: [a]\nnc: '1'\n", "error: nc is '1'"),
+    ("train: images\nx: &a [cat]\nnames: *a\n", "error: aliases"),
+]
+
+
+@pytest.mark.parametrize("text, expected", YOLO_NAMES, ids=[t[0].split("\n")[1] + (t[0].split("\n")[2] if t[0].count("\n") > 2 else "") for t in YOLO_NAMES])
+def test_yolo_names_as_written(tmp_path, text, expected):
+    f = _yolo(tmp_path, text)
+    if isinstance(expected, str):
+        with pytest.raises(SourceError) as e:
+            yolo.read(f)
+        assert expected.removeprefix("error: ") in str(e.value) and str(f) in str(e.value)
+    else:
+        assert yolo.read(f).classes == expected
+
+
+@pytest.mark.parametrize("data, names", [
+    (b"\xef\xbb\xbfcat\ndog\n", ["cat", "dog"]),
+    (b"cat\r\ndog\r\n", ["cat", "dog"]),
+    ("red\u2028circle\nstar\n".encode(), ["red\u2028circle", "star"]),  # one name, refused later by the name check
+])
+@pytest.mark.parametrize("file", ["classes.txt", "obj.names"])
+def test_yolo_names_files(tmp_path, file, data, names):
+    make_image(tmp_path / "images" / "a.jpg", (16, 16))
+    write(tmp_path / "labels" / "a.txt", "1 0.5 0.5 0.5 0.5\n")
+    write(tmp_path / file, data)
+    src = yolo.read(tmp_path)
+    assert src.classes == names and _labels(src)[0][0] == names[1]
+
+
+@pytest.mark.parametrize("size, expected", [
+    ("<width>20</width><height>10</height>", (20, 10)),
+    ("<width>inf</width><height>10</height>", None),
+    ("<width>1e400</width><height>10</height>", None),
+    ("<width>nan</width><height>10</height>", None),
+    ("<width>-5</width><height>10</height>", None),
+    ("<width>0.5</width><height>10</height>", None),
+    ("<width>twenty</width><height>10</height>", None),
+    ("<width>20.0</width><height>10</height>", (20, 10)),
+])
+def test_voc_size_values(size, expected):
+    data = f"<annotation><filename>a.jpg</filename><size>{size}</size></annotation>".encode()
+    assert voc.parse_xml(data, "a.xml")[1] == expected
+
+
+# --- readers: text that is not UTF-8 ------------------------------------------------------
+
+CP1252 = "caf\xe9".encode("cp1252")
+UTF16 = "cat\n".encode("utf-16")
+
+
+def _darknet(root: Path, names: bytes = b"cat\n", train: bytes = b"data/obj/a.jpg\n", data: bytes | None = None) -> Path:
+    make_image(root / "obj" / "a.jpg", (16, 16))
+    write(root / "obj" / "a.txt", "0 0.5 0.5 0.5 0.5\n")
+    write(root / "obj.names", names)
+    write(root / "train.txt", train)
+    return write(root / "obj.data", data or b"classes = 1\ntrain = data/train.txt\nnames = data/obj.names\n")
+
+
+def _voc_lists(root: Path, listing: bytes) -> Path:
+    make_image(root / "JPEGImages" / "a.jpg", (16, 16))
+    write(root / "Annotations" / "a.xml", "<annotation><filename>a.jpg</filename></annotation>")
+    write(root / "ImageSets" / "Main" / "train.txt", listing)
+    return root
+
+
+ENCODINGS = [
+    ("obj.names in cp1252", lambda r: yolo.read(_darknet(r, names=CP1252 + b"\n")), "obj.names (line 1, column 4"),
+    ("image list in cp1252", lambda r: yolo.read(_darknet(r, train=b"data/obj/" + CP1252 + b".jpg\n")), "train.txt (line 1"),
+    ("obj.data in UTF-16", lambda r: yolo.read(_darknet(r, data="train = data/train.txt\n".encode("utf-16"))), "UTF-16"),
+    ("classes.txt in UTF-16", lambda r: yolo.read(write(r / "classes.txt", UTF16).parent), "classes.txt: not UTF-8"),
+    ("label file in cp1252", lambda r: yolo.read(write(_yolo(r, "train: images\nnames: [cat]\n").parent / "labels" / "a.txt",
+                                                       b"0 0.5 0.5 0.5 0.5 \x96\n").parent.parent / "data.yaml"), "a.txt (line 1, column 19"),
+    ("data.yaml in cp1252", lambda r: yolo.read(_yolo(r, b"train: images\nnames: [" + CP1252 + b"]\n")), "data.yaml (line 2"),
+    ("ImageSets list in cp1252", lambda r: voc.read(_voc_lists(r, b"a\n" + CP1252 + b"\n")), "train.txt (line 2"),
+    ("COCO JSON in cp1252", lambda r: coco.read(write(r / "d.json", b'{"images": "' + CP1252 + b'"}')), "d.json (line 1, column 16"),
+    ("COCO JSON in UTF-16", lambda r: coco.read(write(r / "d.json", '{"images": []}'.encode("utf-16"))), "UTF-16"),
+    ("ontology in cp1252", lambda r: load_ontology(write(r / "o.yaml", b"classes: {" + CP1252 + b": {}}")), "o.yaml (line 1"),
+]
+
+
+@pytest.mark.parametrize("name, run, fragment", ENCODINGS, ids=[e[0] for e in ENCODINGS])
+def test_not_utf8_is_one_line(tmp_path, name, run, fragment):
+    with pytest.raises((SourceError, OptionError)) as e:
+        run(tmp_path)
+    message = str(e.value)
+    assert fragment in message and "UTF-8" in message and "\n" not in message, message
+
+
+def test_coco_json_with_bom_reads(tmp_path):
+    f = _coco(tmp_path, {"bbox": [0, 0, 4, 4]})
+    f.write_bytes(b"\xef\xbb\xbf" + f.read_bytes())
+    assert _labels(coco.read(f)) == [("cat", (0.0, 0.0, 4.0, 4.0))]
+
+
+# --- readers: denial of service -------------------------------------------------------------
+
+READER_DOS = [
+    ("COCO file that is a FIFO", lambda r: coco.read(_fifo(r)), "not a regular file"),
+    ("100,000-deep COCO file", lambda r: coco.read(write(r / "d.json", "[" * 100_000 + "]" * 100_000)), "nested 100000 levels deep"),
+    ("data.yaml alias bomb", lambda r: yolo.read(_alias_bomb(r)), "aliases"),
+    ("ontology alias bomb", lambda r: load_ontology(write(r / "o.yaml", _alias_bomb(r).read_text().replace("names:", "classes:"))), "aliases"),
+]
+
+
+@pytest.mark.parametrize("name, run, fragment", READER_DOS, ids=[d[0] for d in READER_DOS])
+def test_reader_denial_of_service(tmp_path, name, run, fragment):
+    with pytest.raises((SourceError, OptionError)) as e:
+        run(tmp_path)
+    assert fragment in str(e.value)
+
+
+def test_voc_xml_that_is_a_fifo_is_skipped_unopened(tmp_path):
+    make_image(tmp_path / "a.jpg", (16, 16))
+    write(tmp_path / "a.xml", "<annotation><filename>a.jpg</filename></annotation>")
+    os.mkfifo(tmp_path / "b.xml")
+    src = voc.read(tmp_path)  # would block forever if opened
+    assert [s.name for s in src.samples] == ["a.jpg"] and _skips(src) == ["not_a_regular_file"]
+
+
+# --- walks that loop ---------------------------------------------------------------------------
+
+def _tree(root: Path, links: dict[str, str], images=("cat/a.jpg", "cat/sub/b.jpg", "dog/c.jpg")) -> Path:
+    for rel in images:
+        make_image(root / rel, (8, 8))
+    for rel, target in links.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(target, root / rel)
+    return root
+
+
+WALKS = [
+    ("a link back to its class", {"cat/sub/up": ".."}, {"cat": ["a.jpg", "sub/b.jpg"], "dog": ["c.jpg"]}, {"outside_class": 0}),
+    ("a link to itself", {"cat/sub/me": "."}, {"cat": ["a.jpg", "sub/b.jpg"], "dog": ["c.jpg"]}, {}),
+    ("two links to the root", {"cat/x": "..", "cat/y": ".."}, {"cat": ["a.jpg", "sub/b.jpg"], "dog": ["c.jpg"]}, {"outside_class": 2}),
+    ("a link into another class", {"cat/sub/dogs": "../../dog"}, {"cat": ["a.jpg", "sub/b.jpg"], "dog": ["c.jpg"]}, {"outside_class": 1}),
+    ("a file link into another class", {"cat/c.jpg": "../dog/c.jpg"}, {"cat": ["a.jpg", "sub/b.jpg"], "dog": ["c.jpg"]}, {"outside_class": 1}),
+    ("a link inside the class", {"cat/again": "sub"}, {"cat": ["a.jpg", "sub/b.jpg"], "dog": ["c.jpg"]}, {}),
+    ("a broken link", {"cat/gone.jpg": "nowhere.jpg"}, {"cat": ["a.jpg", "sub/b.jpg"], "dog": ["c.jpg"]}, {"broken_link": 1}),
+    ("a link cycle of two", {"cat/sub/p": "../q", "cat/q": "sub"}, {"cat": ["a.jpg", "sub/b.jpg"], "dog": ["c.jpg"]}, {}),
+]
+
+
+@pytest.mark.parametrize("name, links, expected, skips", WALKS, ids=[w[0] for w in WALKS])
+def test_folder_walks(tmp_path, name, links, expected, skips):
+    root = _tree(tmp_path / "src", links)
+    src = folder.read(root)
+    got: dict[str, list[str]] = {}  # class -> the real files it holds, each once
+    for s in src.samples:
+        real = Path(os.path.realpath(s.path)).relative_to(os.path.realpath(root / s.labels[0].name))
+        got.setdefault(s.labels[0].name, []).append(real.as_posix())
+    assert {c: sorted(v) for c, v in got.items()} == expected
+    for reason, n in skips.items():
+        assert _skips(src).count(reason) == n, src.skipped
+
+
+def test_fifo_in_a_class_folder_is_never_opened(tmp_path):
+    root = _tree(tmp_path / "src", {})
+    os.mkfifo(root / "cat" / "pipe.jpg")
+    src = folder.read(root)  # would block forever if opened
+    assert "not_a_regular_file" in _skips(src) and "cat/pipe.jpg" not in [s.name for s in src.samples]
+
+
+def test_deep_tree_walks_without_recursion(tmp_path):
+    here = tmp_path / "cat"
+    here.mkdir()
+    cwd = os.getcwd()
+    try:
+        os.chdir(here)
+        for _ in range(1100):  # deeper than Python's recursion limit
+            os.mkdir("d")
+            os.chdir("d")
+        make_image(Path("z.jpg").absolute(), (4, 4))
+        os.chdir(cwd)
+        assert len(imagefiles.walk_images(tmp_path)) == 1
+    finally:
+        os.chdir(cwd)
+        # pytest's own clean-up (shutil.rmtree) recurses per level: remove the tree here
+        subprocess.run(["rm", "-rf", str(here)], check=True)
+
+
+@FAST
+@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 3)), max_size=6))
+def test_walk_visits_each_real_image_once(links):
+    """Any set of folder links (cycles included): the walk ends, and yields every real image
+    reachable exactly once."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        dirs = [root, root / "a", root / "a" / "b", root / "c"]
+        for d in dirs[1:]:
+            d.mkdir(parents=True, exist_ok=True)
+            (d / "x.jpg").write_bytes(b"")
+        for n, (frm, to) in enumerate(links):
+            os.symlink(dirs[to], dirs[frm] / f"link{n}")
+        found = [os.path.realpath(p) for p in imagefiles.walk_images(root)]
+        assert sorted(found) == sorted({os.path.realpath(d / "x.jpg") for d in dirs[1:]})
+
+
+# --- layouts real tools write --------------------------------------------------------------
+
+def _voc_xml(name: str, n: int = 1) -> str:
+    objs = "".join(f"<object><name>cat</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>4</xmax><ymax>4</ymax></bndbox></object>"
+                   for _ in range(n))
+    return f"<annotation><filename>{name}</filename>{objs}</annotation>"
+
+
+def _labelimg(root: Path) -> Path:
+    make_image(root / "images" / "a.jpg", (16, 16))
+    write(root / "annotations" / "a.xml", _voc_xml("a.jpg", 2))
+    return root
+
+
+def _roboflow_mixed(root: Path) -> Path:
+    for i in range(3):
+        make_image(root / "train" / "JPEGImages" / f"t{i}.jpg", (16, 16))
+        write(root / "train" / "Annotations" / f"t{i}.xml", _voc_xml(f"t{i}.jpg", 3))
+    make_image(root / "valid" / "v.jpg", (16, 16))
+    write(root / "valid" / "v.xml", _voc_xml("v.jpg", 2))
+    return root
+
+
+def _images_elsewhere(root: Path) -> Path:
+    make_image(root / "pictures" / "a.jpg", (16, 16))
+    write(root / "set" / "Annotations" / "a.xml", _voc_xml("a.jpg"))
+    return root / "set"
+
+
+LAYOUTS = [
+    ("labelImg annotations/ + images/", _labelimg, {}, {"train": 2}),
+    ("Roboflow VOC: train/Annotations beside a flat valid/", _roboflow_mixed, {}, {"train": 9, "valid": 2}),
+    ("VOC with --images elsewhere", _images_elsewhere, {"images": "pictures"}, {"train": 1}),
+]
+
+
+@pytest.mark.parametrize("name, build, options, boxes", LAYOUTS, ids=[l[0] for l in LAYOUTS])
+def test_voc_layouts(tmp_path, name, build, options, boxes):
+    root = build(tmp_path)
+    opts = {k: tmp_path / v for k, v in options.items()}
+    src = voc.read(root, **opts)
+    got: dict[str, int] = {}
+    for s in src.samples:
+        assert s.path is not None and s.path.is_file()
+        got[s.split] = got.get(s.split, 0) + len(s.labels)
+    assert got == boxes and src.skipped == []
+
+
+def test_voc_images_folder_must_exist(tmp_path):
+    with pytest.raises(SourceError, match="--images folder not found"):
+        voc.read(_labelimg(tmp_path), images=tmp_path / "nope")
+
+
+def _roboflow_coco(root: Path) -> Path:
+    for split in ("train", "valid", "test"):
+        make_image(root / split / "a.jpg", (16, 16))
+        write_coco(root / split / "_annotations.coco.json", [{"id": 1, "file_name": "a.jpg"}],
+                   [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 4, 4]}],
+                   [{"id": 0, "name": "things", "supercategory": "none"}, {"id": 1, "name": "cat", "supercategory": "things"}])
+    return root
+
+
+def test_roboflow_coco_notes_name_the_split(tmp_path):
+    notes = coco.read(_roboflow_coco(tmp_path)).notes
+    placeholder = [n for n in notes if "placeholder" in n]
+    assert [n.split(":")[0] for n in placeholder] == [f"{s}/_annotations.coco.json" for s in ("test", "train", "valid")]
+
+
+UNUSED = [
+    ("COCO captions beside instances", lambda r: coco.read(_coco_export(r)), ["annotations/captions_val2017.json"]),
+    ("VOC XML in no ImageSets list", lambda r: voc.read(_unlisted(r)), ["Annotations/b.xml"]),
+    ("VOC XML beside split folders", lambda r: voc.read(write(_roboflow_mixed(r) / "stray.xml", _voc_xml("x.jpg")).parent), ["stray.xml"]),
+    ("YOLO classes.txt beside data.yaml", lambda r: yolo.read(write(_yolo(r, "train: images\nnames: [cat]\n").parent / "classes.txt", "dog\n").parent), ["classes.txt"]),
+    ("YOLO obj.names beside classes.txt", lambda r: yolo.read(_flat_both(r)), ["obj.names"]),
+]
+
+
+def _coco_export(root: Path) -> Path:
+    make_image(root / "val2017" / "a.jpg", (16, 16))
+    write_coco(root / "annotations" / "instances_val2017.json", [{"id": 1, "file_name": "a.jpg"}],
+               [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 4, 4]}], CAT)
+    write(root / "annotations" / "captions_val2017.json", '{"annotations": []}')
+    return root
+
+
+def _unlisted(root: Path) -> Path:
+    _voc_lists(root, b"a\n")
+    make_image(root / "JPEGImages" / "b.jpg", (16, 16))
+    write(root / "Annotations" / "b.xml", _voc_xml("b.jpg"))
+    return root
+
+
+def _flat_both(root: Path) -> Path:
+    make_image(root / "images" / "a.jpg", (16, 16))
+    write(root / "labels" / "a.txt", "0 0.5 0.5 0.5 0.5\n")
+    write(root / "classes.txt", "cat\n")
+    write(root / "obj.names", "cat\n")
+    return root
+
+
+@pytest.mark.parametrize("name, run, unused", UNUSED, ids=[u[0] for u in UNUSED])
+def test_unused_files_are_named(tmp_path, name, run, unused):
+    src = run(tmp_path)
+    assert src.unused_files == unused
+    assert any(unused[0].split("/")[-1] in n for n in src.notes)

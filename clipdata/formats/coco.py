@@ -293,10 +293,10 @@ def index(categories_raw: object, images_raw: object, annotations: Iterable, fil
                     skipped.append(Skip("invalid_segmentation", image[0], f"annotations[{i}]: {detail}", aid))
                     continue
                 from_segmentation += 1
-                a = {"bbox": list(derived)}
-            box = valid_box(a["bbox"])
+            bbox = a["bbox"] if "bbox" in a else list(derived)
+            box = valid_box(bbox)
             if box is None:
-                skipped.append(Skip("invalid_box", image[0], f"annotations[{i}] bbox {a['bbox']!r}", aid))
+                skipped.append(Skip("invalid_box", image[0], f"annotations[{i}] bbox {bbox!r}", aid))
                 continue
             labels.setdefault(a["image_id"], []).append(Label(name, box, aid, crowd))
     for what, problems in unknown.items():

@@ -174,7 +174,8 @@ def _jobs(unit: Path, unit_split: str | None, root: Path, images_dir: Path | Non
     unlisted = [_rel(x, root) for x in xmls if x not in listed]
     if unlisted:
         src.unused_files += unlisted
-        src.notes.append(f"{len(unlisted)} annotation file(s) are in no ImageSets/Main list and were not read")
+        src.notes.append(f"{len(unlisted)} annotation file(s) are in no ImageSets/Main list and were not read: "
+                         + ", ".join(unlisted[:3]) + (" …" if len(unlisted) > 3 else ""))
     return jobs
 
 
