@@ -242,3 +242,169 @@ def test_other_write_errors_pass_through(tmp_path: Path) -> None:
         assert e.value.filename == str(tmp_path / "ro" / "a.jpg")
     finally:
         os.chmod(tmp_path / "ro", 0o700)
+
+
+# ---- conversions: conservation, lengths, inputs never deleted -----------------------------
+
+import json  # noqa: E402
+
+import clipdata  # noqa: E402
+from clipdata.errors import ClipdataError  # noqa: E402
+
+from conftest import FIXTURES, make_image, write_coco  # noqa: E402
+
+READER_FIXTURES = [
+    ("coco", "sahi/terrain_all_coco.json", {"skip_missing": True}),
+    ("coco", "datumaro/coco_dataset/mmdet_coco", {}),
+    ("coco", "datumaro/roboflow_coco", {}),
+    ("coco", "datumaro/coco_dataset/coco/annotations/instances_val.json", {}),
+    ("yolo", "datumaro/roboflow_yolo", {}),
+    ("yolo", "road-signs-classifier/dataset_split/data.yaml", {}),
+    ("yolo", "datumaro/yolo_dataset/strict", {}),
+    ("voc", "datumaro/voc_dataset/voc_dataset1", {}),
+    ("voc", "datumaro/roboflow_voc", {}),
+    ("folder", "datumaro/imagenet_dataset", {}),
+]
+
+
+def _convert_or_refuse(fmt: str, path: Path, out: Path, **kw):
+    try:
+        return clipdata.convert(path, out, format=fmt, **kw)
+    except ClipdataError as e:  # a fixture a reader refuses as a whole is not this test's subject
+        pytest.skip(f"refused: {e}")
+
+
+@pytest.mark.parametrize("mode", ["crops", "scenes"])
+@pytest.mark.parametrize("fmt, rel, kw", READER_FIXTURES)
+def test_conservation_on_every_readers_fixtures(tmp_path: Path, fmt: str, rel: str, kw: dict, mode: str) -> None:
+    out = tmp_path / "out"
+    report = _convert_or_refuse(fmt, FIXTURES / rel, out, mode=mode, **kw)
+    prov = json.loads((out / "clipdata.json").read_text())
+    rows = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    for key in ("boxes", "images"):
+        t = prov[key]
+        assert t["read"] == t["written"] + sum(t["skipped"].values()), (key, t)
+    assert prov["images"]["written"] == len({(r["split"], r["source_image"]) for r in rows})
+    if mode == "crops":
+        assert prov["boxes"]["written"] == len(rows)
+    else:
+        assert prov["images"]["written"] == len(rows)
+    skipped = (out / "skipped.jsonl").read_text().splitlines() if (out / "skipped.jsonl").exists() else []
+    assert len(skipped) == len(report.skipped) == sum(prov["skipped"].values())
+    assert len(prov["skipped_items"]) <= 20 * len(prov["skipped"])
+    if fmt == "coco" and rel.endswith(".json"):  # counted independently of the reader
+        data = json.loads((FIXTURES / rel).read_text())
+        assert prov["boxes"]["read"] == len(data["annotations"])
+        assert prov["images"]["read"] == len(data["images"])
+
+
+def test_boxes_lost_with_missing_images_are_counted(tmp_path: Path) -> None:
+    root = tmp_path / "src"
+    make_image(root / "a.jpg")
+    ann = write_coco(root / "ann.json",
+                     [{"id": 1, "file_name": "a.jpg", "width": 64, "height": 48},
+                      {"id": 2, "file_name": "gone.jpg", "width": 64, "height": 48}],
+                     [{"id": i, "image_id": 1 if i < 3 else 2, "category_id": 1, "bbox": [1, 1, 10, 10]}
+                      for i in range(1, 8)],
+                     [{"id": 1, "name": "cat"}])
+    clipdata.convert(ann, tmp_path / "out", skip_missing=True)
+    prov = json.loads((tmp_path / "out" / "clipdata.json").read_text())
+    assert prov["boxes"] == {"read": 7, "written": 2, "skipped": {"missing_image": 5}}
+    assert prov["images"] == {"read": 2, "written": 1, "skipped": {"missing_image": 1}}
+
+
+def test_skipped_items_are_bounded_in_clipdata_json_and_complete_in_skipped_jsonl(tmp_path: Path) -> None:
+    root = tmp_path / "src"
+    make_image(root / "a.jpg")
+    anns = [{"id": i, "image_id": 1, "category_id": 1, "bbox": [1, 1, 10, 10], "iscrowd": 1} for i in range(1, 60)]
+    anns.append({"id": 100, "image_id": 1, "category_id": 1, "bbox": [1, 1, 10, 10]})
+    ann = write_coco(root / "ann.json", [{"id": 1, "file_name": "a.jpg", "width": 64, "height": 48}], anns,
+                     [{"id": 1, "name": "cat"}])
+    clipdata.convert(ann, tmp_path / "out")
+    prov = json.loads((tmp_path / "out" / "clipdata.json").read_text())
+    full = [json.loads(line) for line in (tmp_path / "out" / "skipped.jsonl").read_text().splitlines()]
+    assert prov["skipped"] == {"crowd": 59} and len(full) == 59 and len(prov["skipped_items"]) == 20
+    assert prov["skipped_items"] == full[:20]
+    assert sorted(r["annotation_id"] for r in full) == list(range(1, 60))
+
+
+LONG = [
+    ("class", lambda: {"cats": [{"id": 1, "name": "c" * 300}]}, "class 'ccc"),
+    ("annotation id", lambda: {"aid": "7" * 260}, "annotation id"),
+    ("image name with a suffix", lambda: {"file": "i" * 248 + ".png", "aid": 12345}, "of image 'iii"),
+]
+
+
+@pytest.mark.parametrize("what, make, said", LONG, ids=[c[0] for c in LONG])
+def test_too_long_names_are_one_clear_line_before_writing(tmp_path: Path, what: str, make, said: str) -> None:
+    spec = make()
+    root = tmp_path / "src"
+    file = spec.get("file", "a.jpg")
+    try:
+        make_image(root / file)
+    except OSError:
+        pytest.skip("this file system refuses the long source name itself")
+    ann = {"id": spec.get("aid", 1), "image_id": 1, "category_id": 1, "bbox": [1, 1, 10, 10]}
+    path = write_coco(root / "ann.json", [{"id": 1, "file_name": file, "width": 64, "height": 48}], [ann],
+                      spec.get("cats", [{"id": 1, "name": "cat"}]))
+    out = tmp_path / "out"
+    with pytest.raises(ClipdataError) as e:
+        clipdata.convert(path, out, format="coco")
+    text = str(e.value)
+    assert said in text and "255" in text and "\n" not in text and ".clipdata-tmp" not in text
+    assert not out.exists() or not [p for p in out.rglob("*") if p.is_file()]
+
+
+def test_long_scene_folder_is_named(tmp_path: Path) -> None:
+    root = tmp_path / "src"
+    make_image(root / "a.jpg")
+    cats = [{"id": i, "name": f"class-number-{i:03d}-" + "x" * 20} for i in range(1, 12)]
+    anns = [{"id": i, "image_id": 1, "category_id": i, "bbox": [1, 1, 10, 10]} for i in range(1, 12)]
+    path = write_coco(root / "ann.json", [{"id": 1, "file_name": "a.jpg", "width": 64, "height": 48}], anns, cats)
+    with pytest.raises(ClipdataError, match="the scene folder of image 'a.jpg'"):
+        clipdata.convert(path, tmp_path / "out", format="coco", mode="scenes")
+
+
+def test_overwrite_never_deletes_an_input(tmp_path: Path, coco_set: Path) -> None:
+    out = tmp_path / "out"
+    clipdata.convert(coco_set, out)
+    onto = out / "ontology.yaml"
+    onto.write_text("classes:\n  cat: {caption: a photo of a cat}\n")
+    with pytest.raises(ClipdataError, match="--overwrite would delete"):
+        clipdata.convert(coco_set, out, ontology=onto, overwrite=True)
+    assert onto.is_file() and (out / "clipdata.json").is_file()
+
+
+def _interrupted(source: Path, out: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run killed after its last image, before clipdata.json: the journal is left behind."""
+    from clipdata.pipeline.journal import JOURNAL, Journal
+    with monkeypatch.context() as m:
+        m.setattr(Journal, "finish", lambda self: None)
+        clipdata.convert(source, out, overwrite=True)
+    (out / "clipdata.json").unlink()
+    assert (out / JOURNAL).is_file()
+
+
+def test_resume_refuses_a_changed_source(tmp_path: Path, coco_set: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "out"
+    _interrupted(coco_set, out, monkeypatch)
+    clipdata.convert(coco_set, out, resume=True)  # unchanged: it resumes
+    before = (out / "manifest.jsonl").read_bytes()
+    _interrupted(coco_set, out, monkeypatch)
+    data = json.loads(coco_set.read_text())
+    data["annotations"][0]["bbox"] = [5, 5, 20, 10]  # same size and names: only the content differs
+    coco_set.write_text(json.dumps(data))
+    with pytest.raises(ClipdataError) as e:
+        clipdata.convert(coco_set, out, resume=True)
+    assert "the source changed" in str(e.value) and str(coco_set) in str(e.value)
+    assert "\n" not in str(e.value)
+    assert (out / "manifest.jsonl").read_bytes() == before  # nothing was mixed in
+
+
+def test_resume_refuses_changed_images(tmp_path: Path, coco_set: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "out"
+    _interrupted(coco_set, out, monkeypatch)
+    make_image(coco_set.parent / "a.jpg", (64, 48), color=(0, 0, 0))
+    os.utime(coco_set.parent / "a.jpg", ns=(1, 1))
+    with pytest.raises(ClipdataError, match="image or other files"):
+        clipdata.convert(coco_set, out, resume=True)
