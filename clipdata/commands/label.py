@@ -3,6 +3,7 @@ proposals to a person: a review tree of class folders, a Label Studio import, a 
 page of thumbnails (written by formats/review.py). Formats: formats/label.md."""
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -15,9 +16,8 @@ from ..captions import DEFAULT_TEMPLATE, Ontology, check_template, load_ontology
 from ..embedding.spec import EngineSpec
 from ..errors import OptionError, OutputError
 from ..formats import layout as clip
-from ..formats.review import (UNCERTAIN, review_name, write_labelstudio, write_predictions,
-                              write_review)
-from ..fsutil import write_text
+from ..formats.review import UNCERTAIN, write_labelstudio, write_predictions, write_review
+from ..fsutil import NAME_MAX, name_bytes, write_text
 from ..imagefiles import displayed_size
 from ..scoring import Classes, class_embeddings, zero_shot
 
@@ -34,6 +34,8 @@ class LabelReport:
     seconds: float = 0.0
     engine: str = ""
     notes: list[str] = field(default_factory=list)
+    scorer: str = "zero-shot"  # what decided: zero-shot, probe or blend (--train-from)
+    cv_accuracies: dict[str, float] = field(default_factory=dict)  # per scorer, on the --train-from layout
 
     @property
     def images_per_second(self) -> float:
@@ -79,18 +81,94 @@ def resolve_classes(classes: str | list[str] | None = None, ontology: str | Path
     return Classes(names, caps)
 
 
+def review_names(rels: list[str]) -> dict[str, str]:
+    """A flat, collision-free file name per relative path for the review tree. `a/b.jpg`
+    becomes `a__b.jpg`, unless another image already has that name (a real `a__b.jpg`, or a
+    case-only twin on a case-insensitive disk) or it is too long: then a short hash of the
+    path is added to the stem. Top-level files keep their own names. Deterministic: the same
+    paths give the same names."""
+    taken: set[str] = set()
+    out: dict[str, str] = {}
+
+    def claim(rel: str, name: str) -> None:
+        out[rel] = name
+        taken.add(name.casefold())
+
+    for rel in sorted(r for r in rels if "/" not in r):
+        claim(rel, rel)
+    for rel in sorted(r for r in rels if "/" in r):
+        flat = rel.replace("/", "__")
+        if flat.casefold() not in taken and name_bytes(flat) <= NAME_MAX:
+            claim(rel, flat)
+            continue
+        stem, dot, ext = flat.rpartition(".") if "." in flat.rsplit("__", 1)[-1] else (flat, "", "")
+        tag = hashlib.sha1(rel.encode("utf-8", "surrogateescape")).hexdigest()
+        for n in range(8, 41):
+            tail = f"~{tag[:n]}{dot}{ext}"
+            room = NAME_MAX - name_bytes(tail)
+            cut = stem.encode("utf-8", "surrogateescape")[:room].decode("utf-8", "ignore")
+            if (cut + tail).casefold() not in taken:
+                claim(rel, cut + tail)
+                break
+        else:  # 40 hex digits of SHA-1 taken by other names: nothing sane is left
+            raise OutputError(f"no free review file name for {rel!r}")
+    return out
+
+
+def review_ranks(probs: np.ndarray, rels: list[str]) -> list[int]:
+    """1 = review first: the smallest margin between the top two scores; ties by path."""
+    if not len(probs):
+        return []
+    top2 = -np.sort(-probs, axis=1)[:, :2]
+    gap = top2[:, 0] - (top2[:, 1] if probs.shape[1] > 1 else 0.0)
+    order = sorted(range(len(rels)), key=lambda i: (float(gap[i]), rels[i]))
+    ranks = [0] * len(rels)
+    for rank, i in enumerate(order, 1):
+        ranks[i] = rank
+    return ranks
+
+
+def _training(train_from: str | Path, cls: Classes | None) -> tuple[Classes, object]:
+    """--train-from: the layout's classes and captions (or, with --classes/--ontology, the
+    given ones, whose names must be the layout's) and its labeled images."""
+    from .prompts import read_labeled
+
+    lay = clip.read_layout(train_from)
+    data = read_labeled(train_from, [s.name for s in lay.splits])
+    if cls is None:
+        return Classes(data.classes, [[c] for c in data.captions]), data
+    if sorted(cls.names) != data.classes:
+        missing, extra = sorted(set(data.classes) - set(cls.names)), sorted(set(cls.names) - set(data.classes))
+        raise OptionError(f"--train-from {train_from}: its classes differ from the ones given"
+                          + (f"; not given: {', '.join(missing)}" if missing else "")
+                          + (f"; not in the layout: {', '.join(extra)}" if extra else ""),
+                          hint="give the layout's class names, or leave --classes/--ontology out to use its captions")
+    return cls, data
+
+
 def label(images: str | Path, out: str | Path, *, classes: str | list[str] | None = None,
           ontology: str | Path | None = None, from_layout: str | Path | None = None,
           template: str = DEFAULT_TEMPLATE, spec: EngineSpec = EngineSpec(), top_k: int = 3,
           threshold: float = 0.5, margin: float = 0.1, copy: bool = False,
           cache_dir: str | Path | None = None, overwrite: bool = False,
+          train_from: str | Path | None = None, folds: int = 5,
           progress: Callable[[int, int], None] | None = None) -> LabelReport:
-    """Pre-label the images under `images`; write the review material to `out`."""
-    from ..embedding import Engine, embed_images, open_cache, scan_images
+    """Pre-label the images under `images`; write the review material to `out`. With
+    `train_from` (a labeled CLIP layout, or one split of it), a few-shot probe fitted on its
+    images scores them, blended with zero-shot as cross-validation on the layout chooses."""
+    from .. import probe as fewshot
+    from ..embedding import Engine, embed_images, model_scalars, open_cache, scan_images
 
     t0 = time.perf_counter()
     root, out = Path(images), Path(out)
-    cls = resolve_classes(classes, ontology, from_layout, template)
+    if train_from is not None:
+        if from_layout:
+            raise OptionError("give --train-from or --from-layout, not both",
+                              hint="--train-from takes the classes and captions from the layout too")
+        given = resolve_classes(classes, ontology, None, template) if (classes or ontology) else None
+        cls, train = _training(train_from, given)
+    else:
+        cls, train = resolve_classes(classes, ontology, from_layout, template), None
     if top_k < 1:
         raise OptionError("--top-k must be at least 1")
     if not 0 <= threshold <= 1 or not 0 <= margin <= 1:
@@ -103,9 +181,24 @@ def label(images: str | Path, out: str | Path, *, classes: str | list[str] | Non
         text = class_embeddings(engine, cls, cache)
         matrix, stats = embed_images(engine, paths, cache, progress, spec)
         ok = [i for i, p in enumerate(paths) if str(p) not in stats.unreadable and str(p) not in stats.failed]
-        probs = zero_shot(engine, matrix[ok], text, cache) if ok else np.zeros((0, len(cls.names)))
+        fitted = None
+        if train is not None:
+            tm, tstats = embed_images(engine, train.images, cache, None, spec)
+            keep = [j for j, p in enumerate(train.images) if str(p) not in tstats.unreadable and str(p) not in tstats.failed]
+            _, scale, _ = model_scalars(engine, cache)
+            fitted = fewshot.fit_probe(tm[keep].astype(np.float64), np.array(train.labels)[keep], text, scale,
+                                       folds=folds)
+            probs = fitted.proba(matrix[ok].astype(np.float64)) if ok else np.zeros((0, len(cls.names)))
+        else:
+            probs = zero_shot(engine, matrix[ok], text, cache) if ok else np.zeros((0, len(cls.names)))
     report = LabelReport(out=out, images=len(ok), unreadable=stats.unreadable, failed=stats.failed,
                          cache_hits=stats.cache_hits, engine=engine.describe())
+    if fitted is not None:
+        report.scorer, report.cv_accuracies = fitted.scorer, dict(fitted.cv_accuracies)
+        if tstats.unreadable:
+            report.notes.append(f"--train-from: {len(tstats.unreadable)} unreadable image(s) left out of training")
+    rels = [paths[i].relative_to(root).as_posix() for i in ok]
+    flat, ranks = review_names(rels), review_ranks(probs, rels)
     rows = []
     for row_i, i in enumerate(ok):
         p = probs[row_i]
@@ -113,21 +206,27 @@ def label(images: str | Path, out: str | Path, *, classes: str | list[str] | Non
         top = [{"class": cls.names[j], "score": round(float(p[j]), 6)} for j in order]
         gap = float(p[order[0]] - p[order[1]])
         uncertain = bool(p[order[0]] < threshold or gap < margin)
-        rel = paths[i].relative_to(root).as_posix()
+        rel = rels[row_i]
         decision = None if uncertain else cls.names[order[0]]
         width, height = displayed_size(paths[i])
         rows.append({"path": rel, "top_k": top[:top_k], "decision": decision, "uncertain": uncertain,
-                     "review_file": f"review/{decision or UNCERTAIN}/{review_name(rel)}",
+                     "review_file": f"review/{decision or UNCERTAIN}/{flat[rel]}",
+                     "review_rank": ranks[row_i], "scorer": report.scorer,
                      "width": width, "height": height})
     for r in rows:
         report.counts[r["decision"] or UNCERTAIN] = report.counts.get(r["decision"] or UNCERTAIN, 0) + 1
     report.uncertain = report.counts.pop(UNCERTAIN, 0)
     meta = {"model": spec.model, "engine": engine.describe(), "template": template,
             "classes": cls.names, "captions": cls.captions, "threshold": threshold, "margin": margin,
-            "images_root": str(root.resolve())}
+            "images_root": str(root.resolve()), "scorer": report.scorer,
+            "review_order": "review_rank: 1 = the smallest margin between the top two scores"}
+    if fitted is not None:
+        meta["train_from"] = {"layout": str(Path(train_from).resolve()), "images": len(keep), "folds": folds,
+                              "cv_accuracy": fitted.cv_accuracies, "strength": fitted.strength,
+                              "blend_weight": fitted.weight}
     write_predictions(out, rows, meta, top_k)
     write_review(out, root, rows, cls.names, {n: caps[0] for n, caps in zip(cls.names, cls.captions)}, copy)
-    write_labelstudio(out, root, rows, cls.names, spec.model)
+    write_labelstudio(out, root, sorted(rows, key=lambda r: r["review_rank"]), cls.names, spec.model)
     _write_html(out, rows, cls, meta)
     write_text(out / "label.json", json.dumps({**meta, "unreadable": stats.unreadable, "failed": stats.failed,
                                                "counts": report.counts, "uncertain": report.uncertain},
@@ -157,7 +256,7 @@ def _prepare(out: Path, overwrite: bool, root: Path) -> None:
 
 def _write_html(out: Path, rows: list[dict], cls: Classes, meta: dict) -> None:
     """Thumbnails (the review tree's files) grouped by prediction, uncertain first, each group
-    least confident first: what a person wants to see before reviewing."""
+    in review order (least certain first): what a person wants to see before reviewing."""
     from ..html import write_html
 
     groups: dict[str, list[dict]] = {UNCERTAIN: []}
@@ -166,11 +265,11 @@ def _write_html(out: Path, rows: list[dict], cls: Classes, meta: dict) -> None:
         groups[r["decision"] or UNCERTAIN].append(r)
     sections = []
     for name, items in groups.items():
-        items = sorted(items, key=lambda r: (r["top_k"][0]["score"], r["path"]))
+        items = sorted(items, key=lambda r: r["review_rank"])
         sections.append(("uncertain" if name == UNCERTAIN else name, [
             (out / r["review_file"], "\n".join(f"{t['class']} {t['score']:.2f}" for t in r["top_k"]))
             for r in items]))
     write_html(out / "index.html", f"{len(rows)} images, {meta['engine']}",
                [s for s in sections if s[1]],
-               intro="<p>Uncertain first; within a class, least confident first. Review by moving files "
+               intro="<p>Uncertain first; within a class, least certain first (review_rank). Review by moving files "
                      "between the folders under <code>review/</code>, then run <code>clipdata review apply</code>.</p>")
