@@ -31,6 +31,7 @@ _API = {
     "review_apply": "commands.review", "ReviewReport": "commands.review",
     "review_serve": "commands.serve",
     "evaluate": "commands.evaluate", "EvalReport": "commands.evaluate",
+    "prompts": "commands.prompts", "PromptsReport": "commands.prompts", "audit": "commands.audit", "AuditReport": "commands.audit",
     "search": "commands.rank", "unique": "commands.rank", "duplicates": "commands.rank", "RankReport": "commands.rank",
     "EngineSpec": "embedding.spec", "ModelSpec": "embedding.engine",
 }
