@@ -392,3 +392,13 @@ def test_review_apply_label_studio_paths_stay_inside_the_image_root(tmp_path, me
     applied, result = _applied(tmp_path, labeled / "export.json")
     assert applied == {"a.jpg": "dog"}
     assert result.layout.skipped_by_reason == {"outside_image_root": 1}
+
+
+def test_a_missing_image_folder_is_one_clear_error(tmp_path):
+    labeled = make_labeled(tmp_path)
+    meta = json.loads((labeled / "label.json").read_text())
+    (labeled / "label.json").write_text(json.dumps({**meta, "images_root": str(tmp_path / "moved")}))
+    with pytest.raises(SourceError, match="--images"):
+        review_serve(labeled)
+    with review_serve(labeled, images=tmp_path / "photos") as srv:  # found again with --images
+        assert httpx.get(base(srv) + "/api/thumb/0", headers={"x-clipdata-token": srv.token}).status_code == 200

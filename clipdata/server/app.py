@@ -171,7 +171,7 @@ def create_app(queue: Queue, vectors: Vectors, token: str, port: int) -> ASGIApp
         undo = {bool(r.get("undo")) for r in rows}
         if len(undo) > 1:
             raise OptionError("an undo and a decision cannot be saved in one request")
-        saved = queue.decide([(r["path"], r["class"]) for r in rows], undo=undo.pop())
+        saved = await _in_thread(lambda: queue.decide([(r["path"], r["class"]) for r in rows], undo=undo.pop()))
         return _json({"saved": saved, "items": [queue.item(queue.by_path[r["path"]]) for r in saved],
                       "progress": queue.progress()})
 

@@ -51,7 +51,11 @@ class Queue:
                               hint="pass the folder `clipdata label --out` wrote")
         self.meta = json.loads(meta_file.read_text(encoding="utf-8"))
         self.classes: list[str] = list(self.meta.get("classes") or [])
-        self.root = Path(images or self.meta.get("images_root") or "").resolve()
+        given = images or self.meta.get("images_root")
+        if not given or not Path(given).is_dir():
+            raise SourceError(f"the image folder {given or '(none recorded)'} is not there", file=meta_file,
+                              hint="pass --images with the folder clipdata label read")
+        self.root = Path(given).resolve()
         self.items = _read_predictions(self.folder)
         for i, row in enumerate(self.items):
             row["index"] = i
