@@ -134,6 +134,11 @@ def _load_or_build(emb: np.ndarray, index_dir: str | Path | None, notes: list[st
     return index
 
 
+def _best_first(rows: np.ndarray, sims: np.ndarray) -> np.ndarray:
+    """Column order per row: highest similarity first, ties by lower row index (deterministic)."""
+    return np.lexsort((rows, -sims), axis=1)
+
+
 def _rescore(emb: np.ndarray, queries: np.ndarray, cand: np.ndarray, k: int,
              self_rows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """Exact cosines of the candidates, best k first; -1 / -inf where too few were found."""
@@ -143,7 +148,7 @@ def _rescore(emb: np.ndarray, queries: np.ndarray, cand: np.ndarray, k: int,
     safe = np.where(valid, cand, 0)
     sims = np.einsum("qd,qkd->qk", queries, emb[safe]).astype(np.float32)
     sims[~valid] = -np.inf
-    order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+    order = _best_first(safe, sims)[:, :k]
     sim = np.take_along_axis(sims, order, axis=1)
     idx = np.where(np.isfinite(sim), np.take_along_axis(safe, order, axis=1), -1)
     return idx.astype(np.int64), sim
@@ -161,7 +166,7 @@ def _exact_top(emb: np.ndarray, queries: np.ndarray, k: int, self_start: int | N
             s[np.arange(b - a), np.arange(self_start + a, self_start + b)] = -np.inf  # not its own neighbour
         part = np.argpartition(-s, k - 1, axis=1)[:, :k]
         vals = np.take_along_axis(s, part, axis=1)
-        order = np.argsort(-vals, axis=1, kind="stable")
+        order = _best_first(part, vals)
         idx[a:b] = np.take_along_axis(part, order, axis=1)
         sim[a:b] = np.take_along_axis(vals, order, axis=1)
     return idx, sim

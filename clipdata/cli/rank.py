@@ -2,13 +2,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import Annotated, List, Optional
 
 import typer
 
 from . import render
 from .app import app, errors, progress
 from .options import HtmlOut, JsonlOut, engine_options
+
+Embeddings = Annotated[Optional[Path], typer.Option(
+    "--embeddings", help="Read this embeddings folder (clipdata embed) instead of images.")]
+Exact = Annotated[bool, typer.Option(
+    "--exact", help="Exact neighbour search, never the approximate index (used from 10,000 images).")]
 
 EVAL_HELP = """Zero-shot accuracy of a CLIP layout under several caption wordings, side by side.
 
@@ -48,28 +53,37 @@ SEARCH_HELP = """Rank images by similarity to text queries (or to an image).
   clipdata search photos/ "a red car" "a bicycle" --top 10
 
   clipdata search photos/ --image query.jpg --copy-to hits/ --html hits.html
+
+  clipdata search --embeddings photos-emb/ "a red car" --model ./clip-vit-base-patch32
 """
 
 
 @app.command(help=SEARCH_HELP, no_args_is_help=True)
 @engine_options()
 def search(
-    images: Path = typer.Argument(..., help="Folder of images (searched recursively)."),
+    images: Optional[Path] = typer.Argument(None, help="Folder of images (searched recursively); with --embeddings, the first query."),
     queries: List[str] = typer.Argument(None, help="Text queries."),
     image: Optional[Path] = typer.Option(None, "--image", help="An image to search by."),
     top: int = typer.Option(20, "--top", help="Hits per query."),
     jsonl: JsonlOut = None,
     copy_to: Optional[Path] = typer.Option(None, "--copy-to", help="Hard-link the hits into this folder."),
     html_out: HtmlOut = None,
+    embeddings: Embeddings = None,
+    exact: Exact = False,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     spec=None, cache=None,
 ) -> None:
     from ..commands.rank import search as api_search
 
+    queries = list(queries or [])
+    if embeddings is not None and images is not None:
+        images, queries = None, [str(images), *queries]  # no IMAGES: every argument is a query
     with errors(), progress("embedding", quiet) as update:
-        r = api_search(images, queries or [], image=image, top=top, spec=spec, cache_dir=cache, jsonl=jsonl,
-                       copy_to=copy_to, html_path=html_out, progress=update)
+        r = api_search(images, queries, image=image, top=top, spec=spec, cache_dir=cache, jsonl=jsonl,
+                       copy_to=copy_to, html_path=html_out, progress=update, embeddings=embeddings,
+                       exact=exact or None)
     render.search_report(r)
+    render.notes(r.notes)
 
 
 UNIQUE_HELP = """Images by uniqueness: mean cosine distance to their k nearest neighbours, most unique first.
@@ -92,6 +106,8 @@ def unique(
     top: int = typer.Option(20, "--top", help="Rows shown on the terminal."),
     jsonl: JsonlOut = None,
     html_out: HtmlOut = None,
+    embeddings: Embeddings = None,
+    exact: Exact = False,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     spec=None, cache=None,
 ) -> None:
@@ -99,8 +115,9 @@ def unique(
 
     with errors(), progress("embedding", quiet) as update:
         r = api_unique(images, per_class=per_class, k=k, spec=spec, cache_dir=cache, jsonl=jsonl,
-                       html_path=html_out, progress=update)
+                       html_path=html_out, progress=update, embeddings=embeddings, exact=exact or None)
     render.unique_report(r, top)
+    render.notes(r.notes)
 
 
 DUPLICATES_HELP = """Groups of duplicate images: exact (same bytes) and near (cosine distance <= --threshold).
@@ -116,10 +133,12 @@ One group per line, tab-separated full paths (never cut to the terminal's width)
 @app.command(help=DUPLICATES_HELP, no_args_is_help=True)
 @engine_options()
 def duplicates(
-    images: Path = typer.Argument(..., help="Folder of images (searched recursively)."),
+    images: Optional[Path] = typer.Argument(None, help="Folder of images (searched recursively)."),
     threshold: float = typer.Option(0.02, "--threshold", help="Largest cosine distance (1 - cos) within a near-duplicate pair."),
     jsonl: JsonlOut = None,
     html_out: HtmlOut = None,
+    embeddings: Embeddings = None,
+    exact: Exact = False,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the groups."),
     spec=None, cache=None,
 ) -> None:
@@ -127,5 +146,7 @@ def duplicates(
 
     with errors(), progress("embedding", quiet) as update:
         r = api_duplicates(images, threshold=threshold, spec=spec, cache_dir=cache, jsonl=jsonl,
-                           html_path=html_out, progress=update)
+                           html_path=html_out, progress=update, embeddings=embeddings, exact=exact or None)
     render.duplicates_report(r, quiet)
+    if not quiet:
+        render.notes(r.notes)

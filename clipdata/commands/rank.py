@@ -1,9 +1,11 @@
 """search, unique, duplicates: rank images by a text or image query, by how unusual they
-are, and group near-duplicates — exact neighbour search in blocks, never an N x N matrix."""
+are, and group near-duplicates. Over a folder of images, or over an embeddings folder
+(`embeddings=`, formats/embeddings.md); neighbour search is clipdata.index's (exact in blocks,
+or its approximate index above a size threshold; `exact=True` forces exact)."""
 from __future__ import annotations
 
 import json
-import re
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -12,75 +14,9 @@ import numpy as np
 
 from ..embedding.spec import EngineSpec
 from ..errors import OptionError
-from ..fsutil import link_or_copy, write_text
+from ..fsutil import inside, link_or_copy, safe_name, write_text
 from ..html import write_html
-
-BLOCK_BYTES = 128 << 20  # similarity block budget: rows x N x 4 bytes
-
-
-def _blocks(n_rows: int, n_cols: int) -> Iterator[tuple[int, int]]:
-    step = max(1, min(n_rows, BLOCK_BYTES // max(1, 4 * n_cols)))
-    for start in range(0, n_rows, step):
-        yield start, min(n_rows, start + step)
-
-
-def nearest(emb: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """For each row, the k most similar other rows: (indices, cosine similarities), best first."""
-    n = len(emb)
-    k = min(k, n - 1)
-    idx = np.zeros((n, k), dtype=np.int64)
-    sim = np.zeros((n, k), dtype=np.float32)
-    if k <= 0:
-        return idx, sim
-    for a, b in _blocks(n, n):
-        s = emb[a:b] @ emb.T
-        s[np.arange(b - a), np.arange(a, b)] = -np.inf  # not its own neighbour
-        part = np.argpartition(-s, k - 1, axis=1)[:, :k]
-        vals = np.take_along_axis(s, part, axis=1)
-        order = np.argsort(-vals, axis=1, kind="stable")
-        idx[a:b] = np.take_along_axis(part, order, axis=1)
-        sim[a:b] = np.take_along_axis(vals, order, axis=1)
-    return idx, sim
-
-
-def uniqueness(emb: np.ndarray, k: int = 5) -> np.ndarray:
-    """Mean cosine distance (1 - cos) to the k nearest other images."""
-    if len(emb) < 2:
-        return np.zeros(len(emb), dtype=np.float32)
-    _, sim = nearest(emb, k)
-    return (1.0 - sim).mean(axis=1)
-
-
-def near_pairs(emb: np.ndarray, threshold: float) -> Iterator[tuple[int, int, float]]:
-    """Pairs (i < j) whose cosine distance is at most `threshold`, found block by block."""
-    n = len(emb)
-    for a, b in _blocks(n, n):
-        s = emb[a:b] @ emb.T
-        rows, cols = np.nonzero(s >= 1.0 - threshold)
-        for r, c in zip(rows, cols):
-            i = a + r
-            if i < c:
-                yield int(i), int(c), float(1.0 - s[r, c])
-
-
-def _groups(n: int, pairs: Sequence[tuple[int, int]]) -> list[list[int]]:
-    parent = list(range(n))
-
-    def find(x: int) -> int:
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for i, j in pairs:
-        ri, rj = find(i), find(j)
-        if ri != rj:
-            parent[max(ri, rj)] = min(ri, rj)
-    groups: dict[int, list[int]] = {}
-    for i in range(n):
-        groups.setdefault(find(i), []).append(i)
-    return sorted((g for g in groups.values() if len(g) > 1), key=lambda g: g[0])
-
+from ..index import _groups, near_pairs, nearest, top_k, uniqueness  # noqa: F401  (nearest: API)
 
 @dataclass
 class Hit:
@@ -100,6 +36,7 @@ class RankReport:
     unreadable: dict[str, str] = field(default_factory=dict)
     engine: str = ""
     cache_hits: int = 0
+    notes: list[str] = field(default_factory=list)
 
 
 def _embed(images: str | Path, spec: EngineSpec, cache_dir, progress):
@@ -110,18 +47,64 @@ def _embed(images: str | Path, spec: EngineSpec, cache_dir, progress):
     return root, embed_paths(spec, scan_images(root), cache_dir, progress)
 
 
-def search(images: str | Path, queries: Sequence[str] = (), *, image: str | Path | None = None,
+@dataclass
+class _Stored:
+    """An embeddings folder seen as `Embedded` is: rows, their image paths, the engine (for
+    queries) and the cache, with the folder as the home of the saved index."""
+
+    paths: list[Path]
+    matrix: np.ndarray
+    sha256: list[str]
+    engine: object
+    cache: object
+    describe: str
+    index_dir: Path
+
+
+@contextmanager
+def _stored(folder: str | Path, spec: EngineSpec, cache_dir, needs_model: bool) -> Iterator[_Stored]:
+    """Read the folder; with `needs_model`, an engine for the queries, refused unless it is the
+    model embed.json names (other models' vectors live in another space)."""
+    from ..embedding import Engine, open_cache
+    from ..formats import embeddings as ef
+
+    e = ef.read(folder)
+    desc = f"{e.info.model} embeddings ({e.info.dtype}, {e.info.mode}) from {folder}"
+    if not needs_model:
+        yield _Stored([Path(p) for p in e.image_path], e.matrix, e.sha256, None, None, desc, Path(folder))
+        return
+    engine = Engine(spec.check())
+    if engine.identity.rsplit(":", 1)[0] != e.info.identity.rsplit(":", 1)[0]:
+        raise OptionError(f"--model {spec.model} is not the model these embeddings were made with: "
+                          f"{e.info.model} ({e.info.identity.rsplit(':', 1)[0]})", file=Path(folder) / ef.INFO_FILE,
+                          hint=f"pass --model {e.info.model}")
+    with open_cache(engine, cache_dir) as cache:
+        yield _Stored([Path(p) for p in e.image_path], e.matrix, e.sha256, engine, cache, desc, Path(folder))
+
+
+def _one_source(images, embeddings) -> None:
+    if (images is None) == (embeddings is None):
+        raise OptionError("give IMAGES or --embeddings DIR, not both")
+
+
+def search(images: str | Path | None, queries: Sequence[str] = (), *, image: str | Path | None = None,
            top: int = 20, spec: EngineSpec = EngineSpec(), cache_dir: str | Path | None | bool = None,
            jsonl: str | Path | None = None, copy_to: str | Path | None = None,
-           html_path: str | Path | None = None, progress: Callable[[int, int], None] | None = None) -> RankReport:
-    """Rank images by cosine similarity to each text query (or to --image)."""
+           html_path: str | Path | None = None, progress: Callable[[int, int], None] | None = None,
+           embeddings: str | Path | None = None, exact: bool | None = None) -> RankReport:
+    """Rank images by cosine similarity to each text query (or to --image); over `embeddings`
+    (an embeddings folder) instead of `images`, the queries need the folder's model."""
     if not queries and image is None:
         raise OptionError("give a text query or --image", hint='e.g. clipdata search photos/ "a red car"')
     if top < 1:
         raise OptionError("--top must be at least 1")
     from ..embedding import embed_images, embed_texts
 
-    root, embedded = _embed(images, spec, cache_dir, progress)
+    _one_source(images, embeddings)
+    if embeddings is not None:
+        root, embedded = Path(embeddings), _stored(embeddings, spec, cache_dir, needs_model=True)
+    else:
+        root, embedded = _embed(images, spec, cache_dir, progress)
     with embedded as emb:
         names = list(queries)
         vecs = [embed_texts(emb.engine, names, emb.cache)] if names else []
@@ -132,12 +115,12 @@ def search(images: str | Path, queries: Sequence[str] = (), *, image: str | Path
             names.append(f"image:{Path(image).name}")
             vecs.append(m)
     q = np.concatenate(vecs)
-    report = RankReport(root, len(emb.paths), unreadable=emb.stats.unreadable, engine=emb.engine.describe(),
-                        cache_hits=emb.stats.cache_hits)
-    sims = emb.matrix @ q.T  # N x queries: small
+    report = _report(root, emb)
+    idx, sims = top_k(emb.matrix, q, top, index_dir=getattr(emb, "index_dir", None), exact=exact,
+                      notes=report.notes)
     for qi, name in enumerate(names):
-        order = np.argsort(-sims[:, qi], kind="stable")[:top]
-        report.hits += [Hit(name, r + 1, emb.paths[i], float(sims[i, qi])) for r, i in enumerate(order)]
+        report.hits += [Hit(name, r + 1, emb.paths[i], float(s)) for r, (i, s) in enumerate(zip(idx[qi], sims[qi]))
+                        if i >= 0]
     if jsonl is not None:
         write_text(Path(jsonl), "".join(json.dumps({"query": h.query, "rank": h.rank, "path": str(h.path),
                                                     "score": round(h.score, 6)}, ensure_ascii=False) + "\n"
@@ -150,31 +133,55 @@ def search(images: str | Path, queries: Sequence[str] = (), *, image: str | Path
     return report
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")[:60] or "query"
+def _report(root: Path, emb, **kw) -> RankReport:
+    if isinstance(emb, _Stored):
+        return RankReport(root, len(emb.paths), engine=emb.describe, **kw)
+    return RankReport(root, len(emb.paths), unreadable=emb.stats.unreadable, engine=emb.engine.describe(),
+                      cache_hits=emb.stats.cache_hits, **kw)
 
 
 def _copy_hits(report: RankReport, root: Path, dest: Path, per_query: bool) -> None:
+    """Link each hit into `dest` (a folder per query when there are several). Every name is
+    made safe from its text (a query such as '..' or 'a/b' cannot climb out or nest), distinct
+    queries keep distinct folders, and each target is checked to lie inside `dest`."""
     if dest.exists() and any(dest.iterdir()):
         raise OptionError(f"--copy-to {dest}: the folder is not empty")
+    folders: dict[str, str] = {}
+    for q in dict.fromkeys(h.query for h in report.hits):
+        name, n = safe_name(q), 1
+        while name in folders.values():
+            n += 1
+            name = safe_name(f"{q} ({n})")
+        folders[q] = name
+    seen: set[tuple[str, int]] = set()
     for h in report.hits:
-        folder = dest / _slug(h.query) if per_query else dest
-        target = folder / f"{h.rank:03d}_{h.path.relative_to(root).as_posix().replace('/', '__')}"
-        link_or_copy(h.path, target)
+        if (h.query, h.rank) in seen:
+            continue  # the same query given twice: its hits once
+        seen.add((h.query, h.rank))
+        try:
+            rel = h.path.relative_to(root).as_posix().replace("/", "__")
+        except ValueError:  # an embeddings folder names images anywhere: their file name
+            rel = h.path.name
+        stem = rel[:-len(h.path.suffix)] if h.path.suffix else rel
+        name = safe_name(f"{h.rank:03d}_{stem}", suffix=h.path.suffix)  # a suffix from disk holds no separator
+        link_or_copy(h.path, inside(dest, Path(folders[h.query], name) if per_query else name))
 
 
 def unique(images: str | Path | None = None, *, per_class: str | Path | None = None, k: int = 5,
            spec: EngineSpec = EngineSpec(), cache_dir: str | Path | None | bool = None,
            jsonl: str | Path | None = None, html_path: str | Path | None = None,
-           progress: Callable[[int, int], None] | None = None) -> RankReport:
+           progress: Callable[[int, int], None] | None = None, embeddings: str | Path | None = None,
+           exact: bool | None = None) -> RankReport:
     """Images by uniqueness (mean cosine distance to their k nearest neighbours), most unique
-    first; with `per_class`, neighbours are taken within each class folder of a layout split."""
+    first; with `per_class`, neighbours are taken within each class folder of a layout split;
+    with `embeddings`, over an embeddings folder (its saved index reused)."""
     from ..embedding import embed_paths
 
     if k < 1:
         raise OptionError("-k must be at least 1")
-    if (images is None) == (per_class is None):
-        raise OptionError("give IMAGES or --per-class LAYOUT/split")
+    if sum(x is not None for x in (images, per_class, embeddings)) != 1:
+        raise OptionError("give one of IMAGES, --per-class LAYOUT/split or --embeddings DIR")
+    notes: list[str] = []
     if per_class is not None:
         from ..formats import layout as clip_layout
 
@@ -189,15 +196,18 @@ def unique(images: str | Path | None = None, *, per_class: str | Path | None = N
             scored: list[tuple[Path, float]] = []
             for _, _, files in groups:
                 rows = [index[p] for p in files if p in index]
-                u = uniqueness(emb.matrix[rows], k)
+                u = uniqueness(emb.matrix[rows], k, exact=exact, notes=notes)
                 scored += [(emb.paths[r], float(v)) for r, v in zip(rows, u)]
     else:
-        root, embedded = _embed(images, spec, cache_dir, progress)
+        if embeddings is not None:
+            root, embedded = Path(embeddings), _stored(embeddings, spec, cache_dir, needs_model=False)
+        else:
+            root, embedded = _embed(images, spec, cache_dir, progress)
         with embedded as emb:
-            scored = [(p, float(v)) for p, v in zip(emb.paths, uniqueness(emb.matrix, k))]
+            u = uniqueness(emb.matrix, k, index_dir=getattr(emb, "index_dir", None), exact=exact, notes=notes)
+            scored = [(p, float(v)) for p, v in zip(emb.paths, u)]
     scored.sort(key=lambda t: (-t[1], str(t[0])))
-    report = RankReport(root, len(emb.paths), scores=scored, unreadable=emb.stats.unreadable,
-                        engine=emb.engine.describe(), cache_hits=emb.stats.cache_hits)
+    report = _report(root, emb, scores=scored, notes=list(dict.fromkeys(notes)))
     if jsonl is not None:
         write_text(Path(jsonl), "".join(json.dumps({"rank": r + 1, "path": str(p), "uniqueness": round(v, 6)},
                                                    ensure_ascii=False) + "\n" for r, (p, v) in enumerate(scored)))
@@ -207,33 +217,39 @@ def unique(images: str | Path | None = None, *, per_class: str | Path | None = N
     return report
 
 
-def duplicates(images: str | Path, *, threshold: float = 0.02, spec: EngineSpec = EngineSpec(),
+def duplicates(images: str | Path | None, *, threshold: float = 0.02, spec: EngineSpec = EngineSpec(),
                cache_dir: str | Path | None | bool = None, jsonl: str | Path | None = None,
                html_path: str | Path | None = None,
-               progress: Callable[[int, int], None] | None = None) -> RankReport:
+               progress: Callable[[int, int], None] | None = None, embeddings: str | Path | None = None,
+               exact: bool | None = None) -> RankReport:
     """Groups of exact duplicates (same bytes) and of near-duplicates (cosine distance at most
-    `threshold`, linked transitively)."""
+    `threshold`, linked transitively); over `embeddings`, same bytes is the same recorded sha256."""
     from ..imagefiles import sha256_file
 
     if not 0 <= threshold <= 2:
         raise OptionError("--threshold is a cosine distance, between 0 and 2")
-    root, embedded = _embed(images, spec, cache_dir, progress)
+    _one_source(images, embeddings)
+    if embeddings is not None:
+        root, embedded = Path(embeddings), _stored(embeddings, spec, cache_dir, needs_model=False)
+    else:
+        root, embedded = _embed(images, spec, cache_dir, progress)
     with embedded as emb:
         pass  # the embeddings are all this needs: the cache closes here
-    report = RankReport(root, len(emb.paths), unreadable=emb.stats.unreadable, engine=emb.engine.describe(),
-                        cache_hits=emb.stats.cache_hits)
+    report = _report(root, emb)
+    hashes = emb.sha256 if isinstance(emb, _Stored) else [sha256_file(p) for p in emb.paths]
     by_hash: dict[str, list[int]] = {}
-    for i, p in enumerate(emb.paths):
-        by_hash.setdefault(sha256_file(p), []).append(i)
-    exact = [g for g in by_hash.values() if len(g) > 1]
-    pairs = list(near_pairs(emb.matrix, threshold))
+    for i, h in enumerate(hashes):
+        by_hash.setdefault(h, []).append(i)
+    same = [g for g in by_hash.values() if len(g) > 1]
+    pairs = list(near_pairs(emb.matrix, threshold, index_dir=getattr(emb, "index_dir", None), exact=exact,
+                            notes=report.notes))
     near = _groups(len(emb.paths), [(i, j) for i, j, _ in pairs])
     group_of = {i: n for n, g in enumerate(near) for i in g}
     spread = [0.0] * len(near)
     for i, _, d in pairs:
         spread[group_of[i]] = max(spread[group_of[i]], d)
-    exact_sets = {frozenset(g) for g in exact}
-    for g in sorted(exact, key=lambda g: g[0]):
+    exact_sets = {frozenset(g) for g in same}
+    for g in sorted(same, key=lambda g: g[0]):
         report.groups.append({"kind": "exact", "paths": [str(emb.paths[i]) for i in g], "max_distance": 0.0})
     for n, g in enumerate(near):
         if frozenset(g) in exact_sets:

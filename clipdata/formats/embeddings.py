@@ -60,11 +60,14 @@ class EmbedInfo:
     count: int  # rows over all parts
     parts: int
     part_size: int
+    unreadable: int = 0  # images found but not embedded (each named in the run's report)
+    complete: bool = True  # False while a run is writing parts
 
     def to_json(self) -> str:
         return json.dumps({"format": FORMAT_VERSION, "model": self.model, "identity": self.identity,
                            "dtype": self.dtype, "mode": self.mode, "dim": self.dim, "count": self.count,
-                           "parts": self.parts, "part_size": self.part_size}, indent=2, ensure_ascii=False) + "\n"
+                           "parts": self.parts, "part_size": self.part_size, "unreadable": self.unreadable,
+                           "complete": self.complete}, indent=2, ensure_ascii=False) + "\n"
 
 
 @dataclass
@@ -123,7 +126,11 @@ def read_info(root: str | Path) -> EmbedInfo:
     if data.get("format") != FORMAT_VERSION:
         raise SourceError(f"format {data.get('format')!r} is not {FORMAT_VERSION}", file=path,
                           hint="upgrade clipdata, or rerun clipdata embed")
-    return EmbedInfo(**{k: data[k] for k in fields})
+    complete, unreadable = data.get("complete", True), data.get("unreadable", 0)
+    if not isinstance(complete, bool) or not isinstance(unreadable, int) or isinstance(unreadable, bool):
+        raise SourceError("'complete' must be true or false and 'unreadable' an integer", file=path,
+                          hint="rerun clipdata embed to rewrite it")
+    return EmbedInfo(**{k: data[k] for k in fields}, unreadable=unreadable, complete=complete)
 
 
 def part_rows(root: Path, i: int) -> int | None:
@@ -174,6 +181,9 @@ def read(root: str | Path) -> Embeddings:
     row-count mismatch is a clear error, never a silent loss."""
     root = Path(root)
     info = read_info(root)
+    if not info.complete:
+        raise SourceError("the embedding run that writes this folder has not finished", file=root / INFO_FILE,
+                          hint="rerun the same clipdata embed command: it keeps the finished parts")
     found = sorted(int(m.group(1)) for p in (root / EMB_DIR).glob("img_emb_*.npy") if (m := _PART.fullmatch(p.name)))
     expected = list(range(info.parts))
     for i in expected:

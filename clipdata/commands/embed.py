@@ -1,0 +1,145 @@
+"""clipdata embed: a folder of images -> clip-retrieval's embeddings folder (formats/embeddings.md).
+
+It runs on the shared embedding path (cache lookup, then the local or Ray distributor), so a
+second run over the same images runs no model. Images are taken in the walk's sorted order and
+cut into parts of `part_size`; a part already on disk for exactly the same files (path and
+content) is kept, so a killed run resumes where it stopped.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..embedding.spec import EngineSpec
+from ..errors import OptionError, OutputError, SourceError
+from ..formats import embeddings as ef
+from ..fsutil import LOCK_NAME, locked
+
+
+@dataclass
+class EmbedReport:
+    out: Path
+    images: int  # image files found
+    written: int  # rows in the folder
+    parts: int
+    parts_kept: int  # finished parts reused from an earlier run
+    unreadable: dict[str, str] = field(default_factory=dict)  # path -> reason: found, not embedded
+    engine: str = ""
+    cache_hits: int = 0
+    seconds: float = 0.0
+
+
+def _kept(out: Path, i: int, paths: list[str]) -> bool:
+    """Part i on disk is finished and holds exactly these files, with today's contents."""
+    from ..imagefiles import sha256_file
+
+    if ef.part_rows(out, i) != len(paths):
+        return False
+    _, pq = ef._pyarrow()
+    table = pq.read_table(ef.parquet_path(out, i), columns=["image_path", "sha256"])
+    if table.column("image_path").to_pylist() != paths:
+        return False
+    try:
+        return table.column("sha256").to_pylist() == [sha256_file(p) for p in paths]
+    except OSError:
+        return False
+
+
+def _mode(spec: EngineSpec) -> str:
+    """The preprocessing mode, as the embedding cache keys it."""
+    from .. import embedding
+
+    cache_mode = getattr(embedding, "cache_mode", None)
+    return cache_mode(spec) if cache_mode else ("draft" if spec.draft else "processor")
+
+
+def _check_out(out: Path, identity: str, mode: str, part_size: int) -> None:
+    """OUT is new, empty, or an embeddings folder of the same model, mode and part size."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise OutputError("exists and is not a folder", file=out)
+    if not (out / ef.INFO_FILE).exists():
+        if any(p.name != LOCK_NAME for p in out.iterdir()):
+            raise OutputError("the folder is not empty and is not an embeddings folder", file=out,
+                              hint="choose a new or empty --out folder")
+        return
+    info = ef.read_info(out)
+    if (info.identity, info.mode, info.part_size) != (identity, mode, part_size):
+        raise OutputError(f"holds embeddings of {info.identity} ({info.mode}, parts of {info.part_size}); "
+                          f"this run makes {identity} ({mode}, parts of {part_size})", file=out,
+                          hint="choose another --out folder, or delete this one")
+
+
+def embed(images: str | Path, out: str | Path, *, spec: EngineSpec = EngineSpec(), part_size: int = 1_000_000,
+          cache_dir: str | Path | None | bool = None,
+          progress: Callable[[int, int], None] | None = None) -> EmbedReport:
+    """Embed every image under `images` into the embeddings folder `out`."""
+    from ..embedding import Engine, embed_images, open_cache, scan_images
+    from ..imagefiles import displayed_size, sha256_file
+
+    if part_size < 1:
+        raise OptionError(f"--part-size {part_size} must be at least 1")
+    t0 = time.perf_counter()
+    out = Path(out)
+    paths = [str(p.resolve()) for p in scan_images(Path(images))]
+    engine = Engine(spec.check())
+    mode = _mode(spec)
+    _check_out(out, engine.identity, mode, part_size)
+    chunks = [paths[a:a + part_size] for a in range(0, len(paths), part_size)]
+    report = EmbedReport(out, len(paths), 0, len(chunks), 0, engine=engine.describe())
+    with locked(out), open_cache(engine, cache_dir) as cache:
+        dim = 0
+        info = ef.EmbedInfo(spec.model, engine.identity, engine.dtype, mode, 0, 0, len(chunks), part_size,
+                            complete=False)
+        ef.write_info(out, info)  # marks the folder unfinished until the last part is written
+        done = 0
+        for i, chunk in enumerate(chunks):
+            if _kept(out, i, chunk):
+                report.parts_kept += 1
+                dim = dim or int(np.load(ef.npy_path(out, i), mmap_mode="r").shape[1])
+                rows = len(chunk)
+            else:
+                def tick(k: int, total: int, base: int = done) -> None:
+                    if progress:
+                        progress(base + k, len(paths))
+
+                matrix, stats = embed_images(engine, chunk, cache, tick, spec)
+                report.cache_hits += stats.cache_hits
+                bad = {**stats.unreadable, **stats.failed}
+                keep, sizes = [], []
+                for p in chunk:
+                    if p in bad:
+                        continue
+                    try:
+                        sizes.append(displayed_size(Path(p)))
+                        keep.append(p)
+                    except Exception as e:  # decoded by the model's loader, but its header is odd
+                        bad[p] = f"size unreadable: {e}"
+                report.unreadable.update(bad)
+                row_of = {p: r for r, p in enumerate(chunk)}
+                vectors = matrix[[row_of[p] for p in keep]] if keep else np.zeros((0, matrix.shape[1]), np.float32)
+                dim = dim or int(vectors.shape[1])
+                ef.write_part(out, i, vectors, keep, [w for w, _ in sizes], [h for _, h in sizes],
+                              [sha256_file(p) for p in keep])
+                rows = len(keep)
+            report.written += rows
+            done += len(chunk)
+            if progress:
+                progress(done, len(paths))
+        if report.written == 0:
+            raise SourceError("no image could be embedded", file=images,
+                              hint=f"e.g. {next(iter(report.unreadable.items()), ('', ''))[1]}")
+        for stale in sorted((out / ef.EMB_DIR).glob("img_emb_*.npy")):  # parts of a larger earlier run
+            m = ef._PART.fullmatch(stale.name)
+            if m and int(m.group(1)) >= len(chunks):
+                stale.unlink()
+                ef.parquet_path(out, int(m.group(1))).unlink(missing_ok=True)
+        ef.write_info(out, ef.EmbedInfo(spec.model, engine.identity, engine.dtype, mode, dim, report.written,
+                                        len(chunks), part_size, unreadable=len(report.unreadable)))
+    report.seconds = time.perf_counter() - t0
+    return report
