@@ -402,3 +402,24 @@ def test_a_missing_image_folder_is_one_clear_error(tmp_path):
         review_serve(labeled)
     with review_serve(labeled, images=tmp_path / "photos") as srv:  # found again with --images
         assert httpx.get(base(srv) + "/api/thumb/0", headers={"x-clipdata-token": srv.token}).status_code == 200
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    import socket
+
+    from typer.testing import CliRunner
+
+    import clipdata.cli.serve  # noqa: F401  (registers `review serve`)
+    from clipdata.cli import app
+
+    runner = CliRunner()
+    r = runner.invoke(app, ["review", "serve", str(tmp_path), "--no-browser"])
+    assert r.exit_code == 1 and "label.json" in r.output and "Traceback" not in r.output
+    labeled = make_labeled(tmp_path)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = runner.invoke(app, ["review", "serve", str(labeled), "--port", str(port), "--no-browser"])
+    assert r.exit_code == 1 and f"cannot listen on 127.0.0.1:{port}" in r.output
+    assert len(r.output.strip().splitlines()) == 1

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 
 from .app import errors, out_console, review_app
-from .options import Images
 
 SERVE_HELP = """Review the pre-labels in the browser, by keyboard; every decision is saved.
 
@@ -28,7 +28,7 @@ def review_serve(
     labeled: Path = typer.Argument(..., help="The folder clipdata label --out wrote."),
     port: int = typer.Option(8765, "--port", help="Port to listen on (0: any free port)."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on; other machines can connect when not 127.0.0.1."),
-    images: Images = None,
+    images: Optional[Path] = typer.Option(None, "--images", help="The image folder, when it moved since label ran."),
     no_browser: bool = typer.Option(False, "--no-browser", help="Do not open a browser; only print the URL."),
 ) -> None:
     from ..commands.serve import review_serve as api_review_serve
