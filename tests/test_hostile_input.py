@@ -4,6 +4,7 @@ loop, text that is not UTF-8, and the layouts real tools write. Every case eithe
 value as written or stops with one clear line (a ClipdataError naming the file)."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -626,3 +627,54 @@ def test_unused_files_are_named(tmp_path, name, run, unused):
     src = run(tmp_path)
     assert src.unused_files == unused
     assert any(unused[0].split("/")[-1] in n for n in src.notes)
+
+
+# --- large COCO files, streamed: the same rules ---------------------------------------------
+
+STREAMED = [
+    ("a byte-order mark", lambda d: b"\xef\xbb\xbf" + d, None),
+    ("UTF-16", lambda d: d.decode().encode("utf-16"), "UTF-16"),
+    ("cp1252", lambda d: d.replace(b'"cat"', b'"caf\xe9"'), "not UTF-8 text"),
+    ("100,000-deep", lambda d: d[:-1] + b', "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nested more than 64 levels"),
+]
+
+
+@pytest.mark.parametrize("name, change, fragment", STREAMED, ids=[s[0] for s in STREAMED])
+def test_streamed_coco(tmp_path, monkeypatch, name, change, fragment):
+    monkeypatch.setattr(coco, "STREAM_BYTES", 0)  # stream even a small file
+    f = _coco(tmp_path, {"bbox": [0, 0, 4, 4]})
+    f.write_bytes(change(f.read_bytes()))
+    if fragment is None:
+        assert _labels(coco.read(f)) == [("cat", (0.0, 0.0, 4.0, 4.0))]
+        return
+    with pytest.raises(SourceError) as e:
+        coco.read(f)  # the deep file is refused before the streaming parser sees it
+    assert fragment in str(e.value) and str(f) in str(e.value)
+
+
+def _depth(value) -> int:
+    if isinstance(value, list):
+        return 1 + max(map(_depth, value), default=0)
+    if isinstance(value, dict):
+        return 1 + max(map(_depth, value.values()), default=0)
+    return 0
+
+
+tricky_text = st.text(st.sampled_from('ab[]{}"\\\\/'), max_size=6)
+nested = st.recursive(tricky_text | st.integers(), lambda kids: st.lists(kids, max_size=3)
+                      | st.dictionaries(tricky_text, kids, max_size=3), max_leaves=20)
+
+
+@FAST
+@given(nested, st.integers(1, 6))
+def test_stream_nesting_check_is_exact(tmp_path_factory, value, limit):
+    """The byte-level nesting check agrees with the real depth, whatever the strings hold
+    (brackets, quotes, backslashes), at any chunk size."""
+    f = tmp_path_factory.mktemp("n") / "x.json"
+    f.write_text(json.dumps(value))
+    for chunk in (1, 3, 1 << 20):
+        if _depth(value) > limit:
+            with pytest.raises(SourceError):
+                textfiles.check_stream_nesting(f, limit=limit, chunk=chunk)
+        else:
+            textfiles.check_stream_nesting(f, limit=limit, chunk=chunk)

@@ -16,10 +16,11 @@ from typing import Iterable, Iterator, NamedTuple
 from ..errors import SourceError
 from ..records import Label, Sample, Skip, Source, split_name
 from ..crops import valid_box
-from ..textfiles import check_regular, decode, loads
+from ..textfiles import check_regular, check_stream_nesting, decode, loads
 
 ROBOFLOW_JSON = "_annotations.coco.json"
 STREAM_BYTES = 32 << 20  # larger files are streamed with ijson instead of loaded whole
+BOM = b"\xef\xbb\xbf"
 
 
 def _err(file: Path, where: str, message: str, hint: str | None = None) -> SourceError:
@@ -62,8 +63,15 @@ def _stream(file: Path, prefix: str) -> Iterator[object]:
 
     try:
         with open(file, "rb") as f:
+            head = f.read(4)
+            if head[:2] in (b"\xff\xfe", b"\xfe\xff"):
+                decode(head, file)  # UTF-16/32: refused, named as such
+            f.seek(3 if head.startswith(BOM) else 0)  # a UTF-8 byte-order mark is dropped
             yield from ijson.items(f, prefix, use_float=True)
     except ijson.JSONError as e:
+        if "UTF8" in str(e):
+            raise SourceError("not UTF-8 text", file=file, where="streamed parse",
+                              hint="save it as UTF-8 (iconv -f CP1252 -t UTF-8 for a Windows-1252 file)") from None
         lines = str(e).strip().splitlines()
         near = f" near: {lines[1].strip()[:60]!r}" if len(lines) > 1 else ""
         raise _err(file, "streamed parse", f"malformed JSON: {lines[0] if lines else e}{near}") from None
@@ -79,6 +87,7 @@ def read_parts(file: Path) -> tuple[object, object, Iterable]:
     if size <= STREAM_BYTES:
         data = load_json(file)
         return data.get("categories", MISSING), data.get("images", MISSING), data.get("annotations", [])
+    check_stream_nesting(file)  # deep nesting costs a streaming parser quadratic memory
     categories = next(_stream(file, "categories"), MISSING)
     with gc_paused():
         images = next(_stream(file, "images"), MISSING)
