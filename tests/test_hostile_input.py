@@ -678,3 +678,44 @@ def test_stream_nesting_check_is_exact(tmp_path_factory, value, limit):
                 textfiles.check_stream_nesting(f, limit=limit, chunk=chunk)
         else:
             textfiles.check_stream_nesting(f, limit=limit, chunk=chunk)
+
+
+# --- through the command line: one line, exit 1, nothing written ----------------------------
+
+def _cli_coco(root: Path, name: str = "cat", template: str | None = None) -> list[str]:
+    make_image(root / "a.jpg", (16, 16))
+    write_coco(root / "d.json", [{"id": 1, "file_name": "a.jpg"}],
+               [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 8, 8]}], [{"id": 1, "name": name}])
+    return ["coco", str(root / "d.json")] + (["--template", template] if template else [])
+
+
+CLI = [
+    ("class name with U+2028", lambda r: _cli_coco(r, "red\u2028circle"), "U+2028"),
+    ("class name with U+0085", lambda r: _cli_coco(r, "red\x85circle"), "U+0085"),
+    ("template with a form feed", lambda r: _cli_coco(r, template="a photo\x0cof {}"), "U+000C"),
+    ("template with U+2029", lambda r: _cli_coco(r, template="a photo of {}\u2029"), "U+2029"),
+    ("ontology alias bomb", lambda r: _cli_coco(r) + ["--ontology", str(write(r / "o.yaml", _alias_bomb(r).read_text().replace("names:", "classes:")))], "aliases"),
+    ("data.yaml alias bomb", lambda r: ["yolo", str(_alias_bomb(r))], "aliases"),
+    ("YOLO names keys 0 and 01", lambda r: ["yolo", str(_yolo(r, "train: images\nnames: {0: a, 01: b}\n"))], "'01'"),
+    ("COCO image_id true", lambda r: ["coco", str(_coco(r, {"image_id": True, "bbox": [0, 0, 4, 4]}))], "not True"),
+    ("obj.names in cp1252", lambda r: ["yolo", str(_darknet(r, names=CP1252 + b"\n"))], "iconv"),
+    ("100,000-deep COCO", lambda r: ["coco", str(write(r / "d.json", "[" * 100_000 + "]" * 100_000))], "levels deep"),
+]
+
+
+@pytest.mark.parametrize("name, build, fragment", CLI, ids=[c[0] for c in CLI])
+def test_command_line(tmp_path, name, build, fragment):
+    from typer.testing import CliRunner
+
+    from clipdata.cli import app
+
+    src = tmp_path / "src"
+    src.mkdir()
+    args = build(src)
+    out = tmp_path / "out"
+    r = CliRunner().invoke(app, ["convert", args[0], args[1], str(out), "--workers", "1", *args[2:]])
+    lines = [l for l in r.output.splitlines() if l.strip()]
+    assert r.exit_code == 1 and r.exception is None or isinstance(r.exception, SystemExit), r.output
+    assert "Traceback" not in r.output and len(lines) == 1 and lines[0].startswith("error: "), r.output
+    assert fragment in lines[0], lines[0]
+    assert not (out / "clipdata.json").exists()
