@@ -53,10 +53,15 @@ def direct(tiny, paths, captions):
 
 
 def image_embeddings(tiny, paths):
+    """A direct forward pass on the default (fast) path's pixels; tests/test_preprocess.py
+    checks those pixels against the model's own processor."""
     import torch
     from transformers import CLIPModel, CLIPProcessor
+
+    from clipdata.embedding.preprocess import FastPreprocess
     model, proc = CLIPModel.from_pretrained(tiny).eval(), CLIPProcessor.from_pretrained(tiny)
+    fast = FastPreprocess.from_processor(proc.image_processor)
     with torch.no_grad():
-        f = model.get_image_features(pixel_values=proc(images=[Image.open(p) for p in paths], return_tensors="pt")["pixel_values"])
+        f = model.get_image_features(pixel_values=torch.stack([fast(p) for p in paths]))
     f = getattr(f, "pooler_output", f).numpy()
     return f / np.linalg.norm(f, axis=1, keepdims=True)

@@ -42,7 +42,7 @@ _ENGINE = [
     (_opt("batch_size", 16, int, "--batch-size", help="Images per model call."), "batch_size"),
     (_opt("workers", None, Optional[int], "--workers", "-j",
           help="Decode/preprocess processes (default: chosen for the machine)."), "workers"),
-    (_opt("draft", False, bool, "--draft", help="Faster JPEG decoding at reduced scale (pixels differ slightly)."), "draft"),
+    (_opt("exact_preprocess", False, bool, "--exact-preprocess", help="Decode and preprocess with the model's own processor, bit for bit (slower; the default decodes JPEGs at a reduced scale)."), "exact_preprocess"),
     (_opt("engine", "local", str, "--engine",
           help="Where images are embedded: local, or ray (pip install 'clipdata[ray]')."), "backend"),
     (_opt("ray_address", None, Optional[str], "--ray-address",

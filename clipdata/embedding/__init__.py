@@ -19,6 +19,7 @@ from ..errors import SourceError
 from ..imagefiles import sha256_file, walk_images
 from .cache import EmbeddingCache, text_hash
 from .engine import Engine, ModelError, ModelSpec
+from .local import cache_mode
 from .spec import EngineSpec, EmbedStats
 
 __all__ = ["EngineSpec", "ModelSpec", "Engine", "ModelError", "EmbedStats", "EmbeddingCache", "Embedded",
@@ -103,7 +104,7 @@ def embed_images(engine: Engine, paths: Sequence[str | Path], cache: EmbeddingCa
     t0 = time.perf_counter()
     paths = [str(p) for p in paths]
     stats = EmbedStats(images=len(paths))
-    mode = "draft" if spec.draft else "processor"
+    mode = cache_mode(spec)
     contents = [sha256_file(p) if cache else "" for p in paths]
     known = cache.get(mode, contents) if cache else {}
     rows: list[np.ndarray | None] = [known.get(c) if cache else None for c in contents]

@@ -1,5 +1,6 @@
-"""The local distributor: decode and preprocess (in loader processes where they pay), batch,
-and run the model in this process. The Ray distributor runs this same function on each shard."""
+"""The local distributor: decode and preprocess (the fast path by default, in loader
+processes where they pay), batch, and run the model in this process. The Ray distributor
+runs this same function on each shard."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,42 +11,61 @@ import numpy as np
 from ..errors import first_line
 from ..machine import default_workers
 from .engine import Engine
+from .preprocess import FAST_MODE, FastPreprocess, UnsupportedProcessor
 from .spec import EngineSpec
 
 Vectors = dict[int, np.ndarray]
 
 
-def load_image(path: str, draft_size: int | None = None):
-    """Decode with EXIF orientation applied; with `draft_size`, JPEGs decode at a reduced
-    scale (DCT scaling) no smaller than the model's input."""
+def load_image(path: str):
+    """Decode fully, with EXIF orientation applied: what the model's own processor is given."""
     from PIL import ImageOps
 
     from ..images import open_image
 
-    if draft_size:
-        from PIL import Image
+    return ImageOps.exif_transpose(open_image(Path(path)))
 
-        img = Image.open(path)
-        img.draft("RGB", (draft_size, draft_size))
-        img.load()
-    else:
-        img = open_image(Path(path))
-    return ImageOps.exif_transpose(img)
+
+class _Processor:
+    """The model's own processor on the fully decoded image (--exact-preprocess), bit for bit."""
+
+    def __init__(self, image_processor) -> None:
+        self.image_processor = image_processor
+
+    def __call__(self, path: str):
+        return self.image_processor(images=load_image(path), return_tensors="pt")["pixel_values"][0]
+
+
+def preparer(image_processor, exact: bool) -> Callable[[str], object]:
+    """path -> the model's input tensor: the fast path (reduced-scale JPEG decode, then the
+    processor's own resize, crop and normalisation) unless `exact`, or unless the processor
+    has steps the fast path does not reproduce."""
+    if not exact:
+        try:
+            return FastPreprocess.from_processor(image_processor)
+        except UnsupportedProcessor:
+            pass
+    return _Processor(image_processor)
+
+
+def cache_mode(spec: EngineSpec) -> str:
+    """The cache's name for the pixels `spec` feeds the model: embeddings made from other
+    pixels are never mixed with these."""
+    return "processor" if spec.exact_preprocess else FAST_MODE
 
 
 class _Images:
     """A map-style dataset: index -> (index, pixel tensor or None, error or None)."""
 
-    def __init__(self, paths: Sequence[str], image_processor, draft_size: int | None) -> None:
-        self.paths, self.image_processor, self.draft_size = paths, image_processor, draft_size
+    def __init__(self, paths: Sequence[str], prepare: Callable[[str], object]) -> None:
+        self.paths, self.prepare = paths, prepare
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int):
         try:
-            img = load_image(self.paths[i], self.draft_size)
-            return i, self.image_processor(images=img, return_tensors="pt")["pixel_values"][0], None
+            return i, self.prepare(self.paths[i]), None
         except Exception as e:  # unreadable, truncated, not an image: recorded, never fatal
             return i, None, first_line(e)
 
@@ -58,33 +78,48 @@ def _collate(items):
     return [i for i, _ in ok], (torch.stack([t for _, t in ok]) if ok else None), bad
 
 
-def _default_loaders(engine: Engine) -> int:
-    """Decode/preprocess processes. On a GPU every CPU can feed the model. On a CPU the model
-    already uses every core, so loaders only take time from it: none on 2 cores (measured
-    faster than 1 or 2 there), a quarter of the cores on bigger machines."""
+def _megapixels(path: str) -> float:
+    """The stored size from the file's header (nothing is decoded); 0 when unreadable."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            return img.width * img.height / 1e6
+    except Exception:  # the loader reports unreadable files; here it only sizes the work
+        return 0.0
+
+
+def _default_loaders(engine: Engine, paths: Sequence[str]) -> int:
+    """Decode/preprocess processes. On a GPU every CPU can feed the model. On a 2-core CPU,
+    one loader beside a one-thread model pays once decoding is a large share of the work:
+    measured ~3x serial at 1920x1080 and ~2x at 4000x3000, equal at 640x480, so photos from
+    1 megapixel up get one (sized by the first file). Bigger CPUs: a quarter of the cores."""
     cpus = default_workers()
     if engine.device != "cpu":
         return cpus
-    return 0 if cpus <= 2 else max(1, cpus // 4)
-
-
-def _draft_size(engine: Engine) -> int:
-    size = getattr(engine.processor.image_processor, "size", None) or {}
-    return int(size.get("shortest_edge") or size.get("height") or 224)
+    if cpus <= 2:
+        return 1 if cpus == 2 and paths and _megapixels(paths[0]) >= 1.0 else 0
+    return max(1, cpus // 4)
 
 
 def embed_local(engine: Engine, spec: EngineSpec, paths: Sequence[str],
                 on_batch: Callable[[Vectors, dict[int, str]], None]) -> None:
     """Embed `paths`; after each batch, `on_batch(vectors by index, unreadable by index)`."""
     torch = engine.torch
-    data = _Images(list(paths), engine.processor.image_processor, _draft_size(engine) if spec.draft else None)
-    n_workers = min(spec.workers if spec.workers is not None else _default_loaders(engine),
+    data = _Images(list(paths), preparer(engine.processor.image_processor, spec.exact_preprocess))
+    n_workers = min(spec.workers if spec.workers is not None else _default_loaders(engine, paths),
                     max(0, len(paths) // spec.batch_size))
     loader = torch.utils.data.DataLoader(data, batch_size=spec.batch_size, num_workers=n_workers,
                                          collate_fn=_collate, shuffle=False)
-    for local, pixels, bad in loader:
-        vectors = dict(zip(local, engine.embed_pixels(pixels))) if pixels is not None else {}
-        on_batch(vectors, dict(bad))
+    threads = torch.get_num_threads()
+    if engine.device == "cpu" and n_workers:  # the loaders' cores are not the model's: no oversubscription
+        torch.set_num_threads(max(1, default_workers() - n_workers))
+    try:
+        for local, pixels, bad in loader:
+            vectors = dict(zip(local, engine.embed_pixels(pixels))) if pixels is not None else {}
+            on_batch(vectors, dict(bad))
+    finally:
+        torch.set_num_threads(threads)
 
 
 _engines: dict = {}

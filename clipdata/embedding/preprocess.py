@@ -32,6 +32,13 @@ _PIL_FILTERS = {"nearest": 0, "lanczos": 1, "bilinear": 2, "bicubic": 3, "box": 
 _BACKENDS = ("PilBackend", "TorchvisionBackend")
 
 
+def _mode_name(decoder: str, draft_factor: float, max_reduction: int) -> str:
+    return f"fast-{decoder}-x{draft_factor:g}-r{max_reduction}"
+
+
+FAST_MODE = _mode_name("pillow", 2.0, 4)  # the cache mode of the default settings
+
+
 class UnsupportedProcessor(ValueError):
     """The processor does something this path does not reproduce; use the processor itself."""
 
@@ -153,7 +160,7 @@ class FastPreprocess:
     def mode(self) -> str:
         """The cache's name for this path's pixels (the processor's own path is "processor"):
         decoders and scales that give other pixels never share cached embeddings."""
-        return f"fast-{self.decoder}-x{self.draft_factor:g}-r{self.max_reduction}"
+        return _mode_name(self.decoder, self.draft_factor, self.max_reduction)
 
     def target(self, height: int, width: int) -> tuple[int, int]:
         """(height, width) the displayed image is resized to, before the crop."""

@@ -21,7 +21,7 @@ class EngineSpec:
     # the loader
     batch_size: int = 16
     workers: int | None = None  # image decode/preprocess processes; None: chosen for the machine
-    draft: bool = False  # JPEG draft-mode decoding: faster, pixels differ slightly
+    exact_preprocess: bool = False  # the model's own processor, bit for bit (default: the fast path)
     # the distributor
     backend: str = "local"  # where images are embedded: "local" or "ray"
     ray_address: str | None = None  # None: start a local Ray
