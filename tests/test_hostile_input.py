@@ -265,11 +265,11 @@ COCO_VALUES = [
     ("polygon without bbox", {"segmentation": [[10, 5, 30.5, 5, 20, 25]]}, [("cat", (10.0, 5.0, 20.5, 20.0))]),
     ("two polygons", {"segmentation": [[1, 1, 2, 1, 2, 2], [40, 30, 41, 31, 40, 32]]}, [("cat", (1.0, 1.0, 40.0, 31.0))]),
     ("uncompressed RLE", {"segmentation": RLE_2x3}, [("cat", (1.0, 0.0, 2.0, 2.0))]),
-    ("compressed RLE", {"segmentation": {"size": [48, 64], "counts": "0:0O"}}, "skipped: invalid_segmentation"),
-    ("empty RLE", {"segmentation": {"size": [2, 2], "counts": [4]}}, "skipped: invalid_segmentation"),
-    ("RLE not covering its size", {"segmentation": {"size": [2, 2], "counts": [1, 1]}}, "skipped: invalid_segmentation"),
-    ("polygon of two points", {"segmentation": [[1, 1, 5, 5]]}, "skipped: invalid_segmentation"),
-    ("segmentation a number", {"segmentation": 5}, "skipped: invalid_segmentation"),
+    ("compressed RLE", {"segmentation": {"size": [48, 64], "counts": "0:0O"}}, "skipped: invalid_box"),
+    ("empty RLE", {"segmentation": {"size": [2, 2], "counts": [4]}}, "skipped: invalid_box"),
+    ("RLE not covering its size", {"segmentation": {"size": [2, 2], "counts": [1, 1]}}, "skipped: invalid_box"),
+    ("polygon of two points", {"segmentation": [[1, 1, 5, 5]]}, "skipped: invalid_box"),
+    ("segmentation a number", {"segmentation": 5}, "skipped: invalid_box"),
     ("neither bbox nor segmentation", {}, [("cat", None)]),  # an image-level label, documented
 ]
 

@@ -299,7 +299,7 @@ def index(categories_raw: object, images_raw: object, annotations: Iterable, fil
                 derived = segmentation_box(a["segmentation"])
                 if not isinstance(derived, tuple):
                     detail = derived or "the mask is empty"
-                    skipped.append(Skip("invalid_segmentation", image[0], f"annotations[{i}]: {detail}", aid))
+                    skipped.append(Skip("invalid_box", image[0], f"annotations[{i}] segmentation: {detail}", aid))
                     continue
                 from_segmentation += 1
             bbox = a["bbox"] if "bbox" in a else list(derived)
