@@ -719,3 +719,12 @@ def test_command_line(tmp_path, name, build, fragment):
     assert "Traceback" not in r.output and len(lines) == 1 and lines[0].startswith("error: "), r.output
     assert fragment in lines[0], lines[0]
     assert not (out / "clipdata.json").exists()
+
+
+@pytest.mark.parametrize("listed", ["../../secret", "sub/../../secret", "..\\secret"])
+def test_voc_list_ids_never_leave_annotations(tmp_path, listed):
+    write(tmp_path / "secret.xml", _voc_xml("a.jpg"))  # outside the dataset
+    root = _voc_lists(tmp_path / "set", f"a\n{listed}\n".encode())
+    src = voc.read(root)
+    assert [s.name for s in src.samples] == ["JPEGImages/a.jpg"]
+    assert [(k.reason, k.item) for k in src.skipped] == [("missing_annotation", listed)]

@@ -166,7 +166,9 @@ def _jobs(unit: Path, unit_split: str | None, root: Path, images_dir: Path | Non
     for s in SPLITS:
         for i in lists.get(s, []):
             xml = ann / f"{i}.xml"
-            if xml.is_file():
+            if "/" in i or "\\" in i or i in (".", ".."):  # an id is a file stem: never read outside Annotations/
+                src.skipped.append(Skip("missing_annotation", i, "an ImageSets id that is a path, not a file name"))
+            elif xml.is_file():
                 jobs.append((xml, images, s, True))
             else:
                 src.skipped.append(Skip("missing_annotation", i, f"listed in ImageSets/Main but {xml.name} is absent"))
