@@ -126,11 +126,15 @@ def _load_or_build(emb: np.ndarray, index_dir: str | Path | None, notes: list[st
         elif notes is not None:
             notes.append(f"{path}: the embeddings changed since the index was built; rebuilt it")
     index = _build(emb)
-    write_with(path, lambda f: f.write(faiss.serialize_index(index).tobytes()))
     nlist, nprobe = _params(len(emb))
-    write_text(info_path, json.dumps({"fingerprint": fp, "count": len(emb), "dim": int(emb.shape[1]),
-                                      "kind": f"IVF{nlist},SQ8", "nprobe": nprobe,
-                                      "faiss": faiss.__version__}, indent=2) + "\n")
+    try:  # streamed to the file: no second copy of the index in memory
+        write_with(path, lambda f: faiss.write_index(index, faiss.PyCallbackIOWriter(f.write)))
+        write_text(info_path, json.dumps({"fingerprint": fp, "count": len(emb), "dim": int(emb.shape[1]),
+                                          "kind": f"IVF{nlist},SQ8", "nprobe": nprobe,
+                                          "faiss": faiss.__version__}, indent=2) + "\n")
+    except OSError as e:  # a read-only folder: the search still runs, the next one rebuilds
+        if notes is not None:
+            notes.append(f"{path}: the index could not be saved ({e.strerror or e}); it is rebuilt next time")
     return index
 
 

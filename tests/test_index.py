@@ -181,3 +181,14 @@ def test_blockwise_search_equals_one_full_matrix(monkeypatch):
     again = sorted(index.near_pairs(emb, 0.6, exact=True))
     assert [(i, j) for i, j, _ in again] == [(i, j) for i, j, _ in pairs] and pairs
     np.testing.assert_allclose([d for *_, d in again], [d for *_, d in pairs], atol=1e-6)
+
+
+@needs_faiss
+def test_an_index_that_cannot_be_saved_still_answers_with_a_note(tmp_path):
+    emb = image_like(3000)
+    (tmp_path / "index").write_text("a file where the index folder goes")
+    notes: list[str] = []
+    idx, _ = index.nearest(emb, 5, index_dir=tmp_path, exact=False, notes=notes)
+    assert len(notes) == 1 and "could not be saved" in notes[0]
+    assert recall(idx, index.nearest(emb, 5, exact=True)[0]) >= 0.95
+    assert (tmp_path / "index").read_text() == "a file where the index folder goes"
