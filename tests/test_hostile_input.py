@@ -728,3 +728,16 @@ def test_voc_list_ids_never_leave_annotations(tmp_path, listed):
     src = voc.read(root)
     assert [s.name for s in src.samples] == ["JPEGImages/a.jpg"]
     assert [(k.reason, k.item) for k in src.skipped] == [("missing_annotation", listed)]
+
+
+def test_yolo_special_files_are_skipped_unopened(tmp_path):
+    f = _yolo(tmp_path, "train: images\nnames: [cat]\n")
+    make_image(tmp_path / "images" / "b.jpg", (16, 16))
+    os.mkfifo(tmp_path / "labels" / "b.txt")  # b's label file: a pipe
+    os.mkfifo(tmp_path / "images" / "pipe.jpg")
+    os.symlink("gone.jpg", tmp_path / "images" / "dangling.jpg")
+    src = yolo.read(f)
+    assert [s.name for s in src.samples] == ["images/a.jpg"]
+    assert sorted((k.reason, k.item) for k in src.skipped) == [
+        ("broken_link", "images/dangling.jpg"), ("not_a_regular_file", "images/b.jpg"),
+        ("not_a_regular_file", "images/pipe.jpg")]

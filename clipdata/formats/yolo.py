@@ -13,7 +13,7 @@ from ..errors import SourceError
 from ..records import Label, Sample, Skip, Source, split_name
 from ..textfiles import read_lines, read_text
 from ..yamlfile import load_yaml
-from ..imagefiles import displayed_size, walk_images
+from ..imagefiles import BROKEN, IMAGE, SPECIAL, displayed_size, walk
 
 # What a dataset folder may hold to describe itself, in the order one is chosen.
 DESCRIPTORS = ("data.yaml", "data.yml", "obj.data", "classes.txt", "obj.names")
@@ -94,11 +94,11 @@ def _orphans(images: list[Path], root: Path) -> list[Skip]:
 def _add_images(src: Source, images: list[Path], root: Path, split: str, names: list[str]) -> None:
     src.skipped += _orphans(images, root)
     for image in images:
-        try:
-            rel = image.relative_to(root).as_posix()
-        except ValueError:
-            rel = image.as_posix()
+        rel = _rel(image, root)
         lab = label_path(image)
+        if os.path.lexists(lab) and not lab.is_file():  # a pipe would block; a dangling link says nothing
+            src.skipped.append(Skip("not_a_regular_file", rel, f"its label file {_rel(lab, root)} is not a regular file"))
+            continue
         text = read_text(lab) if lab.is_file() else ""
         boxes, skips = parse_labels(text, str(lab), len(names))
         src.skipped += skips
@@ -166,12 +166,31 @@ def _resolve(value: str, root: Path) -> Path:
     return p
 
 
-def _split_images(value: str, root: Path, file: Path, where: str) -> list[Path]:
+def _images_in(folder: Path, root: Path, src: Source) -> list[Path]:
+    """The images under a folder; a pipe named `x.jpg` or a link to nothing is skipped, said."""
+    found = []
+    for e in walk(folder):
+        if e.kind == IMAGE:
+            found.append(e.path)
+        elif e.kind in (SPECIAL, BROKEN):
+            src.skipped.append(Skip("not_a_regular_file" if e.kind == SPECIAL else "broken_link", _rel(e.path, root),
+                                    "never opened"))
+    return found
+
+
+def _rel(p: Path, root: Path) -> str:
+    try:
+        return p.relative_to(root).as_posix()
+    except ValueError:
+        return p.as_posix()
+
+
+def _split_images(value: str, root: Path, file: Path, where: str, src: Source) -> list[Path]:
     p = _resolve(value, root)
     if p.is_dir():
         if (p.parent / "labelTxt").is_dir():
             raise _obb(file)
-        return walk_images(p)
+        return _images_in(p, root, src)
     if p.is_file() and p.suffix == ".txt":
         out = []
         for line in read_lines(p):
@@ -215,7 +234,7 @@ def read_yaml(file: Path, split: str | None) -> Source:
             continue
         the_split = split_name(key) or key
         for v in value if isinstance(value, list) else [value]:
-            _add_images(src, _split_images(str(v), root, file, key), root, the_split, names)
+            _add_images(src, _split_images(str(v), root, file, key, src), root, the_split, names)
             found = True
     if not found:
         raise SourceError("no train/val/test entry", file=file)
@@ -267,7 +286,7 @@ def read_flat(folder: Path, split: str | None) -> Source:
     src = Source(format="yolo", path=folder, classes=names, samples=[])
     base = folder / "images" if (folder / "images").is_dir() else folder
     by_split: dict[str, list[Path]] = {}
-    for image in walk_images(base):
+    for image in _images_in(base, folder, src):
         first = image.relative_to(base).parts[0]
         s = split_name(first) if first != image.name else None
         by_split.setdefault(s or split or "train", []).append(image)
