@@ -59,6 +59,7 @@ def worker_init() -> None:
     traceback)."""
     die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the parent's handler, inherited by fork
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -1,6 +1,7 @@
 """Processes: workers die with their parent (however it dies), SIGTERM stops like Ctrl-C."""
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -24,7 +25,7 @@ def _python(code: str, *args: str) -> subprocess.Popen:
 def _gone(pid: int, seconds: float = 20) -> bool:
     """True once `pid` no longer runs (bounded wait; a zombie counts as gone)."""
     deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+    while True:
         try:
             with open(f"/proc/{pid}/stat") as f:
                 if f.read().rsplit(")", 1)[1].split()[0] == "Z":
@@ -36,8 +37,9 @@ def _gone(pid: int, seconds: float = 20) -> bool:
                 os.kill(pid, 0)
             except ProcessLookupError:
                 return True
+        if time.monotonic() >= deadline:
+            return False
         time.sleep(0.1)
-    return False
 
 
 # A parent that starts a worker (fork, like the pool) and reports the worker's pid; the worker
@@ -54,9 +56,9 @@ PARENT = """
         os.write(w, how.encode())
         while True:
             time.sleep(1)
-    print(pid, os.read(r, 20).decode(), flush=True)
     with procs.sigterm_as_interrupt():
         try:
+            print(pid, os.read(r, 20).decode(), flush=True)
             time.sleep(60)
         except KeyboardInterrupt:
             print("interrupted", flush=True)
@@ -82,7 +84,8 @@ def test_worker_dies_with_its_parent(how: str, sig: int) -> None:
         parent.kill()
         parent.wait(timeout=30)
         if worker and not _gone(worker, 0):
-            os.kill(worker, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(worker, signal.SIGKILL)
 
 
 def test_sigterm_is_a_keyboard_interrupt() -> None:
@@ -131,3 +134,129 @@ def test_sigterm_handler_is_restored_and_main_thread_only() -> None:
     t.start()
     t.join(timeout=30)
     assert errors == []
+
+
+# ---- a real conversion, killed ----------------------------------------------------------
+
+JOURNAL = ".clipdata-journal.jsonl"
+
+
+@pytest.fixture(scope="module")
+def slow_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Enough work (noisy PNGs, PNG crops) that a run is still going when it is signalled."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+    root = tmp_path_factory.mktemp("slow") / "src"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    images, anns = [], []
+    for i in range(80):
+        Image.fromarray(rng.integers(0, 255, (360, 480, 3), dtype=np.uint8)).save(root / f"im{i:03d}.png")
+        images.append({"id": i, "file_name": f"im{i:03d}.png", "width": 480, "height": 360})
+        anns += [{"id": i * 10 + k, "image_id": i, "category_id": 1, "bbox": [k * 50, k * 30, 200, 150]}
+                 for k in range(4)]
+    (root / "ann.json").write_text(json.dumps({"images": images, "annotations": anns,
+                                               "categories": [{"id": 1, "name": "noise"}]}))
+    return root / "ann.json"
+
+
+def _cli(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "clipdata.cli", *args], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _convert(src: Path, out: Path, *extra: str) -> subprocess.Popen:
+    return _cli("convert", "coco", str(src), str(out), "--workers", "2", "-q", "--image-format", "png", *extra)
+
+
+def _wait_for_progress(proc: subprocess.Popen, out: Path, lines: int = 4) -> None:
+    """Until the run has journaled a few images (bounded)."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if (out / JOURNAL).read_text().count("\n") >= lines:
+                return
+        except FileNotFoundError:
+            pass
+        time.sleep(0.02)
+    pytest.fail(f"the run ended or stalled before it could be signalled: {proc.poll()}")
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        pytest.skip("this kernel does not list a process's children")
+    return [int(c) for c in text.split()]
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def reference(slow_set: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    out = tmp_path_factory.mktemp("ref") / "out"
+    proc = _convert(slow_set, out)
+    assert proc.wait(timeout=600) == 0, proc.stderr.read()
+    return _tree(out)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc")
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL-parent-only"])
+def test_killed_convert_leaves_no_worker_and_resumes_to_identical_bytes(
+        tmp_path: Path, slow_set: Path, reference: dict[str, bytes], sig: int) -> None:
+    out = tmp_path / "out"
+    proc = _convert(slow_set, out)
+    workers: list[int] = []
+    try:
+        _wait_for_progress(proc, out)
+        workers = _children(proc.pid)
+        assert workers, "the run has no worker processes to test"
+        proc.send_signal(sig)  # the parent only, as `timeout`, docker and the OOM killer do
+        _, err = proc.communicate(timeout=120)
+        if sig == signal.SIGTERM:  # a clean stop, like Ctrl-C: one line, the usual code
+            assert proc.returncode == 130 and err.strip() == "interrupted", err
+        else:
+            assert proc.returncode == -signal.SIGKILL
+        for w in workers:
+            assert _gone(w), f"worker {w} outlived its parent"
+        snapshot = _tree(out)
+        time.sleep(1)  # nothing keeps writing into OUT
+        assert _tree(out) == snapshot
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+        for w in workers:
+            if not _gone(w, 0):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(w, signal.SIGKILL)
+    resumed = _convert(slow_set, out, "--resume")
+    _, err = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, err
+    assert _tree(out) == reference
+
+
+def test_two_runs_into_one_out(tmp_path: Path, slow_set: Path, reference: dict[str, bytes]) -> None:
+    """A second run into a busy OUT fails at once with one line, whatever its flags; the
+    first is unharmed. The first is paused (SIGSTOP) while the others try, so it is surely
+    still running."""
+    out = tmp_path / "out"
+    first = _convert(slow_set, out)
+    try:
+        _wait_for_progress(first, out, lines=2)
+        first.send_signal(signal.SIGSTOP)
+        for extra in ((), ("--overwrite",), ("--resume",)):
+            second = _convert(slow_set, out, *extra)
+            _, err = second.communicate(timeout=120)
+            assert second.returncode == 1 and err.count("\n") == 1, (extra, err)
+            assert "another clipdata run is writing into this folder" in err, (extra, err)
+        first.send_signal(signal.SIGCONT)
+        assert first.wait(timeout=600) == 0, first.stderr.read()
+    finally:
+        first.send_signal(signal.SIGCONT)
+        first.kill()
+        first.wait(timeout=30)
+    assert _tree(out) == reference

@@ -339,6 +339,7 @@ def _execute(plan: list[tuple[Sample, list[Planned]]], journaled: dict[int, Resu
             report.ledger.image(["dropped_class"] * dropped, 0)
         if progress:
             progress(i + 1, len(plan))
+    next(fresh, None)  # let the pool shut down in order
     return written
 
 
