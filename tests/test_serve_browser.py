@@ -177,6 +177,36 @@ def test_shift_select_and_undo(driver, server, labeled):
     assert len(rows) == 8 and [r.get("undo", False) for r in rows] == [False] * 4 + [True] * 4
 
 
+def test_two_tabs_on_one_folder(driver, labeled):
+    """Two servers on one folder, one tab each: neither corrupts the file; a tab shows the
+    other's decisions when it loads the items again (coming back into view, or as here, a
+    filter change)."""
+    from selenium.webdriver.support.ui import Select
+
+    folder, truth = labeled
+    with review_serve(folder) as one, review_serve(folder) as two:
+        open_page(driver, one.url)
+        first = driver.current_window_handle
+        order = [c["path"] for c in grid(driver)]
+        driver.switch_to.new_window("tab")
+        second = driver.current_window_handle
+        open_page(driver, two.url)
+        type_class(driver, truth[order[0]])
+        idle(driver)
+        driver.switch_to.window(first)
+        Select(driver.find_element(By.ID, "f-state")).select_by_value("reviewed")
+        idle(driver)
+        assert [(c["path"], c["review"]) for c in grid(driver)] == [(order[0], truth[order[0]])]
+        press(driver, "0")  # a later decision in this tab wins
+        idle(driver)
+        driver.switch_to.window(second)
+        driver.close()
+        driver.switch_to.window(first)
+    rows = [json.loads(l) for l in (folder / decisions.FILE).read_text().splitlines()]
+    assert [(r["class"], r["previous"]) for r in rows] == [(truth[order[0]], None),
+                                                          (decisions.REJECTED, truth[order[0]])]
+
+
 def _states(srv, paths: list[str]) -> list[str]:
     items = httpx.get(f"http://127.0.0.1:{srv.port}/api/items", headers={"x-clipdata-token": srv.token},
                       timeout=30).json()["items"]
