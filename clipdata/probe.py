@@ -12,7 +12,8 @@ no zero-shot decision but lets the data turn down text that misleads. An infinit
 (or no training image) leaves W = W0, b = 0: exactly zero-shot. The
 strength and a blend weight w, p = (1 - w) * zero-shot + w * probe (a mixture of the two
 probability vectors), are chosen together by stratified k-fold cross-validation: the pair with
-the best out-of-fold accuracy, ties to the lower out-of-fold log-loss. w = 0 is zero-shot,
+the best out-of-fold accuracy; zero-shot wins a tie (no evidence to move off it), other ties go
+to the lower out-of-fold log-loss. w = 0 is zero-shot,
 w = 1 the probe alone, anything between a blend; that name is the probe's `scorer`.
 Zero-shot here is a softmax over scale * cosine (for SigLIP the argmax is the same).
 """
@@ -168,15 +169,15 @@ def fit_probe(features: np.ndarray, labels: np.ndarray, text: np.ndarray, scale:
             p = zs if math.isinf(s) else (1 - w) * zs + w * oof[s]
             acc = float((p.argmax(axis=1) == y).mean())
             loss = float(-np.log(np.clip(p[rows, y], 1e-12, None)).mean())
-            key = (acc, -loss)
             kind = _kind(s, w)
+            key = (acc, kind == "zero-shot", -loss)  # zero-shot stays unless beaten on accuracy
             if kind not in best or key > best[kind][0]:
                 best[kind] = (key, s, w, p)
             if chosen is None or key > chosen[0]:
                 chosen = (key, s, w, p)
             if math.isinf(s):
                 break  # every weight gives zero-shot
-    (acc, _), s, w, p = chosen
+    (acc, _, _), s, w, p = chosen
     wt, bias, _ = _fit(x, y, w0, s)
     return Probe(t, scale, wt, bias, s, w, acc, {k: v[0][0] for k, v in best.items()}, p, fold)
 
