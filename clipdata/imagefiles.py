@@ -32,6 +32,15 @@ def is_image_name(name: str) -> bool:
     return name.lower().endswith(IMAGE_EXTENSIONS)
 
 
+def relative_name(path: Path, root: Path) -> str:
+    """`path` relative to `root` in POSIX form, or whole when it lies elsewhere (a list may
+    name an image outside the dataset folder)."""
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
 def is_inside(path: Path, real_root: str) -> bool:
     """Whether `path`, with every link resolved, lies in the folder `real_root` (already real)."""
     real = os.path.realpath(path)

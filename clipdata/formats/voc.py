@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..errors import SourceError
 from ..records import SPLITS, Label, Sample, Skip, Source, split_name
-from ..imagefiles import IMAGE_EXTENSIONS
+from ..imagefiles import IMAGE_EXTENSIONS, relative_name as _rel
 from ..textfiles import read_bytes, read_lines
 
 ANNOTATIONS = ("annotations",)  # folder names, lower-cased
@@ -130,13 +130,6 @@ def _xml_files(folder: Path, root: Path, src: Source) -> list[Path]:
         else:
             src.skipped.append(Skip("not_a_regular_file", _rel(x, root), "not a regular file, never opened"))
     return found
-
-
-def _rel(p: Path, root: Path) -> str:
-    try:
-        return p.relative_to(root).as_posix()
-    except ValueError:
-        return p.as_posix()
 
 
 def _units(root: Path) -> list[tuple[Path, str | None]]:

@@ -13,7 +13,7 @@ from ..errors import SourceError
 from ..records import Label, Sample, Skip, Source, split_name
 from ..textfiles import read_lines, read_text
 from ..yamlfile import load_yaml
-from ..imagefiles import BROKEN, IMAGE, SPECIAL, displayed_size, walk
+from ..imagefiles import BROKEN, IMAGE, SPECIAL, displayed_size, relative_name as _rel, walk
 
 # What a dataset folder may hold to describe itself, in the order one is chosen.
 DESCRIPTORS = ("data.yaml", "data.yml", "obj.data", "classes.txt", "obj.names")
@@ -176,13 +176,6 @@ def _images_in(folder: Path, root: Path, src: Source) -> list[Path]:
             src.skipped.append(Skip("not_a_regular_file" if e.kind == SPECIAL else "broken_link", _rel(e.path, root),
                                     "never opened"))
     return found
-
-
-def _rel(p: Path, root: Path) -> str:
-    try:
-        return p.relative_to(root).as_posix()
-    except ValueError:
-        return p.as_posix()
 
 
 def _split_images(value: str, root: Path, file: Path, where: str, src: Source) -> list[Path]:
