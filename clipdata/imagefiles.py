@@ -125,9 +125,17 @@ def _is_dir(e: os.DirEntry) -> bool:
         return False
 
 
-def walk_images(root: Path, *, inside: Path | None = None) -> list[Path]:
-    """The image files under `root`, in walk order."""
-    return [e.path for e in walk(root, inside=inside) if e.kind == IMAGE]
+def walk_images(root: Path, *, inside: Path | None = None, rejected: list[Entry] | None = None) -> list[Path]:
+    """The image files under `root`, in walk order. Files named like images that cannot be
+    read as files (SPECIAL: a pipe would block; BROKEN: a link to nothing) are never
+    returned; pass `rejected` to be told of them, so that a command counts them as skipped."""
+    images = []
+    for e in walk(root, inside=inside):
+        if e.kind == IMAGE:
+            images.append(e.path)
+        elif rejected is not None and e.kind in (SPECIAL, BROKEN) and is_image_name(e.path.name):
+            rejected.append(e)
+    return images
 
 
 def find_classes(folder: Path) -> list[str]:

@@ -741,3 +741,14 @@ def test_yolo_special_files_are_skipped_unopened(tmp_path):
     assert sorted((k.reason, k.item) for k in src.skipped) == [
         ("broken_link", "images/dangling.jpg"), ("not_a_regular_file", "images/b.jpg"),
         ("not_a_regular_file", "images/pipe.jpg")]
+
+
+def test_walk_images_reports_what_it_cannot_open(tmp_path):
+    make_image(tmp_path / "a.jpg", (4, 4))
+    os.mkfifo(tmp_path / "pipe.jpg")
+    os.symlink("gone.png", tmp_path / "dangling.png")
+    os.mkfifo(tmp_path / "notes.fifo")  # not named like an image: not an image's concern
+    rejected: list = []
+    assert imagefiles.walk_images(tmp_path, rejected=rejected) == [tmp_path / "a.jpg"]
+    assert sorted((e.path.name, e.kind) for e in rejected) == [("dangling.png", imagefiles.BROKEN),
+                                                               ("pipe.jpg", imagefiles.SPECIAL)]
