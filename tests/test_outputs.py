@@ -408,3 +408,42 @@ def test_resume_refuses_changed_images(tmp_path: Path, coco_set: Path, monkeypat
     os.utime(coco_set.parent / "a.jpg", ns=(1, 1))
     with pytest.raises(ClipdataError, match="image or other files"):
         clipdata.convert(coco_set, out, resume=True)
+
+
+# ---- the command line: one unwrapped line, a last resort, usage errors ---------------------
+
+def test_run_summary_shows_the_conservation_rule(tmp_path: Path, coco_set: Path) -> None:
+    from typer.testing import CliRunner
+
+    from clipdata.cli import app
+    r = CliRunner().invoke(app, ["convert", "coco", str(coco_set), str(tmp_path / "out")])
+    assert r.exit_code == 0
+    assert "boxes: 4 read = 3 written + 1 skipped; images: 2 read = 2 written + 0 skipped" in r.output
+
+
+def test_a_bug_is_one_line_asking_for_a_report(tmp_path: Path, coco_set: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    import clipdata.commands.convert as cmd
+    from clipdata.cli import app
+
+    def broken(*a, **k):
+        raise ValueError("a bug\nover two lines")
+
+    monkeypatch.setattr(cmd, "convert", broken)
+    monkeypatch.delenv("CLIPDATA_DEBUG", raising=False)
+    r = CliRunner().invoke(app, ["convert", "coco", str(coco_set), str(tmp_path / "out")])
+    assert r.exit_code == 1 and r.output.count("\n") == 1
+    assert "ValueError: a bug over two lines" in r.output and "please report this" in r.output
+    monkeypatch.setenv("CLIPDATA_DEBUG", "1")
+    r = CliRunner().invoke(app, ["convert", "coco", str(coco_set), str(tmp_path / "out")])
+    assert isinstance(r.exception, ValueError)  # the traceback, for the report
+
+
+def test_piped_errors_are_never_wrapped(tmp_path: Path) -> None:
+    deep = tmp_path / ("a-rather-long-folder-name-" * 6) / ("and-another-one-" * 6) / "missing.json"
+    proc = subprocess.run([sys.executable, "-m", "clipdata.cli", "convert", "coco", str(deep), str(tmp_path / "o")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "COLUMNS": "80"})
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1 and str(deep) in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -1,14 +1,17 @@
 """The typer app, its error handling and its progress bar: what every command shares.
 
-Exit codes: 0 success; 1 a clear failure (bad input, bad option, broken layout); 2 a usage
-error (unknown option, missing argument).
+Exit codes: 0 success; 1 a clear failure (bad input, a bad option file, broken layout); 2 a
+usage error (unknown option, missing argument, a bad option value); 130 interrupted (Ctrl-C
+or SIGTERM). Diagnostics are one line each and never wrapped, even when piped.
 """
 from __future__ import annotations
 
+import os
 import time
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Iterator, NoReturn
 
+import click
 import typer
 from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task,
@@ -16,17 +19,20 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColu
 from rich.text import Text
 
 from .._version import __version__
-from ..errors import ClipdataError
+from ..errors import ClipdataError, OptionError
+from ..procs import sigterm_as_interrupt
 
 app = typer.Typer(
-    add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
+    add_completion=False, no_args_is_help=True, rich_markup_mode="rich", pretty_exceptions_enable=False,
     help="Image datasets into the CLIP classification layout (split/class folders + _tokenization.txt).",
 )
 review_app = typer.Typer(help="Turn reviewed pre-labels into a CLIP layout.", no_args_is_help=True)
 app.add_typer(review_app, name="review")
 
-out_console = Console()
-err_console = Console(stderr=True)
+# soft_wrap: rich would otherwise break lines at 80 columns when piped, splitting paths
+out_console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
+DEBUG = "CLIPDATA_DEBUG"
 
 
 def _version(value: bool) -> None:
@@ -42,21 +48,46 @@ def main_options(
     pass
 
 
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split("\n"))
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    err_console.print(f"[bold red]error:[/] {_one_line(message)}", markup=True, highlight=False)
+    raise typer.Exit(code)
+
+
+def last_resort(e: BaseException) -> NoReturn:
+    """A bug, not the user's input: one line and a plea, never a traceback (unless
+    CLIPDATA_DEBUG=1, for the report)."""
+    if os.environ.get(DEBUG) == "1":
+        raise e
+    _fail(f"{type(e).__name__}: {e} — this is a bug in clipdata, please report this "
+          f"(run again with {DEBUG}=1 for the traceback)", 1)
+
+
 @contextmanager
 def errors() -> Iterator[None]:
-    """One clear line for anything a user can cause; never a traceback for those."""
+    """One clear line for anything a user can cause; never a traceback. A bad option value
+    given on the command line (an OptionError naming no file) is a usage error, exit 2.
+    SIGTERM stops a command the way Ctrl-C does."""
     try:
-        yield
+        with sigterm_as_interrupt():
+            yield
+    except (click.exceptions.Exit, click.exceptions.ClickException, click.exceptions.Abort):
+        raise
+    except OptionError as e:
+        _fail(str(e), 2 if e.file is None else 1)
     except ClipdataError as e:
-        err_console.print(f"[bold red]error:[/] {e}", markup=True, highlight=False, soft_wrap=True)
-        raise typer.Exit(1)
+        _fail(str(e), 1)
     except OSError as e:
         where = f"{e.filename}: " if e.filename else ""
-        err_console.print(f"[bold red]error:[/] {where}{e.strerror or e}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1)
+        _fail(f"{where}{e.strerror or e}", 1)
     except KeyboardInterrupt:
         err_console.print("interrupted")
         raise typer.Exit(130)
+    except Exception as e:
+        last_resort(e)
 
 
 class _SpeedColumn(ProgressColumn):
@@ -67,7 +98,7 @@ class _SpeedColumn(ProgressColumn):
 @contextmanager
 def progress(label: str, quiet: bool) -> Iterator:
     """A progress callback `update(done, total)`, or None when quiet."""
-    if quiet:
+    if quiet or not err_console.is_terminal:  # piped: a bar would only leave blank lines
         yield None
         return
     # No refresh thread (auto_refresh=False): worker processes can then be forked safely.
@@ -89,4 +120,14 @@ def progress(label: str, quiet: bool) -> Iterator:
 
 
 def main() -> None:
-    app(prog_name="clipdata")
+    """The `clipdata` command: what escapes every command's own handler still ends in one line."""
+    try:
+        app(prog_name="clipdata")
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        raise SystemExit(130)
+    except Exception as e:
+        try:
+            last_resort(e)
+        except click.exceptions.Exit as done:
+            raise SystemExit(done.exit_code)

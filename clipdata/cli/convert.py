@@ -71,6 +71,15 @@ def convert(
                              workers=workers, progress=update)
     if not quiet:
         render.convert_report(report)
+        render.say(_conservation(report.ledger.to_dict()))
+
+
+def _conservation(counts: dict) -> str:
+    """The conservation rule as the user sees it: nothing read went unaccounted for."""
+    def part(name: str, t: dict) -> str:
+        skipped = sum(t["skipped"].values())
+        return f"{name}: {t['read']} read = {t['written']} written + {skipped} skipped"
+    return "; ".join(part(name, counts[name]) for name in ("boxes", "images"))
 
 
 INSPECT_HELP = """Check a CLIP layout (clipdata's or Roboflow's) and show classes beside their captions.
