@@ -181,3 +181,49 @@ def test_open_clip_reads_the_shards(converted):
     batch = next(iter(data.dataloader))
     texts = batch["text"] if isinstance(batch, dict) else batch[1]
     assert sorted(texts) == sorted(r["caption"] for r in rows)
+
+
+def test_convert_export_webdataset_end_to_end_through_the_cli(tmp_path):
+    from typer.testing import CliRunner
+
+    from clipdata.cli import app
+    out = tmp_path / "out"
+    r = CliRunner().invoke(app, ["convert", "folder", str(make_source(tmp_path / "src")), str(out), "--quiet",
+                                 "--export", "webdataset", "--shard-size", "4"])
+    assert r.exit_code == 0, r.output
+    provenance = json.loads((out / "clipdata.json").read_text())
+    assert provenance["exports"] == ["webdataset/train-000000.tar", "webdataset/train-000001.tar",
+                                     "webdataset/valid-000000.tar", "webdataset/test-000000.tar",
+                                     "webdataset/sizes.json"]
+    urls = [url for split in ("train", "valid", "test") for url in shards(out, split)]
+    samples = list(wds.WebDataset(urls, shardshuffle=False).decode("pil"))
+    rows = manifest(out)
+    assert [s["json"] for s in samples] == [r for split in ("train", "valid", "test") for r in rows if r["split"] == split]
+    assert [provenance["classes"][s["cls"]] for s in samples] == [s["json"]["class"] for s in samples]
+
+
+@pytest.mark.parametrize("size", ["0", "x"])
+def test_cli_refuses_a_bad_shard_size_as_usage(tmp_path, size):
+    from typer.testing import CliRunner
+
+    from clipdata.cli import app
+    r = CliRunner().invoke(app, ["convert", "folder", str(make_source(tmp_path / "src")), str(tmp_path / "out"),
+                                 "--export", "webdataset", "--shard-size", size])
+    assert r.exit_code == 2 and "--shard-size" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "out" / "webdataset").exists()
+
+
+def test_hf_split_share_one_class_label_when_loaded_with_the_global_names(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    out = tmp_path / "out"
+    clipdata.convert(make_source(tmp_path / "src"), out, format="folder", export="hf")
+    names = global_classes(out)
+    # As formats/hf.md documents: the features, with ClassLabel(names=clipdata.json "classes").
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=names),
+                                  "text": datasets.Value("string")})
+    ds = datasets.load_dataset("imagefolder", data_dir=str(out), features=features, cache_dir=str(tmp_path / "cache"))
+    split_of = {"train": "train", "validation": "valid", "test": "test"}
+    assert set(ds) == set(split_of)
+    for name, split in split_of.items():
+        assert ds[name].features["label"].names == names
+        assert list(ds[name]["label"]) == [names.index(r["class"]) for r in manifest(out) if r["split"] == split]
