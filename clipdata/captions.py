@@ -29,14 +29,16 @@ def article(name: str) -> str:
     """"a" or "an" for `name` as it is spoken: inflect's rules for sounds and acronyms
     ("an hour", "a unicorn", "an MRI", "a U-turn"); a leading number is read as words
     ("an 8-ball", "an 11th")."""
-    word = name.strip()
-    if not word:
+    words = name.split()
+    if not words:
         return "a"
+    word = words[0]  # the sound of the first word decides; inflect gives "" for odd white space
     engine = _inflect_engine()
     digits = re.match(r"\d+", word)
     if digits:
         word = engine.number_to_words(digits.group())
-    return engine.a(word).split(" ", 1)[0]
+    found = engine.a(word).split(" ", 1)[0]
+    return found if found in ("a", "an") else "a"
 
 
 def with_article(name: str) -> str:

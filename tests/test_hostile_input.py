@@ -752,3 +752,10 @@ def test_walk_images_reports_what_it_cannot_open(tmp_path):
     assert imagefiles.walk_images(tmp_path, rejected=rejected) == [tmp_path / "a.jpg"]
     assert sorted((e.path.name, e.kind) for e in rejected) == [("dangling.png", imagefiles.BROKEN),
                                                                ("pipe.jpg", imagefiles.SPECIAL)]
+
+
+@FAST
+@given(st.text(max_size=12))
+def test_article_of_any_text(name):
+    """Any name gets "a" or "an" (inflect alone answers "" for names with odd white space)."""
+    assert with_article(name).split(" ", 1)[0] in ("a", "an")
