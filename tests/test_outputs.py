@@ -447,3 +447,38 @@ def test_piped_errors_are_never_wrapped(tmp_path: Path) -> None:
                           env={**os.environ, "COLUMNS": "80"})
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1 and str(deep) in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+# ---- a damaged embedding cache is rebuilt, with a note --------------------------------------
+
+def _damage(kind: str, raw: bytes) -> bytes:
+    return {
+        "not a database": b"clipdata? no." * 100,
+        "cut inside the header": raw[:50],
+        "cut after the first page": raw[:4096 + 100],
+        "pages overwritten": raw[:4096] + b"\xff" * (len(raw) - 4096),
+    }[kind]
+
+
+@pytest.mark.parametrize("kind", ["not a database", "cut inside the header", "cut after the first page",
+                                  "pages overwritten"])
+def test_damaged_cache_is_rebuilt_with_a_note(tmp_path: Path, kind: str, capsys: pytest.CaptureFixture) -> None:
+    import numpy as np
+
+    from clipdata.embedding.cache import FILE, EmbeddingCache
+    cache = EmbeddingCache(tmp_path, "model@x")
+    cache.put("text", {f"k{i}": np.full(512, i, dtype="<f4") for i in range(64)})  # several pages
+    cache.close()
+    raw = (tmp_path / FILE).read_bytes()
+    assert len(raw) > 3 * 4096
+    (tmp_path / FILE).write_bytes(_damage(kind, raw))
+    for extra in ("-wal", "-shm"):
+        (tmp_path / (FILE + extra)).unlink(missing_ok=True)
+    cache = EmbeddingCache(tmp_path, "model@x")
+    assert cache.get("text", [f"k{i}" for i in range(64)]) == {}  # nothing wrong is served
+    cache.put("text", {"new": np.ones(512, dtype="<f4")})  # usable again
+    assert set(cache.get("text", ["new"])) == {"new"}
+    cache.close()
+    err = capsys.readouterr().err  # it said so, once, in one line, and kept the file
+    assert len(cache.notes) == 1 and err.count("\n") == 1 and "rebuilt" in err and str(tmp_path) in err
+    assert (tmp_path / (FILE + ".corrupt")).read_bytes() == _damage(kind, raw)

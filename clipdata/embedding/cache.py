@@ -1,10 +1,16 @@
 """The embedding cache: one SQLite file, rows keyed by model identity, mode (how the image was
 preprocessed, or `text`) and the SHA-256 of the image file's bytes (or of the caption). Incremental (only new images are embedded), and safe
-to interrupt (each batch is one committed transaction). Format: formats/cache.md."""
+to interrupt (each batch is one committed transaction). Format: formats/cache.md.
+
+A cache is only ever a copy of what can be computed again: one that SQLite cannot read (cut
+short, overwritten, not a database) is moved aside to `embeddings.sqlite.corrupt` and rebuilt,
+with a note, rather than stopping the command."""
 from __future__ import annotations
 
 import hashlib
+import os
 import sqlite3
+import sys
 from pathlib import Path
 from typing import Iterable
 
@@ -33,10 +39,36 @@ class EmbeddingCache:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.model = model
-        self.db = sqlite3.connect(self.folder / FILE)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.executescript(SCHEMA)
-        self.db.commit()
+        self.notes: list[str] = []  # what a command should tell the user (a rebuilt cache)
+        try:
+            self.db = self._open()
+        except sqlite3.DatabaseError as e:
+            self._rebuild(e)
+
+    def _open(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.folder / FILE)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(SCHEMA)
+            db.commit()
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _rebuild(self, error: sqlite3.DatabaseError) -> None:
+        """Move the unreadable file aside (kept for a bug report) and start an empty cache."""
+        if getattr(self, "db", None) is not None:
+            self.db.close()
+        path = self.folder / FILE
+        os.replace(path, path.with_name(FILE + ".corrupt"))
+        for extra in ("-wal", "-shm"):
+            path.with_name(FILE + extra).unlink(missing_ok=True)
+        note = (f"{path}: the embedding cache was unreadable ({error}); it was moved to "
+                f"{FILE}.corrupt and is rebuilt, so this run embeds everything again")
+        self.notes.append(note)
+        print(f"note: {note}", file=sys.stderr)
+        self.db = self._open()
 
     def scalars(self) -> tuple[str, float, float] | None:
         """The model's kind, logit scale and bias, when a run already recorded them."""
@@ -49,6 +81,13 @@ class EmbeddingCache:
             self.db.execute("INSERT OR REPLACE INTO models VALUES (?, ?, ?, ?)", [self.model, kind, scale, bias])
 
     def get(self, mode: str, contents: Iterable[str]) -> dict[str, np.ndarray]:
+        try:
+            return self._get(mode, contents)
+        except sqlite3.DatabaseError as e:  # damage found past the header: start again
+            self._rebuild(e)
+            return {}
+
+    def _get(self, mode: str, contents: Iterable[str]) -> dict[str, np.ndarray]:
         found: dict[str, np.ndarray] = {}
         keys = list(dict.fromkeys(contents))
         for i in range(0, len(keys), 500):
@@ -61,10 +100,16 @@ class EmbeddingCache:
         return found
 
     def put(self, mode: str, items: dict[str, np.ndarray]) -> None:
+        rows = [(self.model, mode, c, len(v), np.asarray(v, dtype="<f4").tobytes()) for c, v in items.items()]
+        try:
+            self._put(rows)
+        except sqlite3.DatabaseError as e:
+            self._rebuild(e)
+            self._put(rows)
+
+    def _put(self, rows: list[tuple]) -> None:
         with self.db:  # one transaction: all of a batch or none of it
-            self.db.executemany(
-                "INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?, ?, ?)",
-                [(self.model, mode, c, len(v), np.asarray(v, dtype="<f4").tobytes()) for c, v in items.items()])
+            self.db.executemany("INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?, ?, ?)", rows)
 
     def close(self) -> None:
         self.db.close()
