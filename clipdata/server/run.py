@@ -8,7 +8,7 @@ import threading
 import time
 from pathlib import Path
 
-from ..errors import ClipdataError, OptionError
+from ..errors import ClipdataError
 
 INSTALL_HINT = "pip install 'clipdata[serve]'"
 
@@ -63,7 +63,7 @@ def _bind(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as e:
         sock.close()
-        raise OptionError(f"cannot listen on {host}:{port}: {e.strerror}",
+        raise ClipdataError(f"cannot listen on {host}:{port}: {e.strerror}",
                           hint="choose another --port (0 picks a free one)") from None
     sock.listen(128)
     return sock

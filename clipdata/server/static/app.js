@@ -94,21 +94,32 @@ function cardBody(card, it) {
   if (S.sort) card.append(el("div", {class: "sim", text: `similarity ${S.sort.scores.get(it.index).toFixed(3)}`}));
 }
 
+const CHUNK = 240;  // cards drawn at a time: a set of any size opens as fast as a small one
+
 function drawGrid() {
+  $("grid").replaceChildren();
+  drawMore(CHUNK);
+  drawSelection();
+}
+
+function drawMore(upto) {
   const grid = $("grid");
-  const cards = S.items.map((it, pos) => {
+  const end = Math.min(S.items.length, Math.max(upto, grid.children.length));
+  const cards = [];
+  for (let pos = grid.children.length; pos < end; pos++) {
+    const it = S.items[pos];
     const card = el("div", {role: "gridcell", "data-pos": String(pos), "data-path": it.path, "data-index": String(it.index)});
     cardBody(card, it);
-    return card;
-  });
-  grid.replaceChildren(...cards);
-  drawSelection();
+    cards.push(card);
+  }
+  grid.append(...cards);
 }
 
 function drawSelection() {
   const cards = $("grid").children;
+  drawMore(Math.max(S.cursor, ...S.selected) + 1);
   for (const c of document.querySelectorAll(".card.selected, .card.cursor")) c.classList.remove("selected", "cursor");
-  for (const pos of S.selected) cards[pos] && cards[pos].classList.add("selected");
+  for (const pos of S.selected) if (cards[pos]) cards[pos].classList.add("selected");
   const cur = cards[S.cursor];
   if (cur) {
     cur.classList.add("cursor");
@@ -147,7 +158,7 @@ function apply(data) {
   const cards = $("grid").children;
   for (const it of data.items) {
     const pos = S.items.findIndex((x) => x.path === it.path);
-    if (pos >= 0) { S.items[pos] = it; cardBody(cards[pos], it); }
+    if (pos >= 0) { S.items[pos] = it; if (cards[pos]) cardBody(cards[pos], it); }
   }
   drawSelection();
   drawProgress(data.progress);
@@ -270,6 +281,7 @@ async function ranked(label, url, body) {
   try {
     const data = await api("POST", url, body);
     S.sort = {label, scores: new Map(data.results.map((r) => [r.index, r.score]))};
+    S.items = [];  // the ranking from its top
     await load();
     note(`${label}` + (data.missing ? ` (${data.missing} images have no cached embedding)` : ""));
   } catch (err) {
@@ -289,6 +301,7 @@ async function relabel() {
     $("relabel-result").textContent = `cross-validated accuracy ${(100 * r.cv_accuracy).toFixed(1)}% on ${r.reviewed} ` +
       `reviewed; ${r.changed} of ${r.rescored} suggestions changed (${r.seconds.toFixed(2)} s)`;
     S.sort = null;
+    S.items = [];  // the new queue from its top
     await load();
   } catch (err) {
     $("relabel-result").textContent = err.message;
@@ -298,6 +311,9 @@ async function relabel() {
 }
 
 document.addEventListener("keydown", onKey);
+window.addEventListener("scroll", () => {  // near the end of what is drawn: draw more
+  if (innerHeight + scrollY > document.body.offsetHeight - 2 * innerHeight) drawMore($("grid").children.length + CHUNK);
+}, {passive: true});
 $("grid").addEventListener("click", onClick);
 $("viewer").addEventListener("click", () => { $("viewer").hidden = true; });
 $("search-form").addEventListener("submit", (e) => {
