@@ -54,7 +54,7 @@ register_reader("coco", "coco", "COCO object detection JSON; each box becomes a 
 register_reader("yolo", "yolo", "YOLO labels: Ultralytics data.yaml, Darknet obj.data, or classes.txt",
                 "clipdata convert yolo data.yaml out/", ("split",))
 register_reader("voc", "voc", "Pascal VOC XML: Annotations/ + JPEGImages/",
-                "clipdata convert voc VOCdevkit/VOC2012 out/", ("split", "skip_difficult"))
+                "clipdata convert voc VOCdevkit/VOC2012 out/", ("images", "split", "skip_difficult"))
 register_reader("review", "review", "a reviewed `clipdata label` output (review tree, Label Studio export, CSV)",
                 "clipdata review apply labeled/ out/", ("images", "split"))
 

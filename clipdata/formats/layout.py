@@ -16,6 +16,8 @@ from pathlib import Path
 from ..errors import ClassNameError, LayoutError
 from ..fsutil import write_text
 from ..records import SPLITS
+from ..captions import line_break
+from ..textfiles import read_text
 from ..imagefiles import IMAGE, find_classes, walk
 
 TOKENIZATION = "_tokenization.txt"
@@ -34,6 +36,8 @@ def name_problem(name: str) -> str | None:
         return "it holds a path separator"
     if any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
         return "it holds a control character (NUL, newline, tab, …)"
+    if (ch := line_break(name)) is not None:  # U+0085, U+2028, U+2029: captions are one per line
+        return f"it holds a line break ({ch})"
     if name != name.strip():
         return "it starts or ends with white space"
     if name == TOKENIZATION:
@@ -99,7 +103,7 @@ def read_split(folder: Path, name: str) -> SplitLayout:
     sl.stray = [Path(e.path) for e in entries if not e.is_dir() and e.name not in KNOWN_FILES]
     tok = folder / TOKENIZATION
     if tok.is_file():
-        text = tok.read_bytes().decode("utf-8")
+        text = read_text(tok, LayoutError)
         sl.trailing_newline = text.endswith("\n")
         sl.captions = text.splitlines() if text else []
     for cls in sl.classes:
