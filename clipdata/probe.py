@@ -259,6 +259,23 @@ def _objective(logits: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return acc, (true - lse).mean(axis=-1)
 
 
+def _swap_objective(base: np.ndarray, c: int, cand: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`_objective` of `base` (n, k) with column c replaced by each row of `cand` (m, n), in
+    O(m n) rather than O(m n k): the other columns' max and log-sum-exp are computed once."""
+    rest = np.delete(base, c, axis=1)
+    rest_max, rest_arg = rest.max(axis=1), rest.argmax(axis=1)
+    rest_arg = rest_arg + (rest_arg >= c)  # back to column indices of base
+    rest_lse = rest_max + np.log(np.exp(rest - rest_max[:, None]).sum(axis=1))
+    is_c = y == c
+    # argmax takes the first of equal maxima: column c wins a tie against later columns only
+    wins = np.where(rest_arg > c, cand >= rest_max, cand > rest_max)
+    hit = np.where(is_c, wins, (rest_arg == y) & ~wins)
+    m = np.maximum(rest_lse, cand)
+    lse = m + np.log(np.exp(rest_lse - m) + np.exp(cand - m))
+    true = np.where(is_c, cand, base[np.arange(len(y)), y])
+    return hit.mean(axis=1), (true - lse).mean(axis=1)
+
+
 def _logits(sims: list[np.ndarray], rows: np.ndarray, choice: Sequence[int], scale: float) -> np.ndarray:
     return scale * np.stack([sims[c][rows, o] for c, o in enumerate(choice)], axis=1)
 
@@ -289,12 +306,13 @@ def _per_class(sims, rows, y, start: list[int], scale: float) -> list[int]:
     for _ in range(20):
         changed = False
         for c, s in enumerate(sims):
-            trial = np.repeat(base[None], s.shape[1], axis=0)
-            trial[:, :, c] = scale * s[rows].T
-            accs, lls = _objective(trial, y)
+            cand = scale * s[rows].T  # (m, n): class c's logits under each of its options
+            accs, lls = _swap_objective(base, c, cand, y)
             o = max(range(s.shape[1]), key=lambda i: ((float(accs[i]), float(lls[i])), -i))
             if (float(accs[o]), float(lls[o])) > key:
-                choice[c], base, key, changed = o, trial[o], (float(accs[o]), float(lls[o])), True
+                base = base.copy()
+                base[:, c] = cand[o]
+                choice[c], key, changed = o, (float(accs[o]), float(lls[o])), True
         if not changed:
             break
     return choice

@@ -249,3 +249,20 @@ def test_large_option_spaces_end_at_a_local_optimum():
             trial = list(choice)
             trial[c] = o
             assert key(trial) <= key(choice)
+
+
+@pytest.mark.parametrize("seed, ties", [(0, False), (1, True), (2, True)])
+def test_swapping_one_class_scores_as_the_full_objective(seed, ties):
+    rng = np.random.default_rng(seed)
+    n, k, m = 40, 5, 7
+    base, y = rng.normal(size=(n, k)), rng.integers(0, k, n)
+    for c in range(k):
+        cand = rng.normal(size=(m, n))
+        if ties:  # exact ties with the best other column: argmax takes the first
+            cand[:, :10] = np.delete(base, c, axis=1).max(axis=1)[:10]
+        full = np.repeat(base[None], m, axis=0)
+        full[:, :, c] = cand
+        acc, ll = probe._objective(full, y)
+        got_acc, got_ll = probe._swap_objective(base, c, cand, y)
+        np.testing.assert_array_equal(got_acc, acc)
+        np.testing.assert_allclose(got_ll, ll)
