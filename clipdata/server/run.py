@@ -84,5 +84,8 @@ def start(labeled: str | Path, *, images: str | Path | None = None, host: str = 
     queue = Queue(labeled, images)
     sock = _bind(host, port)
     token = secrets.token_urlsafe(24)
-    app = create_app(queue, Vectors(queue), token, sock.getsockname()[1])
-    return Server(app, sock, token)
+    vectors = Vectors(queue)
+    app = create_app(queue, vectors, token, sock.getsockname()[1])
+    server = Server(app, sock, token)
+    vectors.warm()
+    return server

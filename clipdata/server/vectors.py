@@ -28,6 +28,19 @@ class Vectors:
         self._matrix: np.ndarray | None = None
         self._present: np.ndarray | None = None
 
+    def warm(self) -> threading.Thread:
+        """Hash the images and read their embeddings in the background, so the first search
+        does not wait for it; a problem is reported by the request that needs them."""
+        def work() -> None:
+            try:
+                self.matrix()
+            except ClipdataError:
+                pass
+
+        thread = threading.Thread(target=work, name="clipdata-review-warm", daemon=True)
+        thread.start()
+        return thread
+
     def _cache(self):
         from ..embedding import EmbeddingCache
         from ..embedding.cache import FILE

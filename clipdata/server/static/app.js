@@ -9,7 +9,7 @@ const S = {
   items: [],            // the shown items, in shown order
   classes: [],
   cursor: 0, anchor: 0, selected: new Set(),  // positions in S.items
-  undo: [],             // per action, the rows it saved (each knows its previous value)
+  undo: [],             // per action, a promise of the rows it saved (each knows its previous value)
   typed: "",            // the class filter typed on the keyboard (more than 9 classes)
   sort: null,           // {label, scores: Map(index -> similarity)} after a search or "more like this"
   chain: Promise.resolve(),  // the saves, in key order
