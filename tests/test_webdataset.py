@@ -227,3 +227,22 @@ def test_hf_split_share_one_class_label_when_loaded_with_the_global_names(tmp_pa
     for name, split in split_of.items():
         assert ds[name].features["label"].names == names
         assert list(ds[name]["label"]) == [names.index(r["class"]) for r in manifest(out) if r["split"] == split]
+
+
+def test_review_apply_exports_webdataset_with_the_global_class_index(tmp_path):
+    photos = tmp_path / "photos"
+    tasks = []  # a Label Studio JSON_MIN export: the reviewer's class per image
+    for i in range(6):
+        make_image(photos / f"p{i}.jpg", (10, 8), color=(0, 0, i * 30))
+        tasks.append({"image": f"p{i}.jpg", "class": ["cat", "dog", "ant"][i % 3]})
+    (tmp_path / "export.json").write_text(json.dumps(tasks))
+    out = tmp_path / "out"
+    result = clipdata.review_apply(tmp_path / "export.json", out, images=photos, split_ratios="0.5,0.5",
+                                   export="webdataset", shard_size=2)
+    assert result.layout.exported == ["webdataset/train-000000.tar", "webdataset/train-000001.tar",
+                                      "webdataset/valid-000000.tar", "webdataset/valid-000001.tar",
+                                      "webdataset/sizes.json"]
+    classes = global_classes(out)
+    samples = [s for split in ("train", "valid") for s in read_back(out, split)]
+    assert [json.loads(s["json"]) for s in samples] == manifest(out)
+    assert [classes[int(s["cls"])] for s in samples] == [r["class"] for r in manifest(out)]

@@ -50,16 +50,14 @@ def export(out: Path, rows: Iterable[dict], options: ExportOptions) -> list[Path
     folder = out / FOLDER
     pending: dict[str, list[dict]] = {}
     numbered: dict[str, int] = {}
-    sizes: dict[str, int] = {}
-    written: list[Path] = []
+    sizes: dict[str, dict[str, int]] = {}  # split (first-seen order) -> shard name -> samples
 
     def flush(split: str) -> None:
         batch = pending.pop(split)
         first = numbered[split] - len(batch)
         path = folder / shard_name(split, first // options.shard_size)
         write_with(path, lambda f: _write_shard(f, out, split, first, batch, index))
-        sizes[path.name] = len(batch)
-        written.append(path)
+        sizes.setdefault(split, {})[path.name] = len(batch)
 
     for row in rows:
         split = row["split"]
@@ -69,10 +67,12 @@ def export(out: Path, rows: Iterable[dict], options: ExportOptions) -> list[Path
             flush(split)
     for split in list(pending):
         flush(split)
-    if written:
-        write_text(folder / SIZES, json.dumps(sizes, indent=1) + "\n")
-        written.append(folder / SIZES)
-    return written
+    if not sizes:
+        return []
+    # Listed split by split, whatever order the last shards were finished in.
+    counts = {name: n for per_split in sizes.values() for name, n in per_split.items()}
+    write_text(folder / SIZES, json.dumps(counts, indent=1) + "\n")
+    return [folder / name for name in counts] + [folder / SIZES]
 
 
 def _write_shard(f: BinaryIO, out: Path, split: str, first: int, rows: list[dict],
