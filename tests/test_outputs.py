@@ -482,3 +482,110 @@ def test_damaged_cache_is_rebuilt_with_a_note(tmp_path: Path, kind: str, capsys:
     err = capsys.readouterr().err  # it said so, once, in one line, and kept the file
     assert len(cache.notes) == 1 and err.count("\n") == 1 and "rebuilt" in err and str(tmp_path) in err
     assert (tmp_path / (FILE + ".corrupt")).read_bytes() == _damage(kind, raw)
+
+
+# ---- everything written resolves inside its folder (property tests) --------------------------
+
+def _files_under(root: Path) -> dict[str, tuple[int, int]]:
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for f in filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
+            p = os.path.join(dirpath, f)
+            st = os.lstat(p)
+            out[os.path.relpath(p, root)] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+def _assert_contained(base: Path, out: Path, before: dict[str, tuple[int, int]]) -> None:
+    """Every entry under `out` resolves inside it; nothing else under `base` appeared or changed."""
+    real_out = out.resolve()
+    for rel in _files_under(out) if out.exists() else {}:
+        assert real_out in (out / rel).resolve().parents, rel
+    after = {k: v for k, v in _files_under(base).items() if not (base / k).resolve().is_relative_to(real_out)}
+    assert after == before
+
+
+NAME_TEXT = st.one_of(st.sampled_from(["..", ".", "../x", "a/b", "a\\b", "/abs", "~", "\u2028", "", " x ",
+                                       "c" * 300, "é" * 140, "CON", "x\x00y", ".hidden"]),
+                      st.text(min_size=0, max_size=30))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(classes=st.lists(NAME_TEXT, min_size=1, max_size=3), ids=st.lists(st.one_of(NAME_TEXT, st.integers()), min_size=1, max_size=3),
+       file_name=NAME_TEXT, template=st.sampled_from(["a photo of a {}", "{}\u2028", "../{}", "{} /etc"]),
+       mode=st.sampled_from(["crops", "scenes"]))
+def test_convert_writes_only_inside_out(tmp_path_factory: pytest.TempPathFactory, classes: list, ids: list,
+                                        file_name: str, template: str, mode: str) -> None:
+    base = tmp_path_factory.mktemp("prop")
+    root = base / "data" / "src"
+    make_image(root / "img.jpg")
+    images = [{"id": 1, "file_name": "img.jpg", "width": 64, "height": 48},
+              {"id": 2, "file_name": file_name, "width": 64, "height": 48}]
+    anns = [{"id": aid, "image_id": 1 + i % 2, "category_id": 1 + i % len(classes), "bbox": [1, 1, 20, 20]}
+            for i, aid in enumerate(ids)]
+    cats = [{"id": i + 1, "name": n} for i, n in enumerate(classes)]
+    ann = write_coco(root / "ann.json", images, anns, cats)
+    out = base / "data" / "out"
+    before = _files_under(base)
+    try:
+        clipdata.convert(ann, out, template=template, mode=mode, skip_missing=True)
+    except ClipdataError as e:
+        assert "\n" not in str(e)
+    except OSError as e:  # the CLI's one line names the file (a name too long to look up)
+        assert e.filename
+    _assert_contained(base, out, before)
+
+
+@pytest.fixture(scope="module")
+def labeled(tmp_path_factory: pytest.TempPathFactory):
+    """A tiny CLIP, a folder of photos with awkward names, and its `clipdata label` output."""
+    tiny_path = pytest.importorskip("conftest")  # noqa: F841  (keeps the import order plain)
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from tiny_clip import make_tiny_clip
+
+    from clipdata.embedding import EngineSpec
+    base = tmp_path_factory.mktemp("labeled")
+    spec = EngineSpec(model=str(make_tiny_clip(base / "model")), dtype="float32", batch_size=4, workers=0)
+    photos = base / "photos"
+    for i, name in enumerate(["a.jpg", "a__b.jpg", "sub/b.jpg", "..x.jpg", "é" * 100 + ".jpg", "sp ace.jpg"]):
+        make_image(photos / name, color=(i * 40, 10, 200))
+    (photos / "dangling.jpg").symlink_to(base / "nowhere.jpg")
+    before = _files_under(base)
+    out = base / "label-out"
+    clipdata.label(photos, out, classes=["red thing", "blue thing", "CON"], spec=spec, threshold=0.0,
+                   margin=0.0, cache_dir=base / "cache")
+    return base, spec, photos, out, before
+
+
+def test_label_and_review_apply_write_only_inside_their_folders(labeled) -> None:
+    base, spec, photos, out, before = labeled
+    written = {k for k in _files_under(base) if k not in before}
+    for rel in written:  # the label output and the cache, nothing else
+        top = Path(rel).parts[0]
+        assert top in ("label-out", "cache"), rel
+        assert (base / top).resolve() in (base / rel).resolve().parents
+    for f in sorted((out / "review" / "_uncertain").rglob("*")):  # the reviewer decides the rest
+        if f.is_file():
+            (out / "review" / "red thing").mkdir(exist_ok=True)
+            f.rename(out / "review" / "red thing" / f.name)
+    layout = base / "layout"
+    snap = _files_under(base)
+    clipdata.review_apply(out, layout)
+    _assert_contained(base, layout, snap)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(queries=st.lists(NAME_TEXT.filter(lambda q: q.strip() != "" and "\x00" not in q and len(q) <= 30),
+                        min_size=1, max_size=3))
+def test_search_copy_to_writes_only_inside_its_folder(labeled, tmp_path_factory: pytest.TempPathFactory,
+                                                      queries: list[str]) -> None:
+    base, spec, photos, _, _ = labeled
+    dest_base = tmp_path_factory.mktemp("hits")
+    dest = dest_base / "hits"
+    before = _files_under(dest_base)
+    try:
+        clipdata.search(photos, queries, top=3, spec=spec, cache_dir=base / "cache", copy_to=dest)
+    except ClipdataError as e:
+        assert "\n" not in str(e)
+    _assert_contained(dest_base, dest, before)
