@@ -8,13 +8,11 @@ import os
 import tarfile
 from io import BytesIO
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Iterable
+from typing import BinaryIO, Iterable
 
+from . import ExportOptions
 from ...errors import OptionError, OutputError
 from ...fsutil import write_text, write_with
-
-if TYPE_CHECKING:
-    from . import ExportOptions
 
 FOLDER = "webdataset"
 SIZES = "sizes.json"  # shard name -> samples; open_clip reads it for the dataset size
