@@ -1,12 +1,20 @@
 """Shared fixtures (the builders they use live in helpers.py)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 import clipdata
 from helpers import FIXTURES, SAMPLES, make_image, manifest, tree_bytes, write_coco  # noqa: F401  (re-exported)
+
+# In CI, property tests draw the same examples every run: a red CI is then reproducible, and a
+# green one is not luck. Locally they explore afresh each run.
+settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 
 @pytest.fixture

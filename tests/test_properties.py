@@ -12,9 +12,7 @@ from clipdata.crops import Padding, crop_region, valid_box
 from clipdata.errors import ClipdataError
 from clipdata.formats import coco, voc, yolo
 
-settings.register_profile("clipdata", max_examples=150, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow])
-settings.load_profile("clipdata")
+PROPERTIES = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 scalars = st.none() | st.booleans() | st.integers(-5, 5) | st.floats(allow_nan=True) | st.text(max_size=5)
 json_values = st.recursive(scalars, lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=5), kids, max_size=4), max_leaves=12)
@@ -28,6 +26,7 @@ coco_like = st.fixed_dictionaries({}, optional={
 })
 
 
+@PROPERTIES
 @given(coco_like)
 def test_coco_index(data):
     try:
@@ -39,6 +38,7 @@ def test_coco_index(data):
             assert label.box is None or valid_box(list(label.box)) == label.box
 
 
+@PROPERTIES
 @given(st.text(alphabet="0123456789 .-e\nabn", max_size=60), st.integers(1, 4))
 def test_yolo_label_lines(text, nc):
     try:
@@ -49,6 +49,7 @@ def test_yolo_label_lines(text, nc):
         assert 0 <= c < nc and 0 <= x0 <= 1 and 0 <= y1 <= 1
 
 
+@PROPERTIES
 @given(st.binary(max_size=200) | st.text(max_size=200).map(str.encode)
        | st.builds(lambda body: f"<annotation>{body}</annotation>".encode(),
                    st.sampled_from(["", "<object/>", "<object><name>a</name><bndbox><xmin>x</xmin></bndbox></object>",
@@ -60,6 +61,7 @@ def test_voc_xml(data):
         pass
 
 
+@PROPERTIES
 @given(json_values)
 def test_yaml_documents(value):
     """Any YAML document (JSON is YAML) given as data.yaml or as an ontology."""
@@ -73,6 +75,7 @@ def test_yaml_documents(value):
                 pass
 
 
+@PROPERTIES
 @given(st.lists(st.floats(-1e6, 1e6), min_size=4, max_size=4), st.integers(1, 50), st.integers(1, 50),
        st.floats(0, 2), st.booleans(), st.integers(1, 10))
 def test_crop_region_stays_inside(box, w, h, pad, square, min_size):
