@@ -200,6 +200,7 @@ def test_convert_export_webdataset_end_to_end_through_the_cli(tmp_path):
     rows = manifest(out)
     assert [s["json"] for s in samples] == [r for split in ("train", "valid", "test") for r in rows if r["split"] == split]
     assert [provenance["classes"][s["cls"]] for s in samples] == [s["json"]["class"] for s in samples]
+    assert CliRunner().invoke(app, ["inspect", str(out)]).exit_code == 0  # the shards do not upset inspect
 
 
 @pytest.mark.parametrize("size", ["0", "x"])
