@@ -320,3 +320,47 @@ def test_vit_b32_embeddings_match_the_processors(tmp_path, files):
 
         cos = (embed([reference(processor, p) for p in paths]) * embed([fast.pixels(p) for p in paths])).sum(-1)
     assert cos.min().item() >= 0.998, dict(zip((p.name for p in paths), cos.tolist()))
+
+
+def test_the_default_and_exact_preprocess_never_share_cached_embeddings():
+    from clipdata.embedding import EngineSpec
+    from clipdata.embedding.local import cache_mode
+    from clipdata.embedding.preprocess import FAST_MODE
+
+    assert cache_mode(EngineSpec()) == FAST_MODE == FastPreprocess.from_processor(clip_processor()).mode
+    assert cache_mode(EngineSpec(exact_preprocess=True)) == "processor"
+
+
+@pytest.mark.parametrize("make, exact, fast", [
+    (lambda: clip_processor(224), False, True),
+    (lambda: clip_processor(224), True, False),   # --exact-preprocess
+    (lambda: _OwnSteps(), False, False),          # a processor the fast path cannot reproduce
+])
+def test_preparer_uses_the_processor_itself_when_asked_or_needed(files, make, exact, fast):
+    from clipdata.embedding.local import preparer
+
+    processor = make()
+    prepare = preparer(processor, exact)
+    assert isinstance(prepare, FastPreprocess) == fast
+    path = files["jpeg"]["1920x1080.jpg"]
+    got = prepare(str(path)).numpy()
+    if not fast:
+        assert np.array_equal(got, reference(processor, path))
+
+
+@pytest.mark.parametrize("cpus, device, size, loaders", [
+    (2, "cpu", (640, 480), 0),     # the model keeps both cores busy: decode between batches
+    (2, "cpu", (1920, 1080), 1),   # decoding is a large share: one loader, one model thread
+    (1, "cpu", (1920, 1080), 0),
+    (16, "cpu", (640, 480), 4),
+    (16, "cuda", (640, 480), 16),  # on a GPU every CPU decodes
+])
+def test_loader_processes_by_machine_and_photo_size(tmp_path, monkeypatch, cpus, device, size, loaders):
+    from types import SimpleNamespace
+
+    import clipdata.embedding.local as local
+
+    monkeypatch.setattr(local, "default_workers", lambda: cpus)
+    path = tmp_path / "p.jpg"
+    Image.new("RGB", size).save(path)
+    assert local._default_loaders(SimpleNamespace(device=device), [str(path)]) == loaders
