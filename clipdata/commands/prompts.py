@@ -109,6 +109,12 @@ class PromptsReport:
                 "engine": self.engine}
 
 
+def _render(template: str, name: str) -> str:
+    """captions.render, skipping the a/an look-up (slow: inflect) when the template has no {a}:
+    the library alone renders 80 templates per class."""
+    return render(template, name) if "{a}" in template else template.replace("{}", name)
+
+
 def _candidates(classes: list[str], layout_caps: list[str], templates: Sequence[str],
                 ontologies: Sequence[str | Path], library: bool
                 ) -> tuple[list[list[Candidate]], list[tuple[str, list[int]]], list[str]]:
@@ -131,10 +137,10 @@ def _candidates(classes: list[str], layout_caps: list[str], templates: Sequence[
     add_set(LAYOUT_SET, [[cap] for cap in layout_caps])
     singles = list(dict.fromkeys([check_template(t) for t in templates] + (list(IMAGENET_80) if library else [])))
     for t in singles:
-        add_set(t, [[render(t, c)] for c in classes])
+        add_set(t, [[_render(t, c)] for c in classes])
     if library:
         for name, group in ENSEMBLES.items():
-            add_set(name, [[render(t, c) for t in group] for c in classes])
+            add_set(name, [[_render(t, c) for t in group] for c in classes])
     for f in ontologies:
         onto = load_ontology(f)
         missing = [c for c in classes if c not in onto.captions]
