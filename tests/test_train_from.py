@@ -124,3 +124,30 @@ def test_eval_with_every_image_unreadable_is_one_clear_error(spec, tmp_path):
     with pytest.raises(SourceError) as e:
         evaluate(lay, spec=spec, cache_dir=tmp_path / "c")
     assert "none of the 16 image(s) could be read" in str(e.value) and "\n" not in str(e.value)
+
+
+def _strict(text):
+    def refuse(name):
+        raise ValueError(f"{name} is not JSON")
+    return json.loads(text, parse_constant=refuse)
+
+
+@needs_model
+def test_good_names_keep_zero_shot_decisions_and_label_json_is_strict(spec, world_dirs, tmp_path):
+    root, _, _ = world_dirs
+    zs = label(root / "unlabeled", tmp_path / "zs", from_layout=root / "named" / "train", spec=spec,
+               cache_dir=tmp_path / "cache")
+    fs = label(root / "unlabeled", tmp_path / "fs", train_from=root / "named", spec=spec, cache_dir=tmp_path / "cache")
+    meta = _strict((tmp_path / "fs" / "label.json").read_text())
+    assert meta["scorer"] == fs.scorer
+    rows = {r["path"]: r for r in map(json.loads, (tmp_path / "fs" / "predictions.jsonl").read_text().splitlines())}
+    zrows = {r["path"]: r for r in map(json.loads, (tmp_path / "zs" / "predictions.jsonl").read_text().splitlines())}
+    assert rows.keys() == zrows.keys() and zs.scorer == "zero-shot"
+    if fs.scorer == "zero-shot":  # the probe did not win: the decisions are zero-shot's, to the score
+        assert meta["train_from"]["strength"] is None
+        for p in rows:  # float64 here, float32 there: equal to the 6 decimals written, give or take one
+            assert [t["class"] for t in rows[p]["top_k"]] == [t["class"] for t in zrows[p]["top_k"]]
+            np.testing.assert_allclose([t["score"] for t in rows[p]["top_k"]],
+                                       [t["score"] for t in zrows[p]["top_k"]], atol=2e-6)
+    else:
+        assert meta["train_from"]["cv_accuracy"][fs.scorer] > meta["train_from"]["cv_accuracy"]["zero-shot"]

@@ -222,7 +222,8 @@ def label(images: str | Path, out: str | Path, *, classes: str | list[str] | Non
             "review_order": "review_rank: 1 = the smallest margin between the top two scores"}
     if fitted is not None:
         meta["train_from"] = {"layout": str(Path(train_from).resolve()), "images": len(keep), "folds": folds,
-                              "cv_accuracy": fitted.cv_accuracies, "strength": fitted.strength,
+                              "cv_accuracy": fitted.cv_accuracies,
+                              "strength": None if fitted.scorer == "zero-shot" else fitted.strength,  # JSON has no inf
                               "blend_weight": fitted.weight}
     write_predictions(out, rows, meta, top_k)
     write_review(out, root, rows, cls.names, {n: caps[0] for n, caps in zip(cls.names, cls.captions)}, copy)
