@@ -40,7 +40,7 @@ def test_no_training_image_is_zero_shot_exactly():
 def test_a_strong_penalty_keeps_the_zero_shot_decisions():
     x, y, centers = clusters(seed=2)
     text = unit(np.random.default_rng(3).normal(size=centers.shape))  # unrelated to the images
-    w, b, (delta, bias, alpha) = probe._fit(x, y, 20.0 * text, 1e6)
+    w, b, (delta, _, alpha) = probe._fit(x, y, 20.0 * text, 1e6)
     # only the unpenalised scale of the text weights moves: the same argmax as zero-shot
     assert np.abs(delta).max() < 1e-4 and np.abs(b).max() < 1e-4
     np.testing.assert_allclose(w, alpha[0] * 20.0 * text, atol=1e-4)
