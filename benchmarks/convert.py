@@ -116,7 +116,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--tmp", default=None)
-    ap.add_argument("--only", choices=["crops", "parse", "memory"], default=None)
+    ap.add_argument("--only", choices=["crops", "parse", "memory", "outside"], default=None)
     ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="clipdata-bench-", dir=args.tmp))
@@ -129,6 +129,8 @@ def main() -> None:
             parse(tmp, args.quick)
         if args.only in (None, "memory"):
             memory(tmp, args.quick)
+        if args.only in (None, "outside"):
+            outside(tmp, args.quick)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -194,6 +196,59 @@ def memory(tmp: Path, quick: bool) -> None:
             "RESULT = {'crops': r.crops, 'seconds': time.perf_counter() - t}")
         print(f"  {n:>6} images, {res['crops']:>6} crops: {res['seconds']:.0f} s, peak RSS {res['rss_mb']:.0f} MB")
         shutil.rmtree(tmp / f"grow_out_{n}")
+
+
+def make_outside_annotations(path: Path, n_anns: int = 200_000, per_image: int = 100, seed: int = 0) -> None:
+    """A file of small declared images (64x48) whose polygon annotations lie 99% outside
+    them: everything but 1% can be dropped while parsing, before any pixel is read."""
+    rnd = random.Random(seed)
+    n_images = n_anns // per_image
+    images = [{"id": i + 1, "file_name": f"{i:06}.jpg", "width": 64, "height": 48} for i in range(n_images)]
+    with open(path, "w") as f:
+        f.write('{"images": ' + json.dumps(images) + ', "categories": [{"id": 1, "name": "thing"}], "annotations": [')
+        for k in range(n_anns):
+            inside = k % 100 == 0
+            x, y = (rnd.uniform(0, 40), rnd.uniform(0, 30)) if inside else (rnd.uniform(100, 5000), rnd.uniform(100, 5000))
+            poly = [round(v, 2) for j in range(16) for v in (x + rnd.uniform(0, 20), y + rnd.uniform(0, 15))]
+            xs, ys = poly[0::2], poly[1::2]
+            ann = {"id": k + 1, "image_id": k // per_image + 1, "category_id": 1, "iscrowd": 0,
+                   "segmentation": [poly], "area": 100.0,
+                   "bbox": [min(xs), min(ys), round(max(xs) - min(xs), 2), round(max(ys) - min(ys), 2)]}
+            f.write(("," if k else "") + json.dumps(ann))
+        f.write("]}")
+
+
+def outside(tmp: Path, quick: bool) -> None:
+    """Issue 11's file shape: memory must follow what is kept, not what is thrown away."""
+    big = tmp / "outside.json"
+    n = 20_000 if quick else 200_000
+    make_outside_annotations(big, n)
+    print(f"\n[outside] {n} polygon annotations, 99% outside their declared 64x48 images: "
+          f"{big.stat().st_size / 1e6:.0f} MB")
+    ours = in_subprocess(
+        "import time\nfrom clipdata.formats import coco\nt = time.perf_counter()\n"
+        f"src = coco.read({str(big)!r}, images={str(tmp)!r})\n"
+        "RESULT = {'seconds': time.perf_counter() - t, 'labels': sum(len(s.labels) for s in src.samples),"
+        " 'skipped': len(src.skipped)}")
+    ref = in_subprocess(
+        "import time, contextlib, io\nfrom pycocotools.coco import COCO\nt = time.perf_counter()\n"
+        f"with contextlib.redirect_stdout(io.StringIO()): c = COCO({str(big)!r})\n"
+        "RESULT = {'seconds': time.perf_counter() - t, 'labels': len(c.anns)}")
+    print(f"  clipdata:    {ours['seconds']:.1f} s, peak RSS {ours['rss_mb']:.0f} MB "
+          f"({ours['labels']} labels kept, {ours['skipped']} skipped items held)")
+    print(f"  pycocotools: {ref['seconds']:.1f} s, peak RSS {ref['rss_mb']:.0f} MB")
+    print(f"  memory ratio clipdata / pycocotools: {ours['rss_mb'] / ref['rss_mb']:.2f} (target <= 0.35)")
+    tiny = Image.new("RGB", (64, 48), (120, 60, 30))
+    for i in range(n // 100):
+        tiny.save(tmp / f"{i:06}.jpg")
+    full = in_subprocess(
+        "import time, clipdata\nt = time.perf_counter()\n"
+        f"r = clipdata.convert({str(big)!r}, {str(tmp / 'outside_out')!r}, format='coco', images={str(tmp)!r}, workers=1)\n"
+        "RESULT = {'seconds': time.perf_counter() - t, 'crops': r.crops, 'skipped': len(r.skipped)}")
+    print(f"  clipdata convert end to end (--workers 1): {full['seconds']:.1f} s, peak RSS {full['rss_mb']:.0f} MB, "
+          f"{full['crops']} crops, {full['skipped']} skipped; ratio to pycocotools' parse alone "
+          f"{full['rss_mb'] / ref['rss_mb']:.2f} (target <= 0.35)")
+    big.unlink()
 
 
 if __name__ == "__main__":

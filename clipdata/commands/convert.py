@@ -18,7 +18,7 @@ from typing import Callable, Iterator, Sequence
 from .. import formats
 from .._version import __version__
 from ..captions import DEFAULT_TEMPLATE, Ontology, check_template, default_project, load_ontology
-from ..crops import Padding
+from ..crops import Padding, crop_region
 from ..errors import MissingImagesError, OptionError, OutputError, SourceError
 from ..formats import layout as clip
 from ..formats.exports import ExportOptions, load_export, parse_exports
@@ -253,10 +253,19 @@ def convert(
     # the file it came from (the ontology or --rename when a rename made it)
     _check_targets(sorted({t for s in samples for lb in s.labels if (t := onto.target(lb.name)) is not None}),
                    onto, src.path)
+    sizes = [len(s.labels) for s in samples]
+    early: dict[int, list[str]] = {}  # sample index -> reasons of the boxes skipped before planning
     if mode == "scenes":
         plan = plan_scenes(samples, onto, project, group, report.skipped)
     else:
+        early = _drop_outside(samples, pad, o.square, o.min_size, report)
         plan = plan_crops(samples, onto, o.template, o.image_format, report.skipped)
+    # per image, the reasons of its labels that became no job, and its label count; then the
+    # labels themselves are let go (the jobs keep theirs): memory follows what is kept
+    lost = [["dropped_class"] * sum(1 for lb in s.labels if onto.target(lb.name) is None) + early.get(i, [])
+            for i, (s, _) in enumerate(plan)]
+    for s, _ in plan:
+        s.labels.clear()
     planned = [p for _, jobs in plan for p in jobs]
     if not planned:
         reasons = ", ".join(f"{r} {n}" for r, n in Counter(k.reason for k in report.skipped).items())
@@ -284,7 +293,8 @@ def convert(
         opts = Options(str(out), pad, o.square, o.min_size, o.image_format, o.quality, o.link)
         journal = Journal(out, fingerprint, fresh=not journaled, inputs=inputs)
         try:
-            written = _execute(plan, journaled, journal, opts, workers, report, onto, mode == "scenes", progress)
+            written = _execute(plan, lost, sizes, journaled, journal, opts, workers, report, mode == "scenes",
+                               progress)
         finally:
             journal.close()
         report.ledger.check()
@@ -299,6 +309,30 @@ def convert(
         write_text(out / clip.PROVENANCE, json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n")
         journal.finish()
     return report
+
+
+def _drop_outside(samples: list[Sample], pad: Padding, square: bool, min_size: int,
+                  report: Report) -> dict[int, list[str]]:
+    """Skip, before any pixel is read or any output planned, the boxes that can give no crop
+    on their image's declared size (wholly outside it, or too small once clamped), so memory
+    follows what is kept, not what a file throws away. Returns, per sample index, the reasons
+    of the boxes dropped. The workers apply the same rule to the image's real size."""
+    early: dict[int, list[str]] = {}
+    for i, s in enumerate(samples):
+        if not (s.width and s.height):
+            continue
+        kept = []
+        for label in s.labels:
+            why = None if label.box is None else crop_region(
+                label.box, (s.width, s.height), padding=pad, square=square, min_size=min_size)
+            if isinstance(why, str):
+                report.skipped.append(Skip(why, s.name, f"box {list(label.box)}", label.id))
+                early.setdefault(i, []).append(why)
+            else:
+                kept.append(label)
+        if len(kept) != len(s.labels):
+            s.labels[:] = kept
+    return early
 
 
 def _check_lengths(planned: list[Planned], mode: str, source: Path) -> None:
@@ -317,8 +351,9 @@ def _check_lengths(planned: list[Planned], mode: str, source: Path) -> None:
         check_name(p.filename, what=what, file=source)
 
 
-def _execute(plan: list[tuple[Sample, list[Planned]]], journaled: dict[int, Result], journal: Journal,
-             opts: Options, workers: int | None, report: Report, onto: Ontology, scenes: bool,
+def _execute(plan: list[tuple[Sample, list[Planned]]], lost: list[list[str]], sizes: list[int],
+             journaled: dict[int, Result], journal: Journal,
+             opts: Options, workers: int | None, report: Report, scenes: bool,
              progress: Progress | None) -> list[Planned]:
     """Run the image tasks not in the journal, journal each result, and fold every result
     into the report in plan order (results arrive in task order, which is plan order)."""
@@ -328,26 +363,26 @@ def _execute(plan: list[tuple[Sample, list[Planned]]], journaled: dict[int, Resu
     fresh = run(process, tasks, n_workers, init, (opts,))
     written: list[Planned] = []
     for i, (sample, jobs) in enumerate(plan):
-        dropped = sum(1 for label in sample.labels if onto.target(label.name) is None)
         if jobs:
             result = journaled.pop(i, None)
             if result is None:
                 result = next(fresh)
                 journal.record(result)
-            written += _apply(result, sample, jobs, dropped, scenes, report)
-        else:  # every label of a dropped class
-            report.ledger.image(["dropped_class"] * dropped, 0)
+            written += _apply(result, sample, jobs, lost[i], sizes[i], scenes, report)
+        else:  # every label dropped or skipped while planning
+            report.ledger.image(lost[i], 0)
         if progress:
             progress(i + 1, len(plan))
     next(fresh, None)  # let the pool shut down in order
     return written
 
 
-def _apply(result: Result, sample: Sample, jobs: list[Planned], dropped: int, scenes: bool,
-           report: Report) -> list[Planned]:
-    """Fold one image's result into the report and the ledger; return the outputs written."""
-    kept = len(sample.labels) - dropped
-    lost = ["dropped_class"] * dropped
+def _apply(result: Result, sample: Sample, jobs: list[Planned], lost: list[str], n_labels: int,
+           scenes: bool, report: Report) -> list[Planned]:
+    """Fold one image's result into the report and the ledger; return the outputs written.
+    `lost`: the reasons of this image's `n_labels` labels that never became a job."""
+    kept = n_labels - len(lost)
+    lost = list(lost)
     if result.unreadable is not None:
         report.skipped += [Skip("unreadable_image", sample.name, result.unreadable, p.label.id) for p in jobs]
         report.ledger.image(lost + ["unreadable_image"] * kept, 0, image_reason="unreadable_image")
