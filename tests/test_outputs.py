@@ -539,7 +539,6 @@ def test_convert_writes_only_inside_out(tmp_path_factory: pytest.TempPathFactory
 @pytest.fixture(scope="module")
 def labeled(tmp_path_factory: pytest.TempPathFactory):
     """A tiny CLIP, a folder of photos with awkward names, and its `clipdata label` output."""
-    tiny_path = pytest.importorskip("conftest")  # noqa: F841  (keeps the import order plain)
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
     from tiny_clip import make_tiny_clip
@@ -589,3 +588,22 @@ def test_search_copy_to_writes_only_inside_its_folder(labeled, tmp_path_factory:
     except ClipdataError as e:
         assert "\n" not in str(e)
     _assert_contained(dest_base, dest, before)
+
+
+@pytest.mark.parametrize("cut", ["mid-row", "mid-character", "garbage line"])
+def test_truncated_predictions_are_one_clear_line(labeled, tmp_path: Path, cut: str) -> None:
+    import shutil
+    _, _, _, out, _ = labeled
+    copy = tmp_path / "label-out"
+    shutil.copytree(out, copy, symlinks=True)
+    raw = (copy / "predictions.jsonl").read_bytes()
+    first_end = raw.index(b"\n") + 1
+    damaged = {"mid-row": raw[:first_end + 25],
+               "mid-character": raw[:first_end] + "{\"path\": \"é".encode()[:-1],
+               "garbage line": raw[:first_end] + b"not json at all\n" + raw[first_end:]}[cut]
+    (copy / "predictions.jsonl").write_bytes(damaged)
+    with pytest.raises(ClipdataError) as e:
+        clipdata.review_apply(copy, tmp_path / "layout")
+    text = str(e.value)
+    assert "predictions.jsonl" in text and "line 2" in text and "\n" not in text
+    assert not (tmp_path / "layout").exists()
