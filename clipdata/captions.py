@@ -81,7 +81,10 @@ def check_template(template: str) -> str:
 
 
 def render(template: str, name: str) -> str:
-    return template.replace("{a}", with_article(name)).replace("{}", name)
+    # the a/an look-up (inflect) only where the template asks for it: it is slow to load
+    if "{a}" in template:
+        template = template.replace("{a}", with_article(name))
+    return template.replace("{}", name)
 
 
 def nfc(name: str) -> str:

@@ -33,6 +33,8 @@ def label(
     classes: Optional[str] = typer.Option(None, "--classes", help='Comma-separated class names: "daisy,dandelion".'),
     ontology: Optional[Path] = typer.Option(None, "--ontology", help="YAML: class -> caption(s); several captions are ensembled."),
     from_layout: Optional[Path] = typer.Option(None, "--from-layout", help="A CLIP layout split: its class folders and captions."),
+    train_from: Optional[Path] = typer.Option(None, "--train-from", help="A labeled CLIP layout (or one split): its classes, captions and a few-shot probe."),
+    folds: int = typer.Option(5, "--folds", help="Cross-validation folds for --train-from."),
     template: Template = "a photo of a {}",
     top_k: int = typer.Option(3, "--top-k", help="Classes kept per image."),
     threshold: float = typer.Option(0.5, "--threshold", help="Uncertain below this top probability."),
@@ -46,6 +48,7 @@ def label(
 
     with errors(), progress("embedding", quiet) as update:
         report = api_label(images, out, classes=classes, ontology=ontology, from_layout=from_layout,
+                           train_from=train_from, folds=folds,
                            template=template, top_k=top_k, threshold=threshold, margin=margin, copy=copy,
                            spec=spec, cache_dir=cache, overwrite=overwrite, progress=update)
     if not quiet:

@@ -63,6 +63,9 @@ def label_report(report) -> None:
     out_console.print(table)
     say(f"{report.images} images in {report.seconds:.1f} s ({report.images_per_second:.1f} images/s), "
         f"{report.engine}, cache hits {report.cache_hits}")
+    if report.cv_accuracies:
+        say(f"decided by: {report.scorer} (cross-validated top-1 on the --train-from layout: "
+            + ", ".join(f"{k} {v:.1%}" for k, v in report.cv_accuracies.items() if v is not None) + ")")
     if report.unreadable:
         say(f"[yellow]unreadable:[/] {len(report.unreadable)} (listed in {report.out / 'label.json'})")
     if report.failed:

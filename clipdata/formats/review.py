@@ -35,11 +35,11 @@ def write_predictions(out: Path, rows: list[dict], meta: dict, top_k: int) -> No
         json.dumps({**r, "model": meta["model"]}, ensure_ascii=False) + "\n" for r in rows))
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["path", "decision", "uncertain"]
+    w.writerow(["path", "decision", "uncertain", "review_rank"]
                + [f"{k}{n}" for n in range(1, top_k + 1) for k in ("class", "score")] + ["final"])
     for r in rows:
         cells = [c for t in r["top_k"] for c in (t["class"], f"{t['score']:.6f}")]
-        w.writerow([r["path"], r["decision"] or "", "yes" if r["uncertain"] else "no"]
+        w.writerow([r["path"], r["decision"] or "", "yes" if r["uncertain"] else "no", r.get("review_rank", "")]
                    + cells + [""] * (2 * top_k - len(cells)) + [""])
     write_text(out / "predictions.csv", buf.getvalue())
 
