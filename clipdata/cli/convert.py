@@ -9,7 +9,7 @@ import typer
 
 from . import render
 from .app import app, errors, progress
-from .options import Images, Link, Overwrite, Quiet, Split, SplitRatios, Template
+from .options import Export, Images, Link, Overwrite, Quiet, ShardSize, Split, SplitRatios, Template
 
 CONVERT_HELP = """Convert a dataset into the CLIP classification layout.
 
@@ -53,9 +53,9 @@ def convert(
     quality: int = typer.Option(95, "--quality", help="JPEG/WebP quality of crops."),
     link: Link = False,
     skip_missing: bool = typer.Option(False, "--skip-missing", help="Record missing images and go on."),
-    export: Optional[str] = typer.Option(None, "--export", help="Hand-off files: hf, openclip, or both (hf,openclip)."),
+    export: Export = None,
     openclip_relative: bool = typer.Option(False, "--openclip-relative", help="open_clip CSV paths relative to OUT."),
-    shard_size: int = typer.Option(10_000, "--shard-size", help="Samples per WebDataset shard (--export webdataset)."),
+    shard_size: ShardSize = 10_000,
     overwrite: Overwrite = False,
     resume: bool = typer.Option(False, "--resume", help="Finish a run that was killed; the result is as if it never stopped."),
     workers: Optional[int] = typer.Option(None, "--workers", "-j", help="Worker processes (default: one per CPU)."),

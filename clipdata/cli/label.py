@@ -8,7 +8,8 @@ import typer
 
 from . import render
 from .app import app, errors, progress, review_app
-from .options import Images, Link, Overwrite, Quiet, Split, SplitRatios, Template, engine_options
+from .options import (Export, Images, Link, Overwrite, Quiet, ShardSize, Split, SplitRatios, Template,
+                      engine_options)
 
 LABEL_HELP = """Pre-label unlabeled images with CLIP for a person to review.
 
@@ -78,6 +79,8 @@ def review_apply(
     split_ratios: SplitRatios = None,
     template: Template = "a photo of a {}",
     link: Link = False,
+    export: Export = None,
+    shard_size: ShardSize = 10_000,
     overwrite: Overwrite = False,
     quiet: Quiet = False,
 ) -> None:
@@ -85,6 +88,7 @@ def review_apply(
 
     with errors():
         result = api_review_apply(reviewed, out, images=images, split=split, split_ratios=split_ratios,
-                                  template=template, link=link, overwrite=overwrite)
+                                  template=template, link=link, export=export, shard_size=shard_size,
+                                  overwrite=overwrite)
     if not quiet:
         render.review_report(result)

@@ -25,6 +25,8 @@ SplitRatios = Annotated[Optional[str], typer.Option("--split-ratios", help="Re-s
 Link = Annotated[bool, typer.Option("--link", help="Hard-link whole images instead of copying them.")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace an earlier clipdata output in OUT.")]
 Images = Annotated[Optional[Path], typer.Option("--images", help="The folder that holds the images, when not beside the annotations.")]
+Export = Annotated[Optional[str], typer.Option("--export", help="Hand-off files, comma-separated: hf, openclip, webdataset.")]
+ShardSize = Annotated[int, typer.Option("--shard-size", help="Samples per WebDataset shard (--export webdataset).")]
 JsonlOut = Annotated[Optional[Path], typer.Option("--jsonl", help="Write the results as JSON lines.")]
 HtmlOut = Annotated[Optional[Path], typer.Option("--html", help="A page of the results' thumbnails.")]
 
