@@ -156,6 +156,7 @@ def test_rename_option(coco_set, tmp_path):
     (["Cat", "cat"], "differ only by case"),
     (["../evil"], "path separator"),
     ([".."], "special folder"),
+    ([".cat"], "starts with a dot"),
     ([" cat"], "white space"),
     (["_tokenization.txt"], "caption file"),
 ])
@@ -433,3 +434,14 @@ def test_link_or_copy_falls_back_only_where_links_are_impossible(tmp_path, monke
     with pytest.raises(FileNotFoundError):  # a missing source is an error, not a reason to copy
         fsutil.link_or_copy(tmp_path / "gone.jpg", tmp_path / "x.jpg")
     assert not list(tmp_path.glob(".clipdata-tmp-*"))
+
+
+@pytest.mark.parametrize("file_name", ["x" * 300 + ".jpg", "d/" + "y" * 4000 + ".jpg", "/" + "z" * 300])
+def test_an_image_name_the_file_system_cannot_look_up_is_a_missing_image(tmp_path, file_name):
+    make_image(tmp_path / "a.jpg")
+    images = [{"id": 1, "file_name": "a.jpg"}, {"id": 2, "file_name": file_name}]
+    anns = [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 4, 4]},
+            {"id": 2, "image_id": 2, "category_id": 1, "bbox": [0, 0, 4, 4]}]
+    f = write_coco(tmp_path / "d.json", images, anns, [{"id": 1, "name": "cat"}])
+    report = clipdata.convert(f, tmp_path / "out", format="coco", skip_missing=True)
+    assert report.crops == 1 and report.skipped_by_reason.get("missing_image") == 1

@@ -85,6 +85,15 @@ def _fingerprint(path: Path) -> str:
     return h.hexdigest()[:16]
 
 
+def _root_cause(e: BaseException) -> BaseException:
+    """The first exception of a chain (`raise ... from`, or raised while handling another)."""
+    seen = {id(e)}
+    while (nxt := e.__cause__ or e.__context__) is not None and id(nxt) not in seen:
+        seen.add(id(nxt))
+        e = nxt
+    return e
+
+
 class Engine:
     """A CLIP-family model with its processor; `embed_images` and `embed_texts` return unit
     vectors. The weights load on first use, so a run whose embeddings are all cached never
@@ -133,6 +142,13 @@ class Engine:
             model = transformers.AutoModel.from_pretrained(source, **kwargs)
             processor = transformers.AutoProcessor.from_pretrained(source, **kwargs)
         except Exception as e:  # transformers raises OSError, ValueError, HTTP errors...
+            root = _root_cause(e)
+            if isinstance(root, (ImportError, RuntimeError, AttributeError)) and not isinstance(root, OSError):
+                # a broken install (torchvision whose ops do not load, say), not a missing model
+                raise ModelError(
+                    f"cannot load model {name!r}: a library failed to import: {type(root).__name__}: {first_line(root)}",
+                    hint="repair or uninstall the package it names (a torchvision built for another torch "
+                         "is the usual one: pip uninstall torchvision)") from None
             raise ModelError(
                 f"cannot load model {name!r}: {first_line(e)}",
                 hint="point --model at a local directory with the model's config.json, weights and "
@@ -198,9 +214,15 @@ class Engine:
         with torch.inference_mode(), self._autocast():
             for i in range(0, len(texts), 256):
                 tok = self.processor.tokenizer(list(texts[i:i + 256]), padding=True, truncation=True,
-                                               return_tensors="pt").to(self.device)
+                                               max_length=self._text_length(), return_tensors="pt").to(self.device)
                 out.append(self._unit(self._features(self.model.get_text_features(**tok))))
         return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+    def _text_length(self) -> int:
+        """The text tower's positions: a longer query is cut there, never an error (tokenizers
+        saved without model_max_length would not cut at all)."""
+        config = getattr(self.model.config, "text_config", self.model.config)
+        return int(getattr(config, "max_position_embeddings", 77))
 
     def embed_pixels(self, pixel_values) -> np.ndarray:
         torch = self.torch

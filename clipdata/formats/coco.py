@@ -386,16 +386,25 @@ def locate(file_name: str, dirs: list[Path]) -> Path | None:
     separators; a file_name whose folders are not there is retried by its base name."""
     rel = PurePosixPath(file_name.replace("\\", "/"))
     if rel.is_absolute():
-        if Path(rel).is_file():
+        if _is_file(Path(rel)):
             return Path(rel)
         rel = PurePosixPath(rel.name)
     tries = [rel] if rel.name == str(rel) else [rel, PurePosixPath(rel.name)]
     for d in dirs:
         for r in tries:
             p = d / r
-            if p.is_file():
+            if _is_file(p):
                 return p
     return None
+
+
+def _is_file(path: Path) -> bool:
+    """Whether a file is there; a name the file system cannot even look up (longer than its
+    limit, say) is simply not there, and so counted as a missing image."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
 
 
 def find_annotation_files(folder: Path) -> list[Path]:

@@ -38,6 +38,8 @@ def name_problem(name: str) -> str | None:
         return "it holds a control character (NUL, newline, tab, …)"
     if (ch := line_break(name)) is not None:  # U+0085, U+2028, U+2029: captions are one per line
         return f"it holds a line break ({ch})"
+    if name.startswith("."):
+        return "it starts with a dot (a hidden folder, which readers skip)"
     if name != name.strip():
         return "it starts or ends with white space"
     if name == TOKENIZATION:

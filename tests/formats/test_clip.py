@@ -9,7 +9,8 @@ from helpers import make_image
     ("cat", None), ("sun flower", None), ("café", None), ("C++", None), ("a.b", None),
     ("", "empty"), (".", "special"), ("..", "special"), ("a/b", "separator"), ("a\\b", "separator"),
     ("a\0b", "control"), ("a\nb", "control"), (" cat", "white space"), ("cat ", "white space"),
-    ("_tokenization.txt", "caption file"),
+    ("_tokenization.txt", "caption file"), (".dot thing", "starts with a dot"), (".hidden", "starts with a dot"),
+    ("a\u2028b", "line break"), ("a\x85b", "line break"), ("a\u2029b", "line break"),
 ])
 def test_name_problem(name, problem):
     found = clip.name_problem(name)
