@@ -252,3 +252,35 @@ def test_without_torch_the_clip_commands_say_how_to_install(tmp_path):
             "    print(e)\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert "pip install 'clipdata[clip]'" in r.stdout, r.stdout + r.stderr
+
+
+SPECIAL_FILES = [
+    ("a link to nothing", lambda d: os.symlink(d / "gone.jpg", d / "dangling.jpg"), "dangling.jpg", "link to nothing"),
+    ("a pipe named like an image", lambda d: os.mkfifo(d / "pipe.jpg"), "pipe.jpg", "not a regular file"),
+    ("a link to a pipe", lambda d: (os.mkfifo(d / "p"), os.symlink(d / "p", d / "to_pipe.png")), "to_pipe.png",
+     "not a regular file"),
+]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+@pytest.mark.parametrize("name, make, file, reason", SPECIAL_FILES, ids=[c[0] for c in SPECIAL_FILES])
+def test_files_that_are_not_images_on_disk_are_unreadable_never_opened(spec, photos, tmp_path, name, make, file, reason):
+    make(photos)
+    report = clipdata.label(photos, tmp_path / "out", classes="grass,gravel", spec=spec)
+    assert report.images == 12  # the real images, and the run did not block on the pipe
+    assert reason in report.unreadable[str(photos / file)]
+    meta = json.loads((tmp_path / "out" / "label.json").read_text())
+    assert str(photos / file) in meta["unreadable"]
+
+
+def test_two_labels_into_one_folder_do_not_mix(spec, photos, tmp_path):
+    from clipdata.errors import OutputError
+    from clipdata.fsutil import locked
+    out = tmp_path / "out"
+    with locked(out):  # another run holds the folder
+        with pytest.raises(OutputError, match="another clipdata run"):
+            clipdata.label(photos, out, classes="grass,gravel", spec=spec)
+    report = clipdata.label(photos, out, classes="grass,gravel", spec=spec)  # free again
+    assert report.images == 12 and not (out / ".clipdata.lock").exists()
+    again = clipdata.label(photos, out, classes="grass,gravel", spec=spec, overwrite=True)
+    assert again.images == 12

@@ -3,7 +3,9 @@ proposals to a person: a review tree of class folders, a Label Studio import, a 
 page of thumbnails (written by formats/review.py). Formats: formats/label.md."""
 from __future__ import annotations
 
+import functools
 import hashlib
+import inspect
 import json
 import time
 from dataclasses import dataclass, field
@@ -17,7 +19,7 @@ from ..embedding.spec import EngineSpec
 from ..errors import OptionError, OutputError
 from ..formats import layout as clip
 from ..formats.review import UNCERTAIN, write_labelstudio, write_predictions, write_review
-from ..fsutil import NAME_MAX, name_bytes, write_text
+from ..fsutil import LOCK_NAME, NAME_MAX, is_within, locked, name_bytes, write_text
 from ..imagefiles import displayed_size
 from ..scoring import Classes, class_embeddings, zero_shot
 
@@ -146,6 +148,29 @@ def _training(train_from: str | Path, cls: Classes | None) -> tuple[Classes, obj
     return cls, data
 
 
+def _check_overlap(out: Path, root: Path) -> None:
+    if is_within(out, root) or is_within(root, out):
+        raise OutputError("the output folder and the image folder overlap", file=out,
+                          hint="a later scan would read the review tree as images; choose a folder outside")
+
+
+def _locked_output(fn: Callable) -> Callable:
+    """Run `fn` holding OUT's lock (fsutil.locked): two labels into one folder never mix.
+    The overlap check comes first, so the lock never creates a folder inside the images."""
+    signature = inspect.signature(fn)
+
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        bound = signature.bind(*args, **kwargs)
+        out, root = Path(bound.arguments["out"]), Path(bound.arguments["images"])
+        _check_overlap(out, root)
+        with locked(out):
+            return fn(*args, **kwargs)
+
+    return run
+
+
+@_locked_output
 def label(images: str | Path, out: str | Path, *, classes: str | list[str] | None = None,
           ontology: str | Path | None = None, from_layout: str | Path | None = None,
           template: str = DEFAULT_TEMPLATE, spec: EngineSpec = EngineSpec(), top_k: int = 3,
@@ -237,12 +262,8 @@ def label(images: str | Path, out: str | Path, *, classes: str | list[str] | Non
 
 
 def _prepare(out: Path, overwrite: bool, root: Path) -> None:
-    from ..fsutil import is_within
-
-    if is_within(out, root) or is_within(root, out):
-        raise OutputError("the output folder and the image folder overlap", file=out,
-                          hint="a later scan would read the review tree as images; choose a folder outside")
-    if out.is_dir() and any(p.name != "cache" for p in out.iterdir()):
+    _check_overlap(out, root)
+    if out.is_dir() and any(p.name not in ("cache", LOCK_NAME) for p in out.iterdir()):
         if not overwrite:
             raise OutputError("already holds files", file=out, hint="choose an empty folder, or pass --overwrite")
         if not (out / "label.json").is_file():
@@ -250,7 +271,7 @@ def _prepare(out: Path, overwrite: bool, root: Path) -> None:
                               file=out)
         import shutil
         for child in out.iterdir():
-            if child.name != "cache":  # embeddings stay: the point of the cache
+            if child.name not in ("cache", LOCK_NAME):  # embeddings stay: the point of the cache
                 shutil.rmtree(child) if child.is_dir() else child.unlink()
     out.mkdir(parents=True, exist_ok=True)
 

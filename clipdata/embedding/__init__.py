@@ -7,6 +7,7 @@ distributors, one signature), `cache` (the SQLite cache). Nothing here knows abo
 from __future__ import annotations
 
 import os
+import stat
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,10 +32,13 @@ Progress = Callable[[int, int], None]
 
 def scan_images(root: Path) -> list[Path]:
     """Image files under root, recursively (imagefiles' walk rules), sorted by their relative
-    POSIX path string."""
+    POSIX path string. Names of images that are not regular files (a pipe, a link to nothing)
+    are listed too: `embed_images` counts them as unreadable without opening them."""
     if not root.is_dir():
         raise SourceError("not a folder", file=root, hint="pass the folder that holds the images")
-    found = sorted(walk_images(root), key=lambda p: p.relative_to(root).as_posix())
+    rejected: list = []
+    found = walk_images(root, rejected=rejected) + [e.path for e in rejected]
+    found.sort(key=lambda p: p.relative_to(root).as_posix())
     if not found:
         raise SourceError("no images found", file=root,
                           hint="images are found recursively by extension (.jpg .jpeg .png .bmp .tif .webp ...)")
@@ -104,13 +108,14 @@ def embed_images(engine: Engine, paths: Sequence[str | Path], cache: EmbeddingCa
     t0 = time.perf_counter()
     paths = [str(p) for p in paths]
     stats = EmbedStats(images=len(paths))
+    stats.unreadable.update(_not_files(paths))
     mode = cache_mode(spec)
-    contents = [sha256_file(p) if cache else "" for p in paths]
+    contents = [sha256_file(p) if cache and p not in stats.unreadable else "" for p in paths]
     known = cache.get(mode, contents) if cache else {}
     rows: list[np.ndarray | None] = [known.get(c) if cache else None for c in contents]
     stats.cache_hits = sum(r is not None for r in rows)
-    todo = [i for i, r in enumerate(rows) if r is None]
-    done = stats.cache_hits
+    todo = [i for i, r in enumerate(rows) if r is None and paths[i] not in stats.unreadable]
+    done = stats.cache_hits + len(stats.unreadable)
     if progress:
         progress(done, len(paths))
 
@@ -150,6 +155,20 @@ def embed_images(engine: Engine, paths: Sequence[str | Path], cache: EmbeddingCa
               else np.zeros((0, dim), np.float32))
     stats.seconds = time.perf_counter() - t0
     return matrix, stats
+
+
+def _not_files(paths: Sequence[str]) -> dict[str, str]:
+    """The paths that must never be opened (a pipe would block the run for ever), with why."""
+    bad = {}
+    for p in paths:
+        try:
+            st = os.stat(p)
+        except OSError as e:
+            bad[p] = "a link to nothing" if os.path.islink(p) else (e.strerror or "cannot be read")
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            bad[p] = "not a regular file (a pipe, socket or device)"
+    return bad
 
 
 @dataclass
