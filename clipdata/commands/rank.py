@@ -5,6 +5,7 @@ or its approximate index above a size threshold; `exact=True` forces exact)."""
 from __future__ import annotations
 
 import json
+import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,6 +141,12 @@ def _report(root: Path, emb, **kw) -> RankReport:
                       cache_hits=emb.stats.cache_hits, **kw)
 
 
+def _slug(text: str) -> str:
+    """A readable folder name: runs of anything but letters, digits, '.', '_' and '-' become
+    '_' (safe_name then keeps it from being '.', '..' or hidden, and fits its length)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")[:60] or "query"
+
+
 def _copy_hits(report: RankReport, root: Path, dest: Path, per_query: bool) -> None:
     """Link each hit into `dest` (a folder per query when there are several). Every name is
     made safe from its text (a query such as '..' or 'a/b' cannot climb out or nest), distinct
@@ -148,10 +155,10 @@ def _copy_hits(report: RankReport, root: Path, dest: Path, per_query: bool) -> N
         raise OptionError(f"--copy-to {dest}: the folder is not empty")
     folders: dict[str, str] = {}
     for q in dict.fromkeys(h.query for h in report.hits):
-        name, n = safe_name(q), 1
+        name, n = safe_name(_slug(q)), 1
         while name in folders.values():
             n += 1
-            name = safe_name(f"{q} ({n})")
+            name = safe_name(_slug(f"{q} {n}"))
         folders[q] = name
     seen: set[tuple[str, int]] = set()
     for h in report.hits:
