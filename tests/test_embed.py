@@ -298,3 +298,20 @@ def test_hostile_query_names_become_safe_folders(tmp_path, query):
     _copy_hits(RankReport(tmp_path / "src", 1, hits=hits), tmp_path / "src", dest, per_query=True)
     assert sorted(p.relative_to(tmp_path).parts[:2] for p in tmp_path.rglob("*.jpg")) == \
            sorted([("out", "hits"), ("out", "hits"), ("src", "a.jpg")])
+
+
+def test_slices_within_a_part_and_unreadable_images_are_counted(spec, embedded, tmp_path, monkeypatch):
+    import clipdata.commands.embed as cmd
+
+    photos, out, _ = embedded
+    monkeypatch.setattr(cmd, "SLICE", 3)  # parts of 4 embedded 3 images at a time
+    sliced = cmd.embed(photos, tmp_path / "sliced", spec=spec, part_size=4)
+    assert sliced.written == 6
+    for rel in ("img_emb/img_emb_0.npy", "img_emb/img_emb_1.npy", "metadata/metadata_0.parquet"):
+        assert (tmp_path / "sliced" / rel).read_bytes() == (out / rel).read_bytes()
+    (photos / "broken.jpg").write_bytes(b"not a jpeg")
+    r = cmd.embed(photos, tmp_path / "with-bad", spec=spec, part_size=4)
+    assert (r.images, r.written) == (7, 6) and list(r.unreadable) == [str((photos / "broken.jpg").resolve())]
+    info = ef.read_info(tmp_path / "with-bad")
+    assert info.unreadable == 1 and info.count == 6
+    assert str((photos / "broken.jpg").resolve()) not in ef.read(tmp_path / "with-bad").image_path

@@ -75,12 +75,48 @@ def _check_out(out: Path, identity: str, mode: str, part_size: int) -> None:
                           hint="choose another --out folder, or delete this one")
 
 
+SLICE = 65_536  # images per embedding call: memory stays one part's matrix, not a copy of it
+
+
+def _write_part(out: Path, i: int, chunk: list[str], engine, cache, spec: EngineSpec, report: EmbedReport,
+                dim: int, tick: Callable[[int], None]) -> tuple[int, int]:
+    """Embed one part's images slice by slice into one preallocated matrix, then write the
+    part. Unreadable images are left out and named in the report. Returns (rows, dim)."""
+    from ..embedding import embed_images
+    from ..imagefiles import displayed_size, sha256_file
+
+    part: np.ndarray | None = None
+    keep: list[str] = []
+    sizes: list[tuple[int, int]] = []
+    for a in range(0, len(chunk), SLICE):
+        paths = chunk[a:a + SLICE]
+        matrix, stats = embed_images(engine, paths, cache, lambda k, _total, a=a: tick(a + k), spec)
+        report.cache_hits += stats.cache_hits
+        bad = {**stats.unreadable, **stats.failed}
+        if part is None and matrix.shape[1]:
+            dim = dim or int(matrix.shape[1])
+            part = np.empty((len(chunk), dim), np.float32)
+        for r, p in enumerate(paths):
+            if p in bad:
+                continue
+            try:
+                sizes.append(displayed_size(Path(p)))
+            except Exception as e:  # decoded by the model's loader, but its header is odd
+                bad[p] = f"size unreadable: {e}"
+                continue
+            part[len(keep)] = matrix[r]
+            keep.append(p)
+        report.unreadable.update(bad)
+    vectors = part[:len(keep)] if part is not None else np.zeros((0, dim), np.float32)
+    ef.write_part(out, i, vectors, keep, [w for w, _ in sizes], [h for _, h in sizes], [sha256_file(p) for p in keep])
+    return len(keep), dim
+
+
 def embed(images: str | Path, out: str | Path, *, spec: EngineSpec = EngineSpec(), part_size: int = 1_000_000,
           cache_dir: str | Path | None | bool = None,
           progress: Callable[[int, int], None] | None = None) -> EmbedReport:
     """Embed every image under `images` into the embeddings folder `out`."""
-    from ..embedding import Engine, embed_images, open_cache, scan_images
-    from ..imagefiles import displayed_size, sha256_file
+    from ..embedding import Engine, open_cache, scan_images
 
     if part_size < 1:
         raise OptionError(f"--part-size {part_size} must be at least 1")
@@ -104,29 +140,8 @@ def embed(images: str | Path, out: str | Path, *, spec: EngineSpec = EngineSpec(
                 dim = dim or int(np.load(ef.npy_path(out, i), mmap_mode="r").shape[1])
                 rows = len(chunk)
             else:
-                def tick(k: int, total: int, base: int = done) -> None:
-                    if progress:
-                        progress(base + k, len(paths))
-
-                matrix, stats = embed_images(engine, chunk, cache, tick, spec)
-                report.cache_hits += stats.cache_hits
-                bad = {**stats.unreadable, **stats.failed}
-                keep, sizes = [], []
-                for p in chunk:
-                    if p in bad:
-                        continue
-                    try:
-                        sizes.append(displayed_size(Path(p)))
-                        keep.append(p)
-                    except Exception as e:  # decoded by the model's loader, but its header is odd
-                        bad[p] = f"size unreadable: {e}"
-                report.unreadable.update(bad)
-                row_of = {p: r for r, p in enumerate(chunk)}
-                vectors = matrix[[row_of[p] for p in keep]] if keep else np.zeros((0, matrix.shape[1]), np.float32)
-                dim = dim or int(vectors.shape[1])
-                ef.write_part(out, i, vectors, keep, [w for w, _ in sizes], [h for _, h in sizes],
-                              [sha256_file(p) for p in keep])
-                rows = len(keep)
+                rows, dim = _write_part(out, i, chunk, engine, cache, spec, report, dim,
+                                        lambda k, base=done: progress(base + k, len(paths)) if progress else None)
             report.written += rows
             done += len(chunk)
             if progress:
