@@ -47,6 +47,7 @@ class Skip:
     item: str
     detail: str = ""
     annotation_id: int | str | None = None
+    labels: int = 0  # an image left out at read time: how many labels (boxes) went with it
 
 
 @dataclass

@@ -607,3 +607,48 @@ def test_truncated_predictions_are_one_clear_line(labeled, tmp_path: Path, cut: 
     text = str(e.value)
     assert "predictions.jsonl" in text and "line 2" in text and "\n" not in text
     assert not (tmp_path / "layout").exists()
+
+
+def _yolo_flat(root: Path, extra) -> Path:
+    """A flat YOLO folder: classes.txt, a.jpg with two boxes, and what `extra` adds."""
+    make_image(root / "a.jpg")
+    (root / "a.txt").write_text("0 0.5 0.5 0.2 0.2\n0 0.3 0.3 0.1 0.1\n")
+    (root / "classes.txt").write_text("cat\n")
+    extra(root)
+    return root
+
+
+def _voc_listed_missing(root: Path) -> Path:
+    make_image(root / "JPEGImages" / "a.jpg")
+    obj = "<object><name>cat</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>9</xmax><ymax>9</ymax></bndbox></object>"
+    for stem in ("a", "b"):
+        (root / "Annotations").mkdir(parents=True, exist_ok=True)
+        (root / "Annotations" / f"{stem}.xml").write_text(
+            f"<annotation><filename>{stem}.jpg</filename>{obj * (1 if stem == 'a' else 3)}</annotation>")
+    (root / "ImageSets" / "Main").mkdir(parents=True)
+    (root / "ImageSets" / "Main" / "train.txt").write_text("a\nb\n")
+    return root
+
+
+READ_TIME_LOSSES = [
+    # (name, format, build, the reason, boxes that went with the image)
+    ("yolo: a label file without its image", "yolo",
+     lambda r: _yolo_flat(r, lambda d: (d / "gone.txt").write_text("0 .5 .5 .1 .1\n0 .5 .5 .2 .2\n\n0 .1 .1 .1 .1\n")),
+     "missing_image", 3),
+    ("yolo: an image that does not decode", "yolo",
+     lambda r: _yolo_flat(r, lambda d: ((d / "bad.jpg").write_bytes(b"not a jpeg"),
+                                        (d / "bad.txt").write_text("0 .5 .5 .1 .1\n0 .5 .5 .2 .2\n"))),
+     "unreadable_image", 2),
+    ("voc: an ImageSets id whose image is missing", "voc", _voc_listed_missing, "missing_image", 3),
+]
+
+
+@pytest.mark.parametrize("name, fmt, build, reason, lost", READ_TIME_LOSSES, ids=[c[0] for c in READ_TIME_LOSSES])
+def test_boxes_of_images_left_out_by_a_reader_are_counted(tmp_path: Path, name, fmt, build, reason, lost) -> None:
+    src = build(tmp_path / "src")
+    report = clipdata.convert(src, tmp_path / "out", format=fmt, skip_missing=True)
+    prov = json.loads((tmp_path / "out" / "clipdata.json").read_text())
+    boxes = prov["boxes"]
+    assert boxes["skipped"].get(reason) == lost, boxes
+    assert boxes["read"] == boxes["written"] + sum(boxes["skipped"].values())
+    assert boxes["written"] == report.crops

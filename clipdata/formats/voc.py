@@ -203,7 +203,8 @@ def read(path: str | Path, *, images: str | Path | None = None, split: str | Non
         fallbacks += fell_back
         name = _rel(image, root) if image else (filename or xml.stem)
         if image is None and listed:
-            src.skipped.append(Skip("missing_image", name, f"listed in ImageSets/Main; looked in {folder}"))
+            src.skipped.append(Skip("missing_image", name, f"listed in ImageSets/Main; looked in {folder}",
+                                    labels=len(labels)))
             continue
         for label in labels:
             if label.name not in src.classes:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path, PurePosixPath
 
-from ..errors import SourceError
+from ..errors import ClipdataError, SourceError
 from ..records import Label, Sample, Skip, Source, split_name
 from ..textfiles import read_lines, read_text
 from ..yamlfile import load_yaml
@@ -78,6 +78,14 @@ def _image_size(path: Path) -> tuple[int, int] | str:
         return str(e) or type(e).__name__
 
 
+def _line_count(file: Path) -> int:
+    """The boxes a label file holds (its non-empty lines), or 0 when it cannot be read."""
+    try:
+        return sum(1 for line in read_text(file).split("\n") if line.strip())
+    except ClipdataError:
+        return 0
+
+
 def _orphans(images: list[Path], root: Path) -> list[Skip]:
     """Label files in the labels folders of these images that no image has."""
     wanted = {label_path(i) for i in images}
@@ -85,9 +93,9 @@ def _orphans(images: list[Path], root: Path) -> list[Skip]:
     skips = []
     for folder in sorted(folders):
         for f in sorted(folder.glob("*.txt")):
-            if f not in wanted:
+            if f not in wanted and f.name not in DESCRIPTORS:  # classes.txt names classes, it labels nothing
                 rel = f.relative_to(root).as_posix() if root in f.parents else str(f)
-                skips.append(Skip("missing_image", rel, "a label file without its image"))
+                skips.append(Skip("missing_image", rel, "a label file without its image", labels=_line_count(f)))
     return skips
 
 
@@ -111,7 +119,7 @@ def _add_images(src: Source, images: list[Path], root: Path, split: str, names: 
             continue
         size = _image_size(image)
         if isinstance(size, str):
-            src.skipped.append(Skip("unreadable_image", rel, size))
+            src.skipped.append(Skip("unreadable_image", rel, size, labels=len(boxes)))
             continue
         w, h = size
         labels = [Label(names[c], (x0 * w, y0 * h, (x1 - x0) * w, (y1 - y0) * h), n)

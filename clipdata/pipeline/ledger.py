@@ -54,6 +54,9 @@ class Ledger:
             tally = self.boxes if is_box_skip(k) else self.images
             tally.read += 1
             tally.skipped[k.reason] += 1
+            if k.labels and not is_box_skip(k):  # the boxes that went with an image left out
+                self.boxes.read += k.labels
+                self.boxes.skipped[k.reason] += k.labels
 
     def image(self, reasons: Iterable[str], written: int, labels_written: int | None = None,
               image_reason: str | None = None) -> None:
@@ -87,7 +90,7 @@ class Ledger:
 
 
 def skip_row(s: Skip) -> dict:
-    return {k: v for k, v in asdict(s).items() if v not in ("", None)}
+    return {k: v for k, v in asdict(s).items() if v not in ("", None) and (k != "labels" or v)}
 
 
 def sample_by_reason(skipped: list[Skip], limit: int = SAMPLE_PER_REASON) -> list[dict]:
