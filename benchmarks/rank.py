@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 CLASSES = ["circle", "square", "triangle", "star", "blob"]
 SEARCH = """
 import numpy as np, resource, time, json
-from clipdata.commands.rank import near_pairs, _groups, uniqueness
+from clipdata.index import near_pairs, _groups, uniqueness
 rng = np.random.default_rng(0)
 emb = rng.normal(size=(100_000, 512)).astype(np.float32)
 emb /= np.linalg.norm(emb, axis=1, keepdims=True)

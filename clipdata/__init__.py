@@ -13,10 +13,13 @@ from ._version import __version__
 from .errors import ClipdataError
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .commands.audit import AuditReport, audit
     from .commands.convert import ConvertOptions, Report, convert
+    from .commands.embed import EmbedReport, embed
     from .commands.evaluate import EvalReport, evaluate
     from .commands.inspect import InspectReport, inspect
     from .commands.label import LabelReport, label
+    from .commands.prompts import PromptsReport, prompts
     from .commands.rank import RankReport, duplicates, search, unique
     from .commands.review import ReviewReport, review_apply
     from .commands.serve import review_serve
@@ -33,6 +36,7 @@ _API = {
     "evaluate": "commands.evaluate", "EvalReport": "commands.evaluate",
     "prompts": "commands.prompts", "PromptsReport": "commands.prompts", "audit": "commands.audit", "AuditReport": "commands.audit",
     "search": "commands.rank", "unique": "commands.rank", "duplicates": "commands.rank", "RankReport": "commands.rank",
+    "embed": "commands.embed", "EmbedReport": "commands.embed",
     "EngineSpec": "embedding.spec", "ModelSpec": "embedding.engine",
 }
 

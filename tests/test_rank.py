@@ -15,7 +15,7 @@ pytest.importorskip("transformers")
 import clipdata  # noqa: E402
 from clipdata.cli import app  # noqa: E402
 from clipdata.errors import OptionError, SourceError  # noqa: E402
-from clipdata.commands.rank import nearest, uniqueness  # noqa: E402
+from clipdata.index import nearest, uniqueness  # noqa: E402
 from helpers import SAMPLES, image_embeddings  # noqa: E402
 
 
@@ -59,7 +59,7 @@ def test_uniqueness_matches_brute_force(tiny, spec):
 
 
 def test_blockwise_neighbours_equal_the_full_matrix(monkeypatch):
-    import clipdata.commands.rank as rank
+    import clipdata.index as rank
     rng = np.random.default_rng(0)
     emb = rng.normal(size=(300, 16)).astype(np.float32)
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
