@@ -122,6 +122,8 @@ def odd_jpegs(folder: Path, seed: int) -> dict[str, Path]:
         ("cmyk.jpg", photo((1920, 1080), seed + 3).convert("CMYK"), {}),
         ("grey.jpg", photo((1920, 1080), seed + 4).convert("L"), {}),
         ("odd-size.jpg", photo((1917, 1083), seed + 5), {}),
+        ("phone.mpo", photo((1920, 1080), seed + 6), {"format": "MPO", "save_all": True,
+                                                       "append_images": [photo((320, 180), seed + 7)]}),
     ]:
         out[name] = folder / name
         img.save(out[name], quality=90, **kw)
@@ -181,6 +183,11 @@ def test_jpeg_decode_scale_never_below_twice_the_resize(tmp_path, size, side, de
     th, tw = fast.target(*shown)
     assert min(img.size) >= 2 * min(th, tw) or img.size == size
     assert img.width >= size[0] // 4
+
+
+def test_multi_picture_jpegs_from_phones_decode_reduced_too(files):
+    img, _, shown = FastPreprocess.from_processor(clip_processor(224))._decode(files["jpeg"]["phone.mpo"])
+    assert shown == (1080, 1920) and img.size == (960, 540)
 
 
 def test_rotated_jpeg_is_decoded_reduced_in_its_displayed_orientation(files):

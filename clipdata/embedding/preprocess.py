@@ -204,7 +204,7 @@ class FastPreprocess:
         data = path.read_bytes()
         img = Image.open(io.BytesIO(data))
         box = None
-        if img.format == "JPEG" and self.resize and data.startswith(JPEG_MAGIC):
+        if img.format in ("JPEG", "MPO") and self.resize and data.startswith(JPEG_MAGIC):  # MPO: many phones
             orientation = img.getexif().get(ORIENTATION, 1)
             shown = (img.width, img.height) if orientation in _SWAPS else (img.height, img.width)
             need = self._needed(img.width, img.height, orientation)
@@ -262,6 +262,8 @@ class FastPreprocess:
         return self._normalise(arr)
 
     def _finish_torchvision(self, img: Image.Image, th: int, tw: int) -> np.ndarray:
+        """torchvision's resize of the whole decoded image (a reduced decode's rounded-up
+        edge, under one decoded pixel, is kept: torchvision takes no source box)."""
         import torch
         from torchvision.transforms.v2 import functional as tvF
 
