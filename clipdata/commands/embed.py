@@ -51,10 +51,9 @@ def _kept(out: Path, i: int, paths: list[str]) -> bool:
 
 def _mode(spec: EngineSpec) -> str:
     """The preprocessing mode, as the embedding cache keys it."""
-    from .. import embedding
+    from ..embedding import cache_mode
 
-    cache_mode = getattr(embedding, "cache_mode", None)
-    return cache_mode(spec) if cache_mode else ("draft" if spec.draft else "processor")
+    return cache_mode(spec)
 
 
 def _check_out(out: Path, identity: str, mode: str, part_size: int) -> None:

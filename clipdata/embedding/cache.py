@@ -20,7 +20,7 @@ FILE = "embeddings.sqlite"
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS embeddings (
     model   TEXT NOT NULL,     -- model identity: name@weights-fingerprint:dtype
-    mode    TEXT NOT NULL,     -- 'processor' or 'draft' (images), 'text' (captions)
+    mode    TEXT NOT NULL,     -- 'processor' or 'fast-pillow-x2-r4' (images), 'text' (captions)
     content TEXT NOT NULL,     -- sha256 of the image file's bytes, or of the UTF-8 caption, hex
     dim     INTEGER NOT NULL,
     vector  BLOB NOT NULL,     -- dim float32 values, little-endian, unit length

@@ -55,7 +55,7 @@ class EmbedInfo:
     model: str  # the --model value as given
     identity: str  # name@weights-fingerprint:dtype, the embedding cache's key
     dtype: str
-    mode: str  # image preprocessing: 'processor' or 'draft'
+    mode: str  # image preprocessing: 'processor' (--exact-preprocess) or 'fast-pillow-x2-r4'
     dim: int
     count: int  # rows over all parts
     parts: int
