@@ -82,3 +82,13 @@ def test_the_import_graph_has_no_cycle():
     for m in sorted(graph):
         if m not in state:
             visit(m)
+
+
+def test_commands_do_not_import_each_other():
+    """What two commands share lives below them; review apply writing through convert is the
+    one sanctioned exception."""
+    graph = _graph()
+    allowed = {("clipdata.commands.review", "clipdata.commands.convert")}
+    sideways = sorted((m, d) for m, deps in graph.items() if m.startswith("clipdata.commands.")
+                      for d in deps if d.startswith("clipdata.commands.") and (m, d) not in allowed)
+    assert not sideways, sideways

@@ -18,7 +18,6 @@ from ..errors import LayoutError, OptionError, OutputError
 from ..formats import layout as clip
 from ..fsutil import is_within, write_text
 from ..scoring import Classes, class_embeddings
-from .prompts import read_labeled
 
 EXAMPLES = 4  # per class on the html page
 
@@ -74,7 +73,7 @@ def audit(layout: str | Path, *, splits: Sequence[str] = (), folds: int = 5, see
     unknown = [s for s in splits if s not in names]
     if unknown:
         raise OptionError(f"--split {unknown[0]!r}: the layout has {', '.join(names)}")
-    data = read_labeled(root, list(splits) or names)
+    data = clip.read_labeled(root, list(splits) or names)
     notes = []
     counts = np.bincount(data.labels, minlength=len(data.classes))
     for c in np.flatnonzero(counts < probe.MIN_PER_CLASS):

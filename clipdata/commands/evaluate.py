@@ -12,7 +12,7 @@ import numpy as np
 
 from ..captions import DEFAULT_TEMPLATE, check_template, load_ontology, render
 from ..embedding.spec import EngineSpec
-from ..errors import LayoutError, OptionError, SourceError
+from ..errors import OptionError, SourceError
 from ..formats import layout as clip
 from ..fsutil import write_text
 from ..scoring import Classes, class_embeddings, zero_shot
@@ -59,45 +59,6 @@ class EvalReport:
                 "unreadable": self.unreadable}
 
 
-def _split_data(layout: str | Path, split: str | None) -> tuple[list[str], list[str], list[str], list[Path], list[int]]:
-    """(split names, classes, layout captions, images, true class index) after checking that
-    captions align with the class folders."""
-    lay = clip.read_layout(layout)
-    names = [s.name for s in lay.splits]
-    if split is not None:
-        chosen = [s for s in lay.splits if s.name == split]
-        if not chosen:
-            raise OptionError(f"--split {split!r}: the layout has {', '.join(names)}")
-    else:
-        chosen = [s for s in lay.splits if s.name == "test"] or lay.splits
-    classes: list[str] = []
-    captions: dict[str, str] = {}
-    for sl in chosen:
-        tok = sl.folder / clip.TOKENIZATION
-        if sl.captions is None:
-            raise LayoutError(f"no {clip.TOKENIZATION}", file=sl.folder)
-        if len(sl.captions) != len(sl.classes):
-            raise LayoutError(
-                f"{len(sl.captions)} caption line(s) for {len(sl.classes)} class folder(s): line i must caption "
-                "the i-th folder in sorted() order, or every score is misattributed", file=tok,
-                hint="fix the file (clipdata inspect shows classes beside captions)")
-        for cls, cap in zip(sl.classes, sl.captions):
-            if captions.setdefault(cls, cap) != cap:
-                raise LayoutError(f"class {cls!r} has different captions in different splits", file=tok)
-    classes = sorted(captions)
-    if len(classes) < 2:
-        raise LayoutError(f"{len(classes)} class: zero-shot accuracy needs at least two", file=Path(layout))
-    images, truth = [], []
-    for sl in chosen:
-        for cls in sl.classes:
-            for p in sl.images[cls]:
-                images.append(p)
-                truth.append(classes.index(cls))
-    if not images:
-        raise LayoutError("no images in the chosen split(s)", file=Path(layout))
-    return [s.name for s in chosen], classes, [captions[c] for c in classes], images, truth
-
-
 def prompt_sets(classes: list[str], layout_captions: list[str], templates: Sequence[str],
                 ontologies: Sequence[str | Path], use_layout: bool = True) -> list[PromptSet]:
     sets = [PromptSet("_tokenization.txt", [[c] for c in layout_captions])] if use_layout else []
@@ -139,7 +100,7 @@ def evaluate(layout: str | Path, *, split: str | None = None, templates: Sequenc
     from ..embedding import embed_paths
 
     t0 = time.perf_counter()
-    splits, classes, layout_caps, images, truth_all = _split_data(layout, split)
+    splits, classes, layout_caps, images, truth_all = clip.split_data(layout, split)
     sets = prompt_sets(classes, layout_caps, templates, ontologies, use_layout)
     if plot_path is not None:
         _matplotlib()

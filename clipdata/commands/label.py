@@ -133,10 +133,9 @@ def review_ranks(probs: np.ndarray, rels: list[str]) -> list[int]:
 def _training(train_from: str | Path, cls: Classes | None) -> tuple[Classes, object]:
     """--train-from: the layout's classes and captions (or, with --classes/--ontology, the
     given ones, whose names must be the layout's) and its labeled images."""
-    from .prompts import read_labeled
-
+    
     lay = clip.read_layout(train_from)
-    data = read_labeled(train_from, [s.name for s in lay.splits])
+    data = clip.read_labeled(train_from, [s.name for s in lay.splits])
     if cls is None:
         return Classes(data.classes, [[c] for c in data.captions]), data
     if sorted(cls.names) != data.classes:

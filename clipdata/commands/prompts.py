@@ -18,37 +18,8 @@ from ..errors import LayoutError, OptionError, OutputError
 from ..formats import layout as clip
 from ..fsutil import is_within, write_text
 from ..templates import ENSEMBLES, IMAGENET_80
-from .evaluate import _split_data
 
 LAYOUT_SET = "_tokenization.txt"
-
-
-@dataclass
-class Labeled:
-    """A layout's labeled images over some splits: classes in sorted order, one caption each."""
-
-    splits: list[str]
-    classes: list[str]
-    captions: list[str]
-    images: list[Path]
-    labels: list[int]
-
-
-def read_labeled(layout: str | Path, splits: Sequence[str]) -> Labeled:
-    """The images of these splits with their class index; the splits' classes are united
-    (a caption must be the same wherever its class appears; captions must align with folders)."""
-    parts = [_split_data(layout, s) for s in splits]
-    captions: dict[str, str] = {}
-    for _, classes, caps, _, _ in parts:
-        for c, cap in zip(classes, caps):
-            if captions.setdefault(c, cap) != cap:
-                raise LayoutError(f"class {c!r} has different captions in different splits", file=Path(layout))
-    names = sorted(captions)
-    images, labels = [], []
-    for _, classes, _, imgs, truth in parts:
-        images += imgs
-        labels += [names.index(classes[t]) for t in truth]
-    return Labeled(list(splits), names, [captions[c] for c in names], images, labels)
 
 
 @dataclass
@@ -200,8 +171,8 @@ def prompts(layout: str | Path, out_yaml: str | Path, *, templates: Sequence[str
     else:
         search = [s for s in names if s != "test"] or names
     heldout = "test" if "test" in names and "test" not in search else None
-    data = read_labeled(root, search)
-    test = read_labeled(root, [heldout]) if heldout else None
+    data = clip.read_labeled(root, search)
+    test = clip.read_labeled(root, [heldout]) if heldout else None
     if test is not None and test.classes != data.classes:
         raise LayoutError(f"the {heldout} split's classes differ from {', '.join(search)}'s", file=root,
                           hint="score one split: --split NAME")

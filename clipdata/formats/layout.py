@@ -12,8 +12,9 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
-from ..errors import ClassNameError, LayoutError
+from ..errors import ClassNameError, LayoutError, OptionError
 from ..fsutil import write_text
 from ..records import SPLITS
 from ..captions import line_break
@@ -137,3 +138,71 @@ def read_layout(root: str | Path) -> Layout:
             hint="a CLIP layout is OUT/<split>/_tokenization.txt plus OUT/<split>/<class>/ folders",
         )
     return Layout(root, splits)
+
+
+def split_data(layout: str | Path, split: str | None) -> tuple[list[str], list[str], list[str], list[Path], list[int]]:
+    """The labeled images of one split (None: `test`, else all): (split names, classes,
+    layout captions, images, true class index), after checking that captions align with the
+    class folders. What eval, prompts, audit and label --train-from score against."""
+    lay = read_layout(layout)
+    names = [s.name for s in lay.splits]
+    if split is not None:
+        chosen = [s for s in lay.splits if s.name == split]
+        if not chosen:
+            raise OptionError(f"--split {split!r}: the layout has {', '.join(names)}")
+    else:
+        chosen = [s for s in lay.splits if s.name == "test"] or lay.splits
+    classes: list[str] = []
+    captions: dict[str, str] = {}
+    for sl in chosen:
+        tok = sl.folder / TOKENIZATION
+        if sl.captions is None:
+            raise LayoutError(f"no {TOKENIZATION}", file=sl.folder)
+        if len(sl.captions) != len(sl.classes):
+            raise LayoutError(
+                f"{len(sl.captions)} caption line(s) for {len(sl.classes)} class folder(s): line i must caption "
+                "the i-th folder in sorted() order, or every score is misattributed", file=tok,
+                hint="fix the file (clipdata inspect shows classes beside captions)")
+        for cls, cap in zip(sl.classes, sl.captions):
+            if captions.setdefault(cls, cap) != cap:
+                raise LayoutError(f"class {cls!r} has different captions in different splits", file=tok)
+    classes = sorted(captions)
+    if len(classes) < 2:
+        raise LayoutError(f"{len(classes)} class: zero-shot accuracy needs at least two", file=Path(layout))
+    images, truth = [], []
+    for sl in chosen:
+        for cls in sl.classes:
+            for p in sl.images[cls]:
+                images.append(p)
+                truth.append(classes.index(cls))
+    if not images:
+        raise LayoutError("no images in the chosen split(s)", file=Path(layout))
+    return [s.name for s in chosen], classes, [captions[c] for c in classes], images, truth
+
+
+@dataclass
+class Labeled:
+    """A layout's labeled images over some splits: classes in sorted order, one caption each."""
+
+    splits: list[str]
+    classes: list[str]
+    captions: list[str]
+    images: list[Path]
+    labels: list[int]
+
+
+def read_labeled(layout: str | Path, splits: Sequence[str]) -> Labeled:
+    """The images of these splits with their class index; the splits' classes are united
+    (a caption must be the same wherever its class appears; captions must align with folders)."""
+    parts = [split_data(layout, s) for s in splits]
+    captions: dict[str, str] = {}
+    for _, classes, caps, _, _ in parts:
+        for c, cap in zip(classes, caps):
+            if captions.setdefault(c, cap) != cap:
+                raise LayoutError(f"class {c!r} has different captions in different splits", file=Path(layout))
+    names = sorted(captions)
+    images, labels = [], []
+    for _, classes, _, imgs, truth in parts:
+        images += imgs
+        labels += [names.index(classes[t]) for t in truth]
+    return Labeled(list(splits), names, [captions[c] for c in names], images, labels)
