@@ -83,9 +83,13 @@ def _stored(folder: str | Path, spec: EngineSpec, cache_dir, needs_model: bool) 
         yield _Stored([Path(p) for p in e.image_path], e.matrix, e.sha256, engine, cache, desc, Path(folder))
 
 
-def _one_source(images, embeddings) -> None:
+def _source(images, embeddings, spec: EngineSpec, cache_dir, progress, needs_model: bool):
+    """(root, a context giving the embeddings) from exactly one of IMAGES or --embeddings."""
     if (images is None) == (embeddings is None):
         raise OptionError("give IMAGES or --embeddings DIR, not both")
+    if embeddings is not None:
+        return Path(embeddings), _stored(embeddings, spec, cache_dir, needs_model=needs_model)
+    return _embed(images, spec, cache_dir, progress)
 
 
 def search(images: str | Path | None, queries: Sequence[str] = (), *, image: str | Path | None = None,
@@ -101,11 +105,7 @@ def search(images: str | Path | None, queries: Sequence[str] = (), *, image: str
         raise OptionError("--top must be at least 1")
     from ..embedding import embed_images, embed_texts
 
-    _one_source(images, embeddings)
-    if embeddings is not None:
-        root, embedded = Path(embeddings), _stored(embeddings, spec, cache_dir, needs_model=True)
-    else:
-        root, embedded = _embed(images, spec, cache_dir, progress)
+    root, embedded = _source(images, embeddings, spec, cache_dir, progress, needs_model=True)
     with embedded as emb:
         names = list(queries)
         vecs = [embed_texts(emb.engine, names, emb.cache)] if names else []
@@ -235,11 +235,7 @@ def duplicates(images: str | Path | None, *, threshold: float = 0.02, spec: Engi
 
     if not 0 <= threshold <= 2:
         raise OptionError("--threshold is a cosine distance, between 0 and 2")
-    _one_source(images, embeddings)
-    if embeddings is not None:
-        root, embedded = Path(embeddings), _stored(embeddings, spec, cache_dir, needs_model=False)
-    else:
-        root, embedded = _embed(images, spec, cache_dir, progress)
+    root, embedded = _source(images, embeddings, spec, cache_dir, progress, needs_model=False)
     with embedded as emb:
         pass  # the embeddings are all this needs: the cache closes here
     report = _report(root, emb)
