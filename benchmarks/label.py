@@ -5,7 +5,7 @@ does not depend on weight values). Prints, in one run:
   (b) clipdata label end to end (cold cache)
   (c) transformers pipeline("zero-shot-image-classification"), called per image
   (d) clipdata label again, warm cache
-  and what --draft decoding does to speed and to scores.
+  and what the fast image path does to speed and to scores against --exact-preprocess.
 
     pip install -e ".[clip,test]" && python benchmarks/label.py [--images 200]
 """
