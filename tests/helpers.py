@@ -3,13 +3,28 @@ comparison, manifest rows. Tests import them from here; conftest.py holds the fi
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SAMPLES = Path(__file__).parent.parent / "samples"
+SHAPES_MODEL = SAMPLES / "models" / "shapes-clip"  # the tiny CLIP trained on the shapes world
+sys.path.insert(0, str(SAMPLES))
+import shapes_world as world  # noqa: E402,F401  (samples/shapes_world.py: the world that model knows)
+
+needs_shapes_model = pytest.mark.skipif(not (SHAPES_MODEL / "config.json").is_file(),
+                                        reason="the shapes model is not built")
+
+
+def shapes_spec():
+    """The shapes model in float32, in this process, big batches: exact and quick."""
+    from clipdata.embedding import EngineSpec
+
+    return EngineSpec(model=str(SHAPES_MODEL), dtype="float32", workers=0, batch_size=64)
 
 
 def make_image(path: Path, size=(64, 48), color=(200, 30, 30), mode="RGB", fmt=None, **save) -> Path:

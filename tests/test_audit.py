@@ -3,7 +3,6 @@ the page say what they promise, the layout is untouched, bad input stops in one 
 import json
 import random
 import shutil
-import sys
 
 import pytest
 from typer.testing import CliRunner
@@ -14,20 +13,11 @@ pytest.importorskip("transformers")
 import clipdata.cli.learn  # noqa: E402,F401  (registers prompts and audit)
 from clipdata.cli import app  # noqa: E402
 from clipdata.commands.audit import audit  # noqa: E402
-from clipdata.embedding import EngineSpec  # noqa: E402
 from clipdata.errors import LayoutError, OptionError, OutputError  # noqa: E402
-from helpers import SAMPLES, tree_bytes  # noqa: E402
+from helpers import SHAPES_MODEL as MODEL, needs_shapes_model, shapes_spec, tree_bytes, world  # noqa: E402
 
-MODEL = SAMPLES / "models" / "shapes-clip"
-sys.path.insert(0, str(SAMPLES))
-import shapes_world as world  # noqa: E402
-
-pytestmark = pytest.mark.skipif(not (MODEL / "config.json").is_file(), reason="the shapes model is not built")
-
-
-@pytest.fixture(scope="module")
-def spec():
-    return EngineSpec(model=str(MODEL), dtype="float32", workers=0, batch_size=64)
+pytestmark = needs_shapes_model
+spec = pytest.fixture(scope="module", name="spec")(shapes_spec)
 
 
 @pytest.fixture(scope="module")

@@ -525,7 +525,7 @@ def test_walk_visits_each_real_image_once(links):
 # --- layouts real tools write --------------------------------------------------------------
 
 def _voc_xml(name: str, n: int = 1) -> str:
-    objs = "".join(f"<object><name>cat</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>4</xmax><ymax>4</ymax></bndbox></object>"
+    objs = "".join("<object><name>cat</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>4</xmax><ymax>4</ymax></bndbox></object>"
                    for _ in range(n))
     return f"<annotation><filename>{name}</filename>{objs}</annotation>"
 

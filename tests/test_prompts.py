@@ -2,7 +2,6 @@
 misleading candidates are not chosen, the inputs stay untouched, bad input stops in one line."""
 import json
 import shutil
-import sys
 
 import pytest
 from typer.testing import CliRunner
@@ -15,20 +14,11 @@ from clipdata.captions import load_ontology  # noqa: E402
 from clipdata.cli import app  # noqa: E402
 from clipdata.commands.evaluate import evaluate  # noqa: E402
 from clipdata.commands.prompts import prompts  # noqa: E402
-from clipdata.embedding import EngineSpec  # noqa: E402
 from clipdata.errors import LayoutError, OptionError, OutputError  # noqa: E402
-from helpers import SAMPLES, tree_bytes  # noqa: E402
+from helpers import SHAPES_MODEL as MODEL, needs_shapes_model, shapes_spec, tree_bytes, world  # noqa: E402
 
-MODEL = SAMPLES / "models" / "shapes-clip"
-sys.path.insert(0, str(SAMPLES))
-import shapes_world as world  # noqa: E402
-
-pytestmark = pytest.mark.skipif(not (MODEL / "config.json").is_file(), reason="the shapes model is not built")
-
-
-@pytest.fixture(scope="module")
-def spec():
-    return EngineSpec(model=str(MODEL), dtype="float32", workers=0, batch_size=64)
+pytestmark = needs_shapes_model
+spec = pytest.fixture(scope="module", name="spec")(shapes_spec)
 
 
 @pytest.fixture(scope="module")

@@ -52,7 +52,7 @@ def test_label_studio_exports(tmp_path, kind):
 
 @pytest.mark.parametrize("kind", ["json", "json_min", "csv"])
 def test_an_export_saved_outside_the_label_folder_with_images(tmp_path, kind):
-    labeled = make_labeled(tmp_path)
+    make_labeled(tmp_path)  # the label folder the export came from (not passed: it is elsewhere)
     name, text = EXPORTS[kind]
     elsewhere = tmp_path / "downloads"
     elsewhere.mkdir()

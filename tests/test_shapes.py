@@ -3,7 +3,6 @@ shapes-clip): labels must be right, not only well-formed. Every image here is fr
 generated with seeds the model never saw."""
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,19 +12,10 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 import clipdata  # noqa: E402
-from clipdata.embedding import EngineSpec  # noqa: E402
-from conftest import SAMPLES  # noqa: E402
+from helpers import SAMPLES, needs_shapes_model, shapes_spec, world  # noqa: E402
 
-MODEL = SAMPLES / "models" / "shapes-clip"
-sys.path.insert(0, str(SAMPLES))
-import shapes_world as world  # noqa: E402
-
-pytestmark = pytest.mark.skipif(not (MODEL / "config.json").is_file(), reason="the shapes model is not built")
-
-
-@pytest.fixture(scope="module")
-def spec():
-    return EngineSpec(model=str(MODEL), dtype="float32", workers=0, batch_size=64)
+pytestmark = needs_shapes_model
+spec = pytest.fixture(scope="module", name="spec")(shapes_spec)
 
 
 @pytest.fixture(scope="module")

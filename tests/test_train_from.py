@@ -3,7 +3,6 @@ class names mean nothing), the review order, collision-free review file names, a
 layout whose every image is unreadable."""
 import json
 import shutil
-import sys
 
 import numpy as np
 import pytest
@@ -12,20 +11,10 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from clipdata.commands.label import label, review_names, review_ranks  # noqa: E402
-from clipdata.embedding import EngineSpec  # noqa: E402
 from clipdata.errors import OptionError  # noqa: E402
-from helpers import SAMPLES  # noqa: E402
+from helpers import needs_shapes_model as needs_model, shapes_spec, world  # noqa: E402
 
-MODEL = SAMPLES / "models" / "shapes-clip"
-sys.path.insert(0, str(SAMPLES))
-import shapes_world as world  # noqa: E402
-
-needs_model = pytest.mark.skipif(not (MODEL / "config.json").is_file(), reason="the shapes model is not built")
-
-
-@pytest.fixture(scope="module")
-def spec():
-    return EngineSpec(model=str(MODEL), dtype="float32", workers=0, batch_size=64)
+spec = pytest.fixture(scope="module", name="spec")(shapes_spec)
 
 
 @pytest.fixture(scope="module")
