@@ -652,3 +652,14 @@ def test_boxes_of_images_left_out_by_a_reader_are_counted(tmp_path: Path, name, 
     assert boxes["skipped"].get(reason) == lost, boxes
     assert boxes["read"] == boxes["written"] + sum(boxes["skipped"].values())
     assert boxes["written"] == report.crops
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+@pytest.mark.parametrize("name", ["notes.json", "labels.txt", "data.yaml"])
+def test_a_pipe_beside_the_annotations_never_blocks_a_run(tmp_path: Path, coco_set: Path, name: str) -> None:
+    """The resume fingerprint walks the source's folder: a FIFO there is stamped, never read."""
+    os.mkfifo(coco_set.parent / name)
+    r = subprocess.run([sys.executable, "-m", "clipdata.cli", "convert", "coco", str(coco_set), str(tmp_path / "out"),
+                        "-q", "--workers", "1"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "out" / "clipdata.json").read_text())["totals"]["crops"] >= 1

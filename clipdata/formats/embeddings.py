@@ -18,7 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import SourceError
+from ..errors import SourceError, first_line
 from ..fsutil import write_bytes, write_text, write_with
 
 EMB_DIR, META_DIR, INFO_FILE = "img_emb", "metadata", "embed.json"
@@ -152,7 +152,7 @@ def _load_npy(path: Path, dim: int) -> np.ndarray:
     except FileNotFoundError:
         raise
     except Exception as e:
-        raise SourceError(f"not a readable .npy file ({str(e).splitlines()[0]})", file=path, hint="rerun clipdata embed") from None
+        raise SourceError(f"not a readable .npy file ({first_line(e)})", file=path, hint="rerun clipdata embed") from None
     if m.ndim != 2 or m.shape[1] != dim or m.dtype != np.float32:
         raise SourceError(f"expected float32 rows of {dim} values, found {m.dtype} {m.shape}", file=path,
                           hint="rerun clipdata embed")
@@ -166,7 +166,7 @@ def _load_meta(path: Path):
     except FileNotFoundError:
         raise
     except Exception as e:
-        raise SourceError(f"not a readable Parquet file ({str(e).splitlines()[0]})", file=path,
+        raise SourceError(f"not a readable Parquet file ({first_line(e)})", file=path,
                           hint="rerun clipdata embed") from None
     missing = [c for c in COLUMNS if c not in pf.schema_arrow.names]
     if missing:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 from pathlib import Path
 from typing import IO, Iterable
 
@@ -46,7 +47,8 @@ def fingerprint_inputs(inputs: Iterable[Path], out: Path) -> dict[str, str]:
             except OSError:
                 continue  # a link to nothing, a file gone while walking
             stamp = f"{st.st_size}:{st.st_mtime_ns}"
-            if path.suffix.lower() in _HASHED and not is_image_name(path.name):
+            if path.suffix.lower() in _HASHED and not is_image_name(path.name) and stat.S_ISREG(st.st_mode):
+                # (a pipe named like an annotation file would block the hash: it counts by stamp)
                 digests[str(path)] = f"{stamp}:{sha256_file(path)}"
             else:
                 others.update(f"{path}\0{stamp}\n".encode("utf-8", "surrogateescape"))
