@@ -423,3 +423,29 @@ def test_cli_errors_are_one_line(tmp_path):
         r = runner.invoke(app, ["review", "serve", str(labeled), "--port", str(port), "--no-browser"])
     assert r.exit_code == 1 and f"cannot listen on 127.0.0.1:{port}" in r.output
     assert len(r.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("exact", [False, True], ids=["fast path", "--exact-preprocess"])
+def test_look_alikes_use_the_embeddings_label_cached_whichever_path_made_them(tmp_path, spec, exact):
+    """label.json says how the images were embedded; the app reads those rows, never re-embeds."""
+    pytest.importorskip("torch")
+    import shutil
+    from dataclasses import replace
+
+    import clipdata
+    from helpers import SAMPLES
+    photos = tmp_path / "photos"
+    for p in sorted((SAMPLES / "folder").rglob("*.jpg"))[:6]:
+        photos.mkdir(exist_ok=True)
+        shutil.copy(p, photos / p.name)
+    out = tmp_path / "labeled"
+    clipdata.label(photos, out, classes="grass,gravel", spec=replace(spec, exact_preprocess=exact))
+    assert json.loads((out / "label.json").read_text())["preprocess"] == ("processor" if exact else "fast-pillow-x2-r4")
+    with review_serve(out) as srv, httpx.Client(base_url=base(srv), headers={"x-clipdata-token": srv.token},
+                                                timeout=60) as c:
+        first = c.get("/api/items").json()["items"][0]["path"]
+        r = c.post("/api/similar", json={"path": first})
+        assert r.status_code == 200, r.text
+        hits = r.json()
+        assert len(hits["results"]) == 6 and hits["missing"] == 0
+        assert hits["results"][0]["score"] == pytest.approx(1.0, abs=1e-4)  # itself, from the cache

@@ -181,7 +181,7 @@ def label(images: str | Path, out: str | Path, *, classes: str | list[str] | Non
     `train_from` (a labeled CLIP layout, or one split of it), a few-shot probe fitted on its
     images scores them, blended with zero-shot as cross-validation on the layout chooses."""
     from .. import probe as fewshot
-    from ..embedding import Engine, embed_images, model_scalars, open_cache, scan_images
+    from ..embedding import Engine, cache_mode, embed_images, model_scalars, open_cache, scan_images
 
     t0 = time.perf_counter()
     root, out = Path(images), Path(out)
@@ -240,7 +240,9 @@ def label(images: str | Path, out: str | Path, *, classes: str | list[str] | Non
     for r in rows:
         report.counts[r["decision"] or UNCERTAIN] = report.counts.get(r["decision"] or UNCERTAIN, 0) + 1
     report.uncertain = report.counts.pop(UNCERTAIN, 0)
-    meta = {"model": spec.model, "engine": engine.describe(), "template": template,
+    meta = {"model": spec.model, "engine": engine.describe(), "dtype": engine.dtype,
+            "preprocess": cache_mode(spec),  # how the cached image embeddings were made (review serve reads them)
+            "template": template,
             "classes": cls.names, "captions": cls.captions, "threshold": threshold, "margin": margin,
             "images_root": str(root.resolve()), "scorer": report.scorer,
             "review_order": "review_rank: 1 = the smallest margin between the top two scores"}

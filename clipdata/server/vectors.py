@@ -2,7 +2,6 @@
 embedded again; only a text query runs the text tower (and its embedding is cached too)."""
 from __future__ import annotations
 
-import re
 import threading
 import time
 from pathlib import Path
@@ -54,8 +53,7 @@ class Vectors:
             from ..embedding import Engine, ModelSpec
 
             meta = self.queue.meta
-            dtype = re.search(r" in (\w+)$", meta.get("engine", ""))  # label's engine.describe()
-            self._engine = Engine(ModelSpec(model=meta["model"], dtype=dtype.group(1) if dtype else "auto"))
+            self._engine = Engine(ModelSpec(model=meta["model"], dtype=meta.get("dtype", "auto")))
         return self._engine
 
     def matrix(self) -> tuple[np.ndarray, np.ndarray]:
@@ -68,10 +66,8 @@ class Vectors:
                 files = [self.queue.file(i) for i in range(len(self.queue.items))]
                 keys = [sha256_file(f) if f else "" for f in files]
                 cache = self._cache()
-                try:  # label's decode mode is not recorded: the mode that holds these images
-                    modes = [m for (m,) in cache.db.execute(
-                        "SELECT DISTINCT mode FROM embeddings WHERE model = ? AND mode != 'text'", [cache.model])]
-                    found = max((cache.get(mode, [k for k in keys if k]) for mode in modes), key=len, default={})
+                try:  # the images as label embedded them (label.json says how; before it did: the processor)
+                    found = cache.get(self.queue.meta.get("preprocess", "processor"), [k for k in keys if k])
                 finally:
                     cache.close()
                 if not found:
