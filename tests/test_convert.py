@@ -339,8 +339,9 @@ def test_missing_images_error_lists_them_and_where_it_looked(tmp_path):
     with pytest.raises(MissingImagesError) as e:
         clipdata.convert(path, tmp_path / "out", format="coco")
     msg = str(e.value)
-    assert "48 image(s) not found" in msg and "'images/0000068_04169" in msg
-    assert "and 43 more" in msg and "looked in:" in msg and "--skip-missing" in msg
+    # all 50 it lists: the 2 without a box are missing too (not background images)
+    assert "50 image(s) not found" in msg and "'images/0000068_04169" in msg
+    assert "and 45 more" in msg and "looked in:" in msg and "--skip-missing" in msg
     assert not (tmp_path / "out").exists()
 
 

@@ -242,10 +242,12 @@ def convert(
     if unknown:
         report.notes.append(f"ontology/--rename name(s) not in the source: {', '.join(map(repr, unknown))}")
 
-    samples = src.samples if mode == "scenes" else [s for s in src.samples if s.labels]
-    for _ in range(len(src.samples) - len(samples)):
+    # an image named but not on disk is missing, labeled or not (a listed background image
+    # that is not there is not a background image)
+    found = _missing(src.samples, o.skip_missing, src.path, report)
+    samples = found if mode == "scenes" else [s for s in found if s.labels]
+    for _ in range(len(found) - len(samples)):
         report.ledger.lost_image("no_labels", 0)
-    samples = _missing(samples, o.skip_missing, src.path, report)
     if ratios is not None:
         samples = resplit(samples, ratios, o.seed)
     samples.sort(key=lambda s: (SPLITS.index(s.split), s.name))

@@ -7,13 +7,15 @@ holds polygons (Ultralytics' rule). The rules and quirks are in formats/yolo.md.
 from __future__ import annotations
 
 import os
+import re
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from ..errors import ClipdataError, SourceError
 from ..records import Label, Sample, Skip, Source, split_name
 from ..textfiles import read_lines, read_text
 from ..yamlfile import load_yaml
-from ..imagefiles import BROKEN, IMAGE, SPECIAL, displayed_size, relative_name as _rel, walk
+from ..imagefiles import BROKEN, IMAGE, SPECIAL, displayed_size, walk
 
 # What a dataset folder may hold to describe itself, in the order one is chosen.
 DESCRIPTORS = ("data.yaml", "data.yml", "obj.data", "classes.txt", "obj.names")
@@ -86,36 +88,103 @@ def _line_count(file: Path) -> int:
         return 0
 
 
-def _orphans(images: list[Path], root: Path) -> list[Skip]:
-    """Label files in the labels folders of these images that no image has."""
-    wanted = {label_path(i) for i in images}
-    folders = {p.parent for p in wanted if p.parent.is_dir()}
+def _key(path: Path) -> str:
+    """What makes two spellings of a path one file: `./a.jpg`, `a.jpg`, `/abs/a.jpg` and a
+    link to it are the same image."""
+    return os.path.realpath(path)
+
+
+def _name(image: Path, root: Path) -> str:
+    """The image's name in the output: relative to the dataset root however the list spelled
+    it (absolute, `./`, `..`), or its absolute path when it lies elsewhere."""
+    for a, b in ((os.path.abspath(image), os.path.abspath(root)), (_key(image), _key(root))):
+        rel = os.path.relpath(a, b)
+        if rel != os.pardir and not rel.startswith(os.pardir + os.sep):
+            return Path(rel).as_posix()
+    return Path(os.path.abspath(image)).as_posix()
+
+
+def _orphans(images: list[Path], root: Path, listed: bool) -> list[Skip]:
+    """Label files in the labels folders of these images (all splits at once: a labels folder
+    two lists share is one folder) that no image read has. With lists, a label file whose
+    image is on disk but in no list is `not_in_list`; otherwise `missing_image`."""
+    wanted = {_key(label_path(i)) for i in images}
+    folders: dict[str, Path] = {}
+    for i in images:
+        folder = label_path(i).parent
+        if folder.is_dir():
+            folders.setdefault(_key(folder), folder)
     skips = []
-    for folder in sorted(folders):
+    for _, folder in sorted(folders.items()):
         for f in sorted(folder.glob("*.txt")):
-            if f not in wanted and f.name not in DESCRIPTORS:  # classes.txt names classes, it labels nothing
-                rel = f.relative_to(root).as_posix() if root in f.parents else str(f)
-                skips.append(Skip("missing_image", rel, "a label file without its image", labels=_line_count(f)))
+            if _key(f) in wanted or f.name in DESCRIPTORS:  # classes.txt names classes, it labels nothing
+                continue
+            image = _image_of(f) if listed else None
+            reason, why = (("not_in_list", f"its image {_name(image, root)} is in no image list") if image
+                           else ("missing_image", "a label file without its image"))
+            skips.append(Skip(reason, _name(f, root), why, labels=_line_count(f)))
     return skips
 
 
-def _add_images(src: Source, images: list[Path], root: Path, split: str, names: list[str]) -> None:
-    src.skipped += _orphans(images, root)
-    for image in images:
-        rel = _rel(image, root)
+def _image_of(label: Path) -> Path | None:
+    """The image a label file belongs to (the reverse of label_path), when one is on disk."""
+    parts = list(label.parts)
+    for i in range(len(parts) - 2, -1, -1):
+        if parts[i] == "labels":
+            parts[i] = "images"
+            break
+    folder = Path(*parts).parent
+    for e in walk(folder) if folder.is_dir() else ():
+        if e.kind == IMAGE and e.path.parent == folder and e.path.stem == label.stem:
+            return e.path
+    return None
+
+
+@dataclass
+class _Listed:
+    """An image a split names: found on disk (`path`), or not (`path` None, `looked` where)."""
+
+    name: str
+    path: Path | None
+    split: str
+    origin: str  # the list and line, or the folder, that named it
+    looked: tuple[str, ...] = ()
+
+
+def _add_images(src: Source, entries: list[_Listed], root: Path, names: list[str], listed: bool) -> None:
+    """Every image the splits name, each once: an image named twice (in one list, or in two
+    splits) is read the first time and skipped the next (`listed_twice`, saying where)."""
+    first: dict[str, _Listed] = {}
+    found = []
+    for e in entries:
+        key = _key(e.path) if e.path is not None else f"missing:{e.name}"
+        if key in first:
+            was = first[key]
+            src.skipped.append(Skip("listed_twice", e.name, f"{e.origin} names it again (first: {was.origin}, "
+                                    f"split {was.split}); read once"))
+            continue
+        first[key] = e
+        found.append(e)
+    src.skipped += _orphans([e.path for e in found if e.path is not None], root, listed)
+    for e in found:
+        if e.path is None:  # the missing-image rule decides, whatever labels it would have had
+            src.samples.append(Sample(name=e.name, path=None, split=e.split, searched=e.looked))
+            continue
+        image, rel = e.path, e.name
         lab = label_path(image)
         if os.path.lexists(lab) and not lab.is_file():  # a pipe would block; a dangling link says nothing
-            src.skipped.append(Skip("not_a_regular_file", rel, f"its label file {_rel(lab, root)} is not a regular file"))
+            src.skipped.append(Skip("not_a_regular_file", rel, f"its label file {_name(lab, root)} is not a regular file"))
             continue
         text = read_text(lab) if lab.is_file() else ""
         boxes, skips = parse_labels(text, str(lab), len(names))
         src.skipped += skips
-        if not image.is_file():  # its boxes cannot be measured; the missing-image rule decides
-            labels = [Label(names[c], None, n) for n, c, _ in boxes]
-            src.samples.append(Sample(name=rel, path=None, split=split, labels=labels, searched=(str(image.parent),)))
+        if not image.is_file():  # a listed pipe or link to nothing is never opened
+            broken = os.path.islink(image) and not image.exists()
+            src.skipped.append(Skip("broken_link" if broken else "not_a_regular_file", rel,
+                                    f"named by {e.origin}; never opened", labels=len(boxes)))
             continue
         if not boxes:
-            src.samples.append(Sample(name=rel, path=image, split=split))  # a background image
+            src.samples.append(Sample(name=rel, path=image, split=e.split))  # a background image
             continue
         size = _image_size(image)
         if isinstance(size, str):
@@ -124,7 +193,7 @@ def _add_images(src: Source, images: list[Path], root: Path, split: str, names: 
         w, h = size
         labels = [Label(names[c], (x0 * w, y0 * h, (x1 - x0) * w, (y1 - y0) * h), n)
                   for n, c, (x0, y0, x1, y1) in boxes]
-        src.samples.append(Sample(name=rel, path=image, split=split, labels=labels, width=w, height=h))
+        src.samples.append(Sample(name=rel, path=image, split=e.split, labels=labels, width=w, height=h))
 
 
 def _yaml(file: Path) -> dict:
@@ -174,38 +243,71 @@ def _resolve(value: str, root: Path) -> Path:
     return p
 
 
-def _images_in(folder: Path, root: Path, src: Source) -> list[Path]:
+def _images_in(folder: Path, root: Path, src: Source, split: str) -> list[_Listed]:
     """The images under a folder; a pipe named `x.jpg` or a link to nothing is skipped, said."""
     found = []
     for e in walk(folder):
         if e.kind == IMAGE:
-            found.append(e.path)
+            found.append(_Listed(_name(e.path, root), e.path, split, f"folder {_name(folder, root)}"))
         elif e.kind in (SPECIAL, BROKEN):
-            src.skipped.append(Skip("not_a_regular_file" if e.kind == SPECIAL else "broken_link", _rel(e.path, root),
+            src.skipped.append(Skip("not_a_regular_file" if e.kind == SPECIAL else "broken_link", _name(e.path, root),
                                     "never opened"))
     return found
 
 
-def _split_images(value: str, root: Path, file: Path, where: str, src: Source) -> list[Path]:
+_DRIVE = re.compile(r"^[A-Za-z]:/")
+
+
+def list_entry(line: str, list_dir: Path, root: Path) -> tuple[Path | None, str, tuple[str, ...]]:
+    """The one rule for a line of an image list (`train.txt` of a data.yaml or an obj.data):
+    (the image on disk or None, its name, the places looked in).
+
+    A Windows-written line (`images\\a.jpg`, `C:\\data\\a.jpg`) reads with `/`. Tried in order:
+    an absolute path as written; `./x` in the list's folder; other relative paths under the
+    dataset root, then the list's folder (with the `../` and val/valid retries of a YAML
+    value); then the path's tails under the root, longest first, so that a path written on
+    another machine (`/home/them/ds/images/a.jpg`, Darknet's `data/obj/a.jpg`,
+    `C:\\ds\\images\\a.jpg`) finds `images/a.jpg` in this dataset."""
+    written = line.strip()
+    text = written if os.path.lexists(written) else written.replace("\\", "/")
+    cands: list[Path] = []
+    if os.path.isabs(text) or _DRIVE.match(text):
+        cands.append(Path(text))
+    elif text.startswith("./"):
+        cands.append(list_dir / text[2:])
+    else:
+        cands += [root / text, _resolve(text, list_dir)]
+    parts = [p for p in PurePosixPath(text).parts if p not in ("/", ".", "..")]
+    if parts and _DRIVE.match(text):
+        parts = parts[1:]
+    cands += [root / PurePosixPath(*parts[i:]) for i in range(len(parts))]
+    for c in cands:
+        if os.path.lexists(c):
+            return c, _name(c, root), ()
+    looked = tuple(dict.fromkeys(str(c.parent) for c in cands))
+    return None, text, looked
+
+
+def _read_list(file: Path, root: Path, split: str) -> list[_Listed]:
+    """The images of a .txt list, by list_entry; blank lines and `#` lines are skipped."""
+    out = []
+    for n, line in enumerate(read_lines(file), 1):
+        if not line.strip() or line.strip().startswith("#"):
+            continue
+        path, name, looked = list_entry(line, file.parent, root)
+        out.append(_Listed(name, path, split, f"{_name(file, root)} line {n}", looked))
+    return out
+
+
+def _split_images(value: str, root: Path, file: Path, where: str, src: Source, split: str) -> tuple[list[_Listed], bool]:
+    """The images a data.yaml split value names, and whether they came from a list."""
     p = _resolve(value, root)
     if p.is_dir():
         if (p.parent / "labelTxt").is_dir():
             raise _obb(file)
-        return _images_in(p, root, src)
+        return _images_in(p, root, src, split), False
     if p.is_file() and p.suffix == ".txt":
-        out = []
-        for line in read_lines(p):
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            if line.startswith("./"):
-                out.append(p.parent / line[2:])
-            elif os.path.isabs(line):
-                out.append(Path(line))
-            else:
-                cand = root / line
-                out.append(cand if cand.exists() else _resolve(line, p.parent))
-        return out
+        return _read_list(p, root, split), True
     raise SourceError(f"{value!r} is not a folder or a .txt list of images (looked for {p})", file=file, where=where)
 
 
@@ -228,17 +330,20 @@ def read_yaml(file: Path, split: str | None) -> Source:
             root = cand
         else:
             src.notes.append(f"path {given} does not exist; read the splits relative to {file.parent}")
-    found = False
+    found, entries, listed = False, [], False
     for key in ("train", "val", "validation", "valid", "test"):
         value = data.get(key)
         if not value:
             continue
         the_split = split_name(key) or key
         for v in value if isinstance(value, list) else [value]:
-            _add_images(src, _split_images(str(v), root, file, key, src), root, the_split, names)
+            got, from_list = _split_images(str(v), root, file, key, src, the_split)
+            entries += got
+            listed = listed or from_list
             found = True
     if not found:
         raise SourceError("no train/val/test entry", file=file)
+    _add_images(src, entries, root, names, listed)
     if split:
         src.notes.append(f"--split {split} ignored: the YAML names its splits")
     return src
@@ -271,13 +376,14 @@ def read_darknet(file: Path, split: str | None) -> Source:
         raise SourceError(f"names file {data.get('names', 'obj.names')} not found", file=file, where="names")
     names = [n.strip() for n in read_lines(names_file) if n.strip()]
     src = Source(format="yolo", path=file, classes=names, samples=[])
+    entries = []
     for key in ("train", "valid", "test"):
         if key in data:
             lst = _darknet_path(data[key], root)
             if not lst.is_file():
                 raise SourceError(f"image list {data[key]} not found", file=file, where=key)
-            images = [_darknet_path(l.strip(), root) for l in read_lines(lst) if l.strip()]
-            _add_images(src, images, root, split_name(key) or key, names)
+            entries += _read_list(lst, root, split_name(key) or key)
+    _add_images(src, entries, root, names, True)
     return src
 
 
@@ -286,13 +392,11 @@ def read_flat(folder: Path, split: str | None) -> Source:
     names = [n.strip() for n in read_lines(names_file) if n.strip()]
     src = Source(format="yolo", path=folder, classes=names, samples=[])
     base = folder / "images" if (folder / "images").is_dir() else folder
-    by_split: dict[str, list[Path]] = {}
-    for image in _images_in(base, folder, src):
-        first = image.relative_to(base).parts[0]
-        s = split_name(first) if first != image.name else None
-        by_split.setdefault(s or split or "train", []).append(image)
-    for s, images in by_split.items():
-        _add_images(src, images, folder, s, names)
+    entries = _images_in(base, folder, src, "train")
+    for e in entries:
+        first = e.path.relative_to(base).parts[0]
+        e.split = (split_name(first) if first != e.path.name else None) or split or "train"
+    _add_images(src, entries, folder, names, False)
     return src
 
 

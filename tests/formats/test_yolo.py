@@ -172,3 +172,95 @@ def test_oriented_boxes_are_refused():
 def test_folder_without_a_yolo_marker(tmp_path):
     with pytest.raises(SourceError, match="no data.yaml"):
         yolo.read(tmp_path)
+
+
+# Image lists (`train: list.txt`, obj.data's train.txt): one rule for every spelling of an entry.
+def _listed(root: Path, lines: dict[str, list[str]], extra_images=()) -> Path:
+    """Images a, b (one box each) under images/, labels under labels/, and one list per split."""
+    for n in ("a", "b", *extra_images):
+        make_image(root / "images" / f"{n}.jpg", (20, 10))
+        (root / "labels").mkdir(parents=True, exist_ok=True)
+        (root / "labels" / f"{n}.txt").write_text("0 0.5 0.5 0.5 0.5\n")
+    for name, entries in lines.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text("\n".join(e.replace("ROOT", str(root)) for e in entries) + "\n")
+    keys = {"train.txt": "train", "val.txt": "val", "lists/train.txt": "train"}
+    (root / "data.yaml").write_text("".join(f"{keys[n]}: {n}\n" for n in lines) + "names: [x]\n")
+    return root / "data.yaml"
+
+
+@pytest.mark.parametrize("case, lines", [
+    ("plain", {"train.txt": ["images/a.jpg", "images/b.jpg"]}),
+    ("./ in the list's folder", {"train.txt": ["./images/a.jpg", "./images/b.jpg"]}),
+    ("./ from a list in a subfolder", {"lists/train.txt": ["./../images/a.jpg", "./../images/b.jpg"]}),
+    ("absolute", {"train.txt": ["ROOT/images/a.jpg", "ROOT/images/b.jpg"]}),
+    ("mixed spellings", {"train.txt": ["ROOT/images/a.jpg", "./images/b.jpg"]}),
+    ("two lists sharing one labels folder", {"train.txt": ["ROOT/images/a.jpg"], "val.txt": ["./images/b.jpg"]}),
+    ("Windows separators", {"train.txt": ["images\\a.jpg", ".\\images\\b.jpg"]}),
+    ("written on another machine", {"train.txt": ["C:\\Users\\me\\ds\\images\\a.jpg", "/home/them/ds/images/b.jpg"]}),
+    ("Darknet's data/ prefix", {"train.txt": ["data/images/a.jpg", "data/images/b.jpg"]}),
+])
+def test_every_spelling_of_a_list_entry_reads_each_box_once(tmp_path, case, lines):
+    import clipdata
+    f = _listed(tmp_path / "ds", lines)
+    report = clipdata.convert(f, tmp_path / "out", format="yolo")
+    assert report.crops == 2, case
+    assert report.ledger.boxes.read == 2 and not report.skipped, (case, report.skipped)
+    assert sorted(s["source_image"] for s in _rows(tmp_path / "out")) == ["images/a.jpg", "images/b.jpg"]
+
+
+def _rows(out: Path) -> list[dict]:
+    import json
+    return [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+
+
+def test_a_listed_image_that_is_not_on_disk_is_missing_not_a_background_image(tmp_path):
+    import clipdata
+    from clipdata.errors import MissingImagesError
+    f = _listed(tmp_path / "ds", {"train.txt": ["images/a.jpg", "images/b.jpg", "images\\gone.jpg"]})
+    with pytest.raises(MissingImagesError, match=r"1 image\(s\) not found: 'images/gone.jpg'"):
+        clipdata.convert(f, tmp_path / "out", format="yolo")
+    report = clipdata.convert(f, tmp_path / "out", format="yolo", skip_missing=True)
+    assert report.crops == 2 and report.skipped_by_reason == {"missing_image": 1}
+
+
+def test_a_windows_list_whose_images_are_all_missing_names_them(tmp_path):
+    import clipdata
+    from clipdata.errors import MissingImagesError
+    f = _listed(tmp_path / "ds", {"train.txt": ["pics\\a.jpg", "pics\\b.jpg"]})
+    with pytest.raises(MissingImagesError, match=r"2 image\(s\) not found: 'pics/a.jpg', 'pics/b.jpg'"):
+        clipdata.convert(f, tmp_path / "out", format="yolo")
+
+
+@pytest.mark.parametrize("lines", [
+    {"train.txt": ["images/a.jpg", "images/b.jpg", "./images/a.jpg"]},  # twice in one list
+    {"train.txt": ["images/a.jpg", "images/b.jpg"], "val.txt": ["ROOT/images/a.jpg"]},  # in two splits
+])
+def test_an_image_listed_twice_is_read_once_with_a_note(tmp_path, lines):
+    import clipdata
+    f = _listed(tmp_path / "ds", lines)
+    report = clipdata.convert(f, tmp_path / "out", format="yolo")
+    assert report.crops == 2 and {r["split"] for r in _rows(tmp_path / "out")} == {"train"}
+    (twice,) = report.skipped
+    assert twice.reason == "listed_twice" and twice.item == "images/a.jpg" and "first: train.txt line 1" in twice.detail
+
+
+def test_a_label_file_whose_image_no_list_names(tmp_path):
+    import clipdata
+    f = _listed(tmp_path / "ds", {"train.txt": ["images/a.jpg", "images/b.jpg"]}, extra_images=["c"])
+    (tmp_path / "ds/labels/d.txt").write_text("0 0.5 0.5 0.5 0.5\n0 0.5 0.5 0.2 0.2\n")  # no image at all
+    report = clipdata.convert(f, tmp_path / "out", format="yolo")
+    assert {(k.reason, k.item, k.labels) for k in report.skipped} == {
+        ("not_in_list", "labels/c.txt", 1), ("missing_image", "labels/d.txt", 2)}
+    assert report.ledger.boxes.read == 5 and report.ledger.boxes.written == 2
+
+
+def test_darknet_lists_follow_the_same_rule(tmp_path):
+    import clipdata
+    root = tmp_path / "ds"
+    _listed(root, {"train.txt": ["data\\obj\\images\\a.jpg", "/elsewhere/images/b.jpg", "images/a.jpg"]})
+    (root / "obj.names").write_text("x\n")
+    (root / "obj.data").write_text("classes = 1\ntrain = data/train.txt\nnames = data/obj.names\n")
+    (root / "data.yaml").unlink()
+    report = clipdata.convert(root, tmp_path / "out", format="yolo")
+    assert report.crops == 2 and report.skipped_by_reason == {"listed_twice": 1}
