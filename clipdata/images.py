@@ -46,9 +46,12 @@ def orient(img: Image.Image, width: int | None, height: int | None) -> tuple[Ima
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
-    """RGB for any mode: transparency is composited on white, 16/32-bit grey is scaled (not
-    clipped) to 8 bits. An image already in RGB is returned as is (no copy)."""
-    if img.mode == "RGB":
+    """RGB for any mode: transparency is composited on white — an alpha band, and a PNG's
+    colour key (`tRNS` on an RGB, grey or palette image: the one colour that is transparent),
+    as the embedding path does; 16/32-bit grey is scaled (not clipped) to 8 bits. An opaque
+    RGB image is returned as is (no copy)."""
+    keyed = img.info.get("transparency") is not None
+    if img.mode == "RGB" and not keyed:
         return img
     if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
         sixteen_bit = img.mode != "I"
@@ -57,8 +60,8 @@ def to_rgb(img: Image.Image) -> Image.Image:
         return img.point(lambda v: v * scale).convert("L").convert("RGB")
     if img.mode == "F":
         return img.convert("L").convert("RGB")
-    if img.mode == "P" and "transparency" in img.info:
-        img = img.convert("RGBA")
+    if keyed and img.mode in ("P", "RGB", "L", "1"):
+        img = img.convert("RGBA")  # Pillow turns the key into alpha
     if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
