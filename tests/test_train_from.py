@@ -60,6 +60,22 @@ def test_train_from_learns_names_that_mean_nothing(spec, world_dirs, tmp_path):
     assert [t["meta"]["path"] for t in tasks] == by_rank
 
 
+@needs_model
+def test_train_from_with_classes_in_another_order_learns_the_same(spec, world_dirs, tmp_path):
+    """--classes in an order other than the layout's sorted folders: the layout's labels are
+    mapped by name (they once indexed the sorted names against text rows in the given order)."""
+    root, code, truth = world_dirs
+    names = sorted(code.values())
+    runs = {}
+    for tag, given in (("sorted", names), ("reversed", names[::-1])):
+        label(root / "unlabeled", tmp_path / tag, classes=given, train_from=root / "codes", spec=spec,
+              cache_dir=tmp_path / "cache")
+        rows = [json.loads(line) for line in (tmp_path / tag / "predictions.jsonl").read_text().splitlines()]
+        runs[tag] = {row["path"]: row["top_k"][0]["class"] for row in rows}
+    assert runs["reversed"] == runs["sorted"]
+    assert np.mean([c == code[truth[p]] for p, c in runs["sorted"].items()]) >= 0.85
+
+
 @pytest.mark.parametrize("mend, words", [
     ("classes", "its classes differ from the ones given; not given: k16"),
     ("from_layout", "not both"),

@@ -14,7 +14,8 @@ from typing import Callable
 
 import numpy as np
 
-from ..captions import DEFAULT_TEMPLATE, Ontology, check_template, load_ontology, nfc, render
+from ..captions import DEFAULT_TEMPLATE
+from ..classes import resolve_classes, review_ranks, training_set
 from ..embedding.spec import EngineSpec
 from ..errors import OptionError, OutputError
 from ..formats import layout as clip
@@ -42,45 +43,6 @@ class LabelReport:
     @property
     def images_per_second(self) -> float:
         return self.images / self.seconds if self.seconds else 0.0
-
-
-def resolve_classes(classes: str | list[str] | None = None, ontology: str | Path | None = None,
-                    from_layout: str | Path | None = None, template: str = DEFAULT_TEMPLATE) -> Classes:
-    """The classes and their captions, from exactly one of --classes, --ontology, --from-layout."""
-    given = [x for x in (classes, ontology, from_layout) if x]
-    if len(given) != 1:
-        raise OptionError("give the classes one way: --classes, --ontology or --from-layout",
-                          hint='e.g. --classes "daisy,dandelion"')
-    check_template(template)
-    if classes:
-        names = [nfc(c.strip()) for c in (classes.split(",") if isinstance(classes, str) else classes)]
-        names = [n for n in names if n]
-        caps = [[render(template, n)] for n in names]
-    elif ontology:
-        onto: Ontology = load_ontology(ontology)
-        names = [n for n in onto.mentioned if n not in onto.drops]
-        names = list(dict.fromkeys(onto.target(n) or n for n in sorted(names)))
-        caps = [onto.all_captions(n, template) for n in names]
-    else:
-        lay = clip.read_layout(from_layout)
-        if len(lay.splits) != 1:
-            raise OptionError(f"--from-layout {from_layout}: name one split folder (it has {len(lay.splits)})",
-                              hint=f"e.g. --from-layout {Path(str(from_layout)) / lay.splits[0].name}")
-        sl = lay.splits[0]
-        if sl.captions is None or len(sl.captions) != len(sl.classes):
-            raise OptionError(f"--from-layout {from_layout}: {clip.TOKENIZATION} does not have one caption per class folder",
-                              hint="check it with clipdata inspect")
-        names, caps = sl.classes, [[c] for c in sl.captions]
-    dup = sorted({n for n in names if names.count(n) > 1})
-    if dup:
-        raise OptionError(f"duplicate class name(s): {', '.join(map(repr, dup))}")
-    if len(names) < 2:
-        raise OptionError(f"{len(names)} class given: CLIP needs at least two to choose between",
-                          hint="a softmax over one class always says 1.0; add the alternatives, e.g. 'other'")
-    clip.check_class_names([n for n in names])
-    if UNCERTAIN in names:
-        raise OptionError(f"{UNCERTAIN!r} is reserved for the review tree's uncertain folder")
-    return Classes(names, caps)
 
 
 def review_names(rels: list[str]) -> dict[str, str]:
@@ -115,36 +77,6 @@ def review_names(rels: list[str]) -> dict[str, str]:
         else:  # 40 hex digits of SHA-1 taken by other names: nothing sane is left
             raise OutputError(f"no free review file name for {rel!r}")
     return out
-
-
-def review_ranks(probs: np.ndarray, rels: list[str]) -> list[int]:
-    """1 = review first: the smallest margin between the top two scores; ties by path."""
-    if not len(probs):
-        return []
-    top2 = -np.sort(-probs, axis=1)[:, :2]
-    gap = top2[:, 0] - (top2[:, 1] if probs.shape[1] > 1 else 0.0)
-    order = sorted(range(len(rels)), key=lambda i: (float(gap[i]), rels[i]))
-    ranks = [0] * len(rels)
-    for rank, i in enumerate(order, 1):
-        ranks[i] = rank
-    return ranks
-
-
-def _training(train_from: str | Path, cls: Classes | None) -> tuple[Classes, object]:
-    """--train-from: the layout's classes and captions (or, with --classes/--ontology, the
-    given ones, whose names must be the layout's) and its labeled images."""
-    
-    lay = clip.read_layout(train_from)
-    data = clip.read_labeled(train_from, [s.name for s in lay.splits])
-    if cls is None:
-        return Classes(data.classes, [[c] for c in data.captions]), data
-    if sorted(cls.names) != data.classes:
-        missing, extra = sorted(set(data.classes) - set(cls.names)), sorted(set(cls.names) - set(data.classes))
-        raise OptionError(f"--train-from {train_from}: its classes differ from the ones given"
-                          + (f"; not given: {', '.join(missing)}" if missing else "")
-                          + (f"; not in the layout: {', '.join(extra)}" if extra else ""),
-                          hint="give the layout's class names, or leave --classes/--ontology out to use its captions")
-    return cls, data
 
 
 def _check_overlap(out: Path, root: Path) -> None:
@@ -190,7 +122,7 @@ def label(images: str | Path, out: str | Path, *, classes: str | list[str] | Non
             raise OptionError("give --train-from or --from-layout, not both",
                               hint="--train-from takes the classes and captions from the layout too")
         given = resolve_classes(classes, ontology, None, template) if (classes or ontology) else None
-        cls, train = _training(train_from, given)
+        cls, train = training_set(train_from, given)
     else:
         cls, train = resolve_classes(classes, ontology, from_layout, template), None
     if top_k < 1:
