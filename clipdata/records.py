@@ -8,17 +8,21 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .masks import Mask
+
 SPLITS = ("train", "valid", "test")
 
 
 @dataclass(frozen=True, slots=True)
 class Label:
-    """One label on an image: a box in source pixels, or the whole image when `box` is None."""
+    """One label on an image: a box in source pixels, or the whole image when `box` is None;
+    `mask` the object's shape, when the source has one and masks were asked for."""
 
     name: str
     box: tuple[float, float, float, float] | None = None  # x, y, w, h
     id: int | str | None = None  # the annotation id as the source gives it
     iscrowd: bool = False
+    mask: Mask | None = None
 
 
 @dataclass(slots=True)

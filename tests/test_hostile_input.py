@@ -268,7 +268,7 @@ COCO_VALUES = [
     ("compressed RLE", {"segmentation": {"size": [48, 64], "counts": "0:0O"}}, "skipped: invalid_box"),
     ("empty RLE", {"segmentation": {"size": [2, 2], "counts": [4]}}, "skipped: invalid_box"),
     ("RLE not covering its size", {"segmentation": {"size": [2, 2], "counts": [1, 1]}}, "skipped: invalid_box"),
-    ("polygon of two points", {"segmentation": [[1, 1, 5, 5]]}, "skipped: invalid_box"),
+    ("polygon of two points", {"segmentation": [[1, 1, 5, 5]]}, "skipped: empty_polygon"),
     ("segmentation a number", {"segmentation": 5}, "skipped: invalid_box"),
     ("neither bbox nor segmentation", {}, [("cat", None)]),  # an image-level label, documented
 ]

@@ -15,7 +15,8 @@ CONVERT_HELP = """Convert a dataset into the CLIP classification layout.
 
 FORMAT is one of: folder, coco, yolo, voc. Detection boxes become crops (or, with
 --mode scenes, whole images foldered by their classes as Roboflow's CLIP export does);
-folder-per-class images are copied as they are.
+folder-per-class images are copied as they are. --mask fill or alpha cuts each object
+with a polygon or RLE out of its crop.
 
 [bold]Examples[/]
 
@@ -26,6 +27,8 @@ folder-per-class images are copied as they are.
   clipdata convert coco export/ out/ --padding 0.1 --square --ontology classes.yaml
 
   clipdata convert yolo data.yaml out/ --split-ratios 0.8,0.1,0.1 --export hf,openclip
+
+  clipdata convert coco instances.json out/ --mask fill --padding 0.1
 """
 
 
@@ -49,8 +52,10 @@ def convert(
     min_size: int = typer.Option(1, "--min-size", help="Skip crops narrower or shorter than this many pixels."),
     padding: Optional[str] = typer.Option(None, "--padding", help="Context around each box: a fraction of its size (0.1) or pixels (8px)."),
     square: bool = typer.Option(False, "--square", help="Grow each box to a square before clamping."),
-    image_format: str = typer.Option("jpg", "--image-format", help="Crop file format: jpg, png or webp."),
+    image_format: Optional[str] = typer.Option(None, "--image-format", help="Crop file format: jpg (default), png (default with --mask alpha) or webp."),
     quality: int = typer.Option(95, "--quality", help="JPEG/WebP quality of crops."),
+    mask: str = typer.Option("none", "--mask", help="Crops of objects with a polygon or RLE: none (the rectangle), fill (outside the object: --mask-fill), alpha (PNG with the mask as alpha)."),
+    mask_fill: Optional[str] = typer.Option(None, "--mask-fill", help="--mask fill's colour, R,G,B (default 123,117,104: CLIP's mean)."),
     link: Link = False,
     skip_missing: bool = typer.Option(False, "--skip-missing", help="Record missing images and go on."),
     export: Export = None,

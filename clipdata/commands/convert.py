@@ -33,6 +33,9 @@ from ..records import SPLITS, Sample, Skip, split_name
 
 Progress = Callable[[int, int], None]
 MODES = ("crops", "scenes")
+MASKS = ("none", "fill", "alpha")
+# CLIP's normalisation mean (0.4815, 0.4578, 0.4082) in 8 bits: filled pixels normalise to ~0
+CLIP_MEAN_RGB = (123, 117, 104)
 
 
 @dataclass(frozen=True)
@@ -55,13 +58,15 @@ class ConvertOptions:
     min_size: int = 1
     padding: str | float | None = None
     square: bool = False
-    image_format: str = "jpg"
+    image_format: str | None = None  # jpg; png with --mask alpha
     quality: int = 95
     link: bool = False
     skip_missing: bool = False
     export: str | Sequence[str] | None = None
     openclip_relative: bool = False
     shard_size: int = 10_000
+    mask: str = "none"
+    mask_fill: str | Sequence[int] | None = None
 
     @classmethod
     def make(cls, options: "ConvertOptions | None" = None, **kwargs) -> "ConvertOptions":
@@ -76,8 +81,18 @@ class ConvertOptions:
         check_template(self.template)
         if self.mode not in MODES:
             raise OptionError(f"--mode {self.mode!r} is not one of {', '.join(MODES)}")
-        if self.image_format not in ("jpg", "png", "webp"):
+        if self.image_format not in (None, "jpg", "png", "webp"):
             raise OptionError(f"--image-format {self.image_format!r} is not one of jpg, png, webp")
+        if self.mask not in MASKS:
+            raise OptionError(f"--mask {self.mask!r} is not one of {', '.join(MASKS)}")
+        if self.mask != "none" and self.mode == "scenes":
+            raise OptionError("--mask applies to crops, not to --mode scenes")
+        if self.mask == "alpha" and self.image_format == "jpg":
+            raise OptionError("--mask alpha needs an image format with transparency",
+                              hint="use --image-format png (the default with --mask alpha) or webp")
+        if self.mask_fill is not None and self.mask != "fill":
+            raise OptionError("--mask-fill applies only with --mask fill")
+        self.fill_rgb()
         if not 1 <= self.quality <= 100:
             raise OptionError(f"--quality {self.quality} must be between 1 and 100")
         if self.min_size < 1:
@@ -89,7 +104,26 @@ class ConvertOptions:
 
     def read_options(self) -> formats.ReadOptions:
         return formats.ReadOptions(images=self.images, split=self.split, include_crowd=self.include_crowd,
-                                   skip_difficult=self.skip_difficult)
+                                   skip_difficult=self.skip_difficult, masks=self.mask != "none")
+
+    @property
+    def extension(self) -> str:
+        """The crop format: as given, else PNG for --mask alpha (JPEG has no alpha), else JPEG."""
+        return self.image_format or ("png" if self.mask == "alpha" else "jpg")
+
+    def fill_rgb(self) -> tuple[int, int, int]:
+        """--mask-fill as three 0-255 integers (`R,G,B`); CLIP's mean colour by default."""
+        if self.mask_fill is None:
+            return CLIP_MEAN_RGB
+        text = self.mask_fill
+        try:
+            values = [int(v) for v in (text.split(",") if isinstance(text, str) else text)]
+        except (TypeError, ValueError):
+            values = []
+        if len(values) != 3 or not all(0 <= v <= 255 for v in values):
+            raise OptionError(f"--mask-fill {text!r} is not three numbers from 0 to 255",
+                              hint="e.g. --mask-fill 0,0,0 for black")
+        return values[0], values[1], values[2]
 
 
 @dataclass
@@ -230,9 +264,11 @@ def convert(
             "template": o.template, "ontology": str(o.ontology) if o.ontology is not None else None,
             "rename": list(o.rename), "include_crowd": o.include_crowd, "skip_difficult": o.skip_difficult,
             "min_size": o.min_size, "padding": str(pad), "square": o.square,
-            "image_format": o.image_format, "quality": o.quality, "link": o.link,
+            "image_format": o.extension, "quality": o.quality, "link": o.link,
             "skip_missing": o.skip_missing, "export": exports, "openclip_relative": o.openclip_relative,
             **({"shard_size": o.shard_size} if "webdataset" in exports else {}),
+            **({"mask": o.mask} if o.mask != "none" else {}),
+            **({"mask_fill": list(o.fill_rgb())} if o.mask == "fill" else {}),
             **({"project_name": project, "group_name": group} if mode == "scenes" else {}),
         },
         skipped=list(src.skipped), notes=list(src.notes), unused_files=list(src.unused_files),
@@ -261,7 +297,12 @@ def convert(
         plan = plan_scenes(samples, onto, project, group, report.skipped)
     else:
         early = _drop_outside(samples, pad, o.square, o.min_size, report)
-        plan = plan_crops(samples, onto, o.template, o.image_format, report.skipped)
+        plan = plan_crops(samples, onto, o.template, o.extension, report.skipped)
+        if o.mask != "none":
+            unmasked = sum(1 for _, jobs in plan for p in jobs if p.label.box is not None and p.label.mask is None)
+            if unmasked:
+                report.notes.append(f"--mask {o.mask}: {unmasked} box(es) have no mask (a box, not a polygon or "
+                                    "RLE, in the source); cropped as rectangles")
     # per image, the reasons of its labels that became no job, and its label count; then the
     # labels themselves are let go (the jobs keep theirs): memory follows what is kept
     lost = [["dropped_class"] * sum(1 for lb in s.labels if onto.target(lb.name) is None) + early.get(i, [])
@@ -292,7 +333,7 @@ def convert(
             _prepare_out(out, overwrite or (resume and (out / JOURNAL).is_file()),
                          [src.path] + ([Path(o.images)] if o.images is not None else []), read)
 
-        opts = Options(str(out), pad, o.square, o.min_size, o.image_format, o.quality, o.link)
+        opts = Options(str(out), pad, o.square, o.min_size, o.extension, o.quality, o.link, o.mask, o.fill_rgb())
         journal = Journal(out, fingerprint, fresh=not journaled, inputs=inputs)
         try:
             written = _execute(plan, lost, sizes, journaled, journal, opts, workers, report, mode == "scenes",
@@ -359,7 +400,7 @@ def _execute(plan: list[tuple[Sample, list[Planned]]], lost: list[list[str]], si
              progress: Progress | None) -> list[Planned]:
     """Run the image tasks not in the journal, journal each result, and fold every result
     into the report in plan order (results arrive in task order, which is plan order)."""
-    tasks = [Task(i, str(s.path), s.width, s.height, [(p.relpath, p.label.box) for p in jobs])
+    tasks = [Task(i, str(s.path), s.width, s.height, [(p.relpath, p.label.box, p.label.mask) for p in jobs])
              for i, (s, jobs) in enumerate(plan) if jobs and i not in journaled]
     n_workers = max(1, min(workers or default_workers(), len(tasks) // 4))
     fresh = run(process, tasks, n_workers, init, (opts,))
@@ -397,8 +438,10 @@ def _apply(result: Result, sample: Sample, jobs: list[Planned], lost: list[str],
     done = []
     for p, outcome in zip(jobs, result.outputs):
         if isinstance(outcome, str):
-            report.skipped.append(Skip(outcome, sample.name, f"box {list(p.label.box)}", p.label.id))
-            lost.append(outcome)
+            reason, _, why = outcome.partition(": ")
+            report.skipped.append(Skip(reason, sample.name, f"box {list(p.label.box)}" + (f": {why}" if why else ""),
+                                       p.label.id))
+            lost.append(reason)
             continue
         if outcome:
             p.region = tuple(outcome)  # type: ignore[assignment]
@@ -436,5 +479,8 @@ def _rows(ordered: list[Planned]) -> Iterator[dict]:
         if p.region is not None:
             left, top, right, bottom = p.region
             box = [left, top, right - left, bottom - top]
-        yield {"split": p.sample.split, "class": p.target, "path": p.relpath, "caption": p.caption,
+        row = {"split": p.sample.split, "class": p.target, "path": p.relpath, "caption": p.caption,
                "source_image": p.sample.name, "box": box, "source_annotation_id": p.label.id}
+        if p.label.mask is not None and p.region is not None:
+            row["segmentation"] = p.label.mask.coco()  # the object's own mask, in source pixels
+        yield row

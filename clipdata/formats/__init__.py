@@ -25,10 +25,14 @@ class ReadOptions:
     split: str | None = None  # the split of a source without splits
     include_crowd: bool = False  # COCO
     skip_difficult: bool = False  # VOC
+    masks: bool = False  # keep object masks (polygons, RLE): convert --mask fill|alpha
 
 
 OPTION_FLAGS = {"images": "--images", "split": "--split", "include_crowd": "--include-crowd",
-                "skip_difficult": "--skip-difficult"}
+                "skip_difficult": "--skip-difficult", "masks": "--mask"}
+# Options a reader without them simply does not use: a VOC box has no mask, and is cropped
+# as a rectangle (counted in a note), never refused.
+QUIET_OPTIONS = frozenset({"masks"})
 
 
 @dataclass(frozen=True)
@@ -49,10 +53,10 @@ def register_reader(name: str, module: str, summary: str, example: str, options:
 
 register_reader("folder", "folder", "folder-per-class images (torchvision ImageFolder rules)",
                 "clipdata convert folder photos/ out/", ("split",))
-register_reader("coco", "coco", "COCO object detection JSON; each box becomes a crop",
-                "clipdata convert coco annotations.json out/", ("images", "split", "include_crowd"))
-register_reader("yolo", "yolo", "YOLO labels: Ultralytics data.yaml, Darknet obj.data, or classes.txt",
-                "clipdata convert yolo data.yaml out/", ("split",))
+register_reader("coco", "coco", "COCO object detection JSON (boxes, polygons, RLE); each box becomes a crop",
+                "clipdata convert coco annotations.json out/", ("images", "split", "include_crowd", "masks"))
+register_reader("yolo", "yolo", "YOLO labels (boxes, segments, oriented boxes): Ultralytics data.yaml, Darknet obj.data, or classes.txt",
+                "clipdata convert yolo data.yaml out/", ("split", "masks"))
 register_reader("voc", "voc", "Pascal VOC XML: Annotations/ + JPEGImages/",
                 "clipdata convert voc VOCdevkit/VOC2012 out/", ("images", "split", "skip_difficult"))
 register_reader("review", "review", "a reviewed `clipdata label` output (review tree, Label Studio export, CSV)",
@@ -77,7 +81,8 @@ def read(name: str, path: Path, options: ReadOptions) -> Source:
     fmt = get(name)
     given = {f.name: getattr(options, f.name) for f in fields(options)}
     defaults = ReadOptions()
-    stray = [k for k, v in given.items() if k not in fmt.options and v != getattr(defaults, k)]
+    stray = [k for k, v in given.items()
+             if k not in fmt.options and k not in QUIET_OPTIONS and v != getattr(defaults, k)]
     if stray:
         raise OptionError(f"{', '.join(OPTION_FLAGS[k] for k in stray)} does not apply to the {fmt.name} format",
                           hint=f"{fmt.name} takes: {', '.join(OPTION_FLAGS[k] for k in fmt.options) or 'no reader options'}")

@@ -16,6 +16,7 @@ from typing import Iterable, Iterator, NamedTuple
 from ..errors import SourceError
 from ..records import Label, Sample, Skip, Source, split_name
 from ..crops import valid_box
+from ..masks import Mask, check_polygon, check_rle
 from ..textfiles import check_regular, check_stream_nesting, decode, loads
 
 ROBOFLOW_JSON = "_annotations.coco.json"
@@ -109,75 +110,46 @@ def _crowd(value: object, file: Path, where: str) -> tuple[bool, bool]:
     raise _err(file, where, f'"iscrowd" must be 0 or 1, not {value!r}')
 
 
-def _rle_counts(counts: object) -> list[int] | None:
-    """Run lengths of a COCO RLE: a list of ints (uncompressed) or the compressed string
-    (6-bit characters from "0", five payload bits each, a continuation bit; from the third
-    run on, each value is a difference to the run two before). None when malformed."""
-    if isinstance(counts, list):
-        return counts if all(type(c) is int and c >= 0 for c in counts) else None
-    if not isinstance(counts, str):
-        return None
-    out: list[int] = []
-    value = shift = 0
-    for ch in counts:
-        c = ord(ch) - 48
-        if not 0 <= c < 64:
-            return None
-        value |= (c & 0x1F) << shift
-        shift += 5
-        if c & 0x20:
-            continue
-        if c & 0x10:
-            value -= 1 << shift  # the last chunk's top bit is the sign
-        if len(out) > 2:
-            value += out[-2]
-        if value < 0:
-            return None
-        out.append(value)
-        value = shift = 0
-    return None if shift else out
+def segmentation(segm: object) -> Mask | str:
+    """A COCO segmentation as a Mask: a list of polygons, or an RLE (compressed or not).
+    A reason string when it is not one; it starts with "empty:" for a polygon of fewer
+    than three points."""
+    if isinstance(segm, list):
+        if not segm:
+            return "an empty polygon list"
+        polys = []
+        for values in segm:
+            poly = check_polygon(values)
+            if isinstance(poly, str):
+                return poly if poly.startswith("empty:") else "a polygon must be a list of at least 3 x, y pairs"
+            polys.append(poly)
+        return Mask(polygons=tuple(polys))
+    if isinstance(segm, dict):
+        rle = check_rle(segm)
+        return rle if isinstance(rle, str) else Mask(rle=rle)
+    return "segmentation must be polygons or an RLE"
 
 
 def segmentation_box(segm: object) -> tuple[float, float, float, float] | None | str:
     """The box of a COCO segmentation, as pycocotools derives it: a polygon's extreme
-    points; for RLE, the pixels set in the mask (column-major, runs alternate background
-    and foreground). None for an empty mask; a reason string when malformed."""
-    if isinstance(segm, list):
-        xs, ys = [], []
-        for poly in segm:
-            if not isinstance(poly, list) or len(poly) < 6 or len(poly) % 2 or not all(
-                    isinstance(v, (int, float)) and not isinstance(v, bool) and v == v for v in poly):
-                return "a polygon must be a list of at least 3 x, y pairs"
-            xs += poly[0::2]
-            ys += poly[1::2]
-        if not xs:
-            return "an empty polygon list"
-        return min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)
-    if isinstance(segm, dict):
-        size = segm.get("size")
-        if not (isinstance(size, list) and len(size) == 2 and all(type(v) is int and v > 0 for v in size)):
-            return 'an RLE needs "size": [height, width]'
-        h, w = size
-        runs = _rle_counts(segm.get("counts"))
-        if runs is None or sum(runs) != h * w:
-            return f'RLE "counts" that do not cover a {h}x{w} mask'
-        x0 = y0 = None
-        x1 = y1 = 0
-        pos = 0
-        for i, n in enumerate(runs):
-            if i % 2 and n:
-                (ax, ay), (bx, by) = divmod(pos, h), divmod(pos + n - 1, h)
-                if bx > ax:  # the run wraps into the next column: it spans full height
-                    ay, by = 0, h - 1
-                x0 = ax if x0 is None else min(x0, ax)
-                y0 = ay if y0 is None else min(y0, ay)
-                x1, y1 = max(x1, bx), max(y1, by)
-            pos += n
-        if x0 is None:
-            return None
-        return float(x0), float(y0), float(x1 - x0 + 1), float(y1 - y0 + 1)
-    return "segmentation must be polygons or an RLE"
+    points; for RLE, the pixels set in the mask. None for an empty mask; a reason string
+    when malformed."""
+    mask = segmentation(segm)
+    return mask if isinstance(mask, str) else mask.extent()
 
+
+def _cvat_mask(a: dict) -> bool:
+    """CVAT's COCO export writes every mask as `iscrowd: 1` with an RLE: those annotations
+    carry CVAT's `attributes: {"occluded": …}`, which a real crowd region does not."""
+    attrs = a.get("attributes")
+    return isinstance(a.get("segmentation"), dict) and isinstance(attrs, dict) and "occluded" in attrs
+
+
+def _disagree(box: tuple[float, float, float, float], extent: tuple[float, float, float, float]) -> bool:
+    """Whether a bbox and its segmentation's extent differ by more than a pixel on a side
+    (an RLE's extent counts whole pixels, a polygon's does not)."""
+    (x, y, w, h), (ex, ey, ew, eh) = box, extent
+    return max(abs(x - ex), abs(y - ey), abs(x + w - ex - ew), abs(y + h - ey - eh)) > 1
 
 
 def _entry(item: object, where: str, file: Path, fields: tuple[str, ...]) -> dict:
@@ -211,9 +183,10 @@ class Index(NamedTuple):
 
 
 def index(categories_raw: object, images_raw: object, annotations: Iterable, file: Path,
-          include_crowd: bool = False) -> Index:
+          include_crowd: bool = False, masks: bool = False) -> Index:
     """Check and index a COCO file's parts; annotations are consumed once, as a stream.
-    Raises SourceError naming the entry for anything inconsistent."""
+    `masks`: keep each annotation's segmentation as its Mask. Raises SourceError naming the
+    entry for anything inconsistent."""
     cats_list = _top_list(categories_raw, "categories", file)
     images_list = _top_list(images_raw, "images", file)
     if not isinstance(annotations, (list, Iterator)):
@@ -255,7 +228,8 @@ def index(categories_raw: object, images_raw: object, annotations: Iterable, fil
     used: set[object] = set()
     unknown: dict[str, list[str]] = {"image": [], "category": []}
     ann_ids: set[object] = set()
-    duplicates = crowd_text = from_segmentation = 0
+    duplicates = crowd_text = from_segmentation = cvat_masks = unusable = 0
+    disagree: list[object] = []
     with gc_paused():
         for i, a in enumerate(annotations):
             if i == 0 and isinstance(a, dict):
@@ -288,26 +262,44 @@ def index(categories_raw: object, images_raw: object, annotations: Iterable, fil
             else:
                 crowd, as_text = _crowd(flag, file, f"annotations[{i}]")
                 crowd_text += as_text
+            if crowd and _cvat_mask(a):
+                crowd = False
+                cvat_masks += 1
             if crowd and not include_crowd:
                 skipped.append(Skip("crowd", image[0], "iscrowd=1 (use --include-crowd)", aid))
                 continue
-            if "bbox" not in a and a.get("segmentation") is None:
+            segm = a.get("segmentation")
+            if "bbox" not in a and segm is None:
                 # an image-level label (COCO "labels" files): the whole image
                 labels.setdefault(a["image_id"], []).append(Label(name, None, aid, crowd))
                 continue
-            if "bbox" not in a:  # segmentation only: its box, as pycocotools derives it
-                derived = segmentation_box(a["segmentation"])
-                if not isinstance(derived, tuple):
-                    detail = derived or "the mask is empty"
-                    skipped.append(Skip("invalid_box", image[0], f"annotations[{i}] segmentation: {detail}", aid))
+            box = valid_box(a["bbox"]) if "bbox" in a else None
+            mask: Mask | str | None = None
+            if masks and segm is not None and segm != []:
+                mask = segmentation(segm)
+            if box is None or not (box[2] > 0 and box[3] > 0):
+                # no usable bbox (none, malformed, or zero-sized): the segmentation's extent
+                shape = mask if mask is not None else segmentation(segm) if segm is not None else None
+                extent = shape.extent() if isinstance(shape, Mask) else None
+                if extent is not None:
+                    box = extent
+                    from_segmentation += 1
+                elif box is None:
+                    if "bbox" in a:
+                        skipped.append(Skip("invalid_box", image[0], f"annotations[{i}] bbox {a['bbox']!r}", aid))
+                    else:
+                        detail = shape if isinstance(shape, str) else "the mask is empty"
+                        reason = "empty_polygon" if detail.startswith("empty:") else "invalid_box"
+                        skipped.append(Skip(reason, image[0], f"annotations[{i}] segmentation: {detail}", aid))
                     continue
-                from_segmentation += 1
-            bbox = a["bbox"] if "bbox" in a else list(derived)
-            box = valid_box(bbox)
-            if box is None:
-                skipped.append(Skip("invalid_box", image[0], f"annotations[{i}] bbox {bbox!r}", aid))
-                continue
-            labels.setdefault(a["image_id"], []).append(Label(name, box, aid, crowd))
+            elif isinstance(mask, Mask):
+                extent = mask.extent()
+                if extent is not None and _disagree(box, extent):
+                    disagree.append(aid)
+            if isinstance(mask, str):
+                unusable += 1
+                mask = None
+            labels.setdefault(a["image_id"], []).append(Label(name, box, aid, crowd, mask))
     for what, problems in unknown.items():
         if problems:
             more = f" and {len(problems) - 3} more" if len(problems) > 3 else ""
@@ -318,8 +310,18 @@ def index(categories_raw: object, images_raw: object, annotations: Iterable, fil
     if crowd_text:
         notes.append(f'{crowd_text} annotation(s) write "iscrowd" as a string ("0"/"1"); read as the number')
     if from_segmentation:
-        notes.append(f"{from_segmentation} annotation(s) have a segmentation but no bbox; "
-                     "their box was derived from it (polygon extent, or the RLE mask's set pixels)")
+        notes.append(f"{from_segmentation} annotation(s) have a segmentation but no usable bbox (none, or zero "
+                     "width or height); their box was derived from it (polygon extent, or the RLE mask's set pixels)")
+    if cvat_masks:
+        notes.append(f"{cvat_masks} annotation(s) are CVAT masks (iscrowd=1 with CVAT's \"attributes\"): "
+                     "read as objects, not crowd regions")
+    if disagree:
+        shown = ", ".join(map(repr, disagree[:5])) + (f" and {len(disagree) - 5} more" if len(disagree) > 5 else "")
+        notes.append(f"{len(disagree)} annotation(s) have a bbox that disagrees with their segmentation's extent "
+                     f"by more than a pixel (ids {shown}); the bbox was used for the crop")
+    if unusable:
+        notes.append(f"{unusable} annotation(s) have a malformed or empty segmentation; cropped by their bbox, "
+                     "without a mask")
 
     # Roboflow adds a placeholder category: supercategory "none", no annotations, and it is
     # the supercategory of every real class.
@@ -335,10 +337,10 @@ def index(categories_raw: object, images_raw: object, annotations: Iterable, fil
     return Index(categories, images, labels, skipped, notes, placeholder)
 
 
-def parse(data: dict, file: Path, include_crowd: bool = False) -> Index:
+def parse(data: dict, file: Path, include_crowd: bool = False, masks: bool = False) -> Index:
     """`index` over an already loaded COCO dict."""
     return index(data.get("categories", MISSING), data.get("images", MISSING),
-                 data.get("annotations", []), file, include_crowd)
+                 data.get("annotations", []), file, include_crowd, masks)
 
 
 def split_of(file: Path) -> str | None:
@@ -422,6 +424,7 @@ def read(
     images: str | Path | None = None,
     split: str | None = None,
     include_crowd: bool = False,
+    masks: bool = False,
 ) -> Source:
     path = Path(path)
     images_dir = Path(images) if images is not None else None
@@ -440,7 +443,7 @@ def read(
     for file in files:
         # Notes of a folder's files name the file by its place (`train/_annotations.coco.json`).
         label = file.relative_to(path).as_posix() if len(files) > 1 else None
-        _read_file(file, images_dir, split, include_crowd, src, label)
+        _read_file(file, images_dir, split, include_crowd, src, label, masks)
     if path.is_dir():
         src.unused_files += unused_json(path, files)
         if src.unused_files:
@@ -457,9 +460,9 @@ def unused_json(folder: Path, used: list[Path]) -> list[str]:
 
 
 def _read_file(file: Path, images_dir: Path | None, split: str | None, include_crowd: bool,
-               src: Source, label: str | None) -> None:
+               src: Source, label: str | None, masks: bool = False) -> None:
     categories, images, annotations = read_parts(file)
-    idx = index(categories, images, annotations, file, include_crowd)
+    idx = index(categories, images, annotations, file, include_crowd, masks)
     prefix = f"{label}: " if label else ""
     src.notes += [prefix + n for n in idx.notes]
     src.skipped += idx.skipped

@@ -2,16 +2,19 @@
 `obj.names`, `train.txt`), and a flat folder with `classes.txt` (labelImg, Label Studio).
 
 Boxes are normalised `class cx cy w h`; a file in which any line has more than 6 columns
-holds polygons (Ultralytics' rule). The rules and quirks are in formats/yolo.md.
+holds polygons (Ultralytics' rule: segments, and oriented boxes as their 4 corners), each
+read as its extent and, with masks, its polygon. The rules and quirks are in formats/yolo.md.
 """
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from ..errors import ClipdataError, SourceError
+from ..masks import Mask
 from ..records import Label, Sample, Skip, Source, split_name
 from ..textfiles import read_lines, read_text
 from ..yamlfile import load_yaml
@@ -19,7 +22,8 @@ from ..imagefiles import BROKEN, IMAGE, SPECIAL, displayed_size, walk
 
 # What a dataset folder may hold to describe itself, in the order one is chosen.
 DESCRIPTORS = ("data.yaml", "data.yml", "obj.data", "classes.txt", "obj.names")
-TOLERANCE = 0.01  # normalised coordinates up to 1% outside [0, 1] are clamped
+TOLERANCE = 0.01  # normalised box coordinates up to 1% outside [0, 1] are clamped
+SHAPE_TOLERANCE = 0.1  # polygon and oriented-box corners: DOTA-style corners run a few % outside
 
 
 def label_path(image: Path) -> Path:
@@ -33,14 +37,27 @@ def label_path(image: Path) -> Path:
     return image.with_suffix(".txt")
 
 
-def parse_labels(text: str, file: str, nc: int) -> tuple[list[tuple[int, int, tuple[float, float, float, float]]], list[Skip]]:
-    """Parse a label file into (line number, class, (x0, y0, x1, y1) normalised) and skips.
+Row = tuple[int, int, tuple[float, float, float, float], tuple[float, ...] | None]
 
-    A malformed line or a class out of range raises SourceError with file and line; a box
+
+def parse_labels(text: str, file: str, nc: int) -> tuple[list[tuple[int, int, tuple[float, float, float, float]]], list[Skip]]:
+    """Parse a label file into (line number, class, (x0, y0, x1, y1) normalised) and skips."""
+    rows, skips = parse_shapes(text, file, nc)
+    return [(n, c, box) for n, c, box, _ in rows], skips
+
+
+def parse_shapes(text: str, file: str, nc: int) -> tuple[list[Row], list[Skip]]:
+    """Parse a label file into (line number, class, (x0, y0, x1, y1) normalised, polygon or
+    None) and skips. A polygon is normalised x, y pairs (3 points or more); a 4-point line
+    whose corners cross (an oriented box written in another corner order) has them put in
+    order around their centre.
+
+    A malformed line or a class out of range raises SourceError with file and line; a shape
     too far outside the image is skipped (`invalid_box`)."""
     rows = [(n, line.split()) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
     polygons = any(len(cols) > 6 for _, cols in rows)
-    boxes, skips = [], []
+    boxes: list[Row] = []
+    skips = []
     for n, cols in rows:
         where = f"line {n}"
         if len(cols) < 5:
@@ -53,23 +70,52 @@ def parse_labels(text: str, file: str, nc: int) -> tuple[list[tuple[int, int, tu
         if not cls_f.is_integer() or not 0 <= cls_f < nc:
             raise SourceError(f"class index {cols[0]} is out of range (the dataset has {nc} classes)",
                               file=file, where=where, hint="check `names` in the YAML or classes.txt")
+        poly = None
+        tolerance = TOLERANCE
         if polygons:
             if len(values) % 2:
                 raise SourceError(f"a polygon needs x y pairs, got {len(values)} coordinates", file=file, where=where)
+            if len(values) == 8 and _crossed(values):
+                values = _in_order(values)
             xs, ys = values[0::2], values[1::2]
             x0, y0, x1, y1 = min(xs), min(ys), max(xs), max(ys)
+            if len(values) >= 6:  # two points (a 5-column line) make a box, never a shape
+                poly = tuple(values)
+                tolerance = SHAPE_TOLERANCE
         else:
             cx, cy, w, h = values[:4]  # a 6th column (confidence) is ignored
             x0, y0, x1, y1 = cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
             if w < 0 or h < 0:
                 skips.append(Skip("invalid_box", file, f"{where}: negative size", n))
                 continue
-        if not all(v == v for v in (x0, y0, x1, y1)) or min(x0, y0) < -TOLERANCE or max(x1, y1) > 1 + TOLERANCE:
+        if not all(math.isfinite(v) for v in (values if polygons else values[:4])) or min(x0, y0) < -tolerance or max(x1, y1) > 1 + tolerance:
             skips.append(Skip("invalid_box", file, f"{where}: outside the image", n))
             continue
         clamp = lambda v: min(1.0, max(0.0, v))  # noqa: E731
-        boxes.append((n, int(cls_f), (clamp(x0), clamp(y0), clamp(x1), clamp(y1))))
+        boxes.append((n, int(cls_f), (clamp(x0), clamp(y0), clamp(x1), clamp(y1)), poly))
     return boxes, skips
+
+
+def _crossed(v: list[float]) -> bool:
+    """Whether a quadrilateral's edges 0-1 and 2-3, or 1-2 and 3-0, cross (a bow tie)."""
+    p = [(v[0], v[1]), (v[2], v[3]), (v[4], v[5]), (v[6], v[7])]
+
+    def side(a, b, c) -> float:
+        return (b[0] - a[0]) * (c[1] - a[1]) - (b[1] - a[1]) * (c[0] - a[0])
+
+    def cross(a, b, c, d) -> bool:
+        return side(a, b, c) * side(a, b, d) < 0 and side(c, d, a) * side(c, d, b) < 0
+
+    return cross(p[0], p[1], p[2], p[3]) or cross(p[1], p[2], p[3], p[0])
+
+
+def _in_order(v: list[float]) -> list[float]:
+    """The four corners sorted by their angle around the centre, starting from the first."""
+    pts = [(v[i], v[i + 1]) for i in range(0, 8, 2)]
+    cx, cy = sum(p[0] for p in pts) / 4, sum(p[1] for p in pts) / 4
+    first = math.atan2(pts[0][1] - cy, pts[0][0] - cx)
+    pts.sort(key=lambda p: (math.atan2(p[1] - cy, p[0] - cx) - first) % (2 * math.pi))
+    return [c for p in pts for c in p]
 
 
 def _image_size(path: Path) -> tuple[int, int] | str:
@@ -151,7 +197,8 @@ class _Listed:
     looked: tuple[str, ...] = ()
 
 
-def _add_images(src: Source, entries: list[_Listed], root: Path, names: list[str], listed: bool) -> None:
+def _add_images(src: Source, entries: list[_Listed], root: Path, names: list[str], listed: bool,
+                masks: bool = False) -> None:
     """Every image the splits name, each once: an image named twice (in one list, or in two
     splits) is read the first time and skipped the next (`listed_twice`, saying where)."""
     first: dict[str, _Listed] = {}
@@ -176,7 +223,7 @@ def _add_images(src: Source, entries: list[_Listed], root: Path, names: list[str
             src.skipped.append(Skip("not_a_regular_file", rel, f"its label file {_name(lab, root)} is not a regular file"))
             continue
         text = read_text(lab) if lab.is_file() else ""
-        boxes, skips = parse_labels(text, str(lab), len(names))
+        boxes, skips = parse_shapes(text, str(lab), len(names))
         src.skipped += skips
         if not image.is_file():  # a listed pipe or link to nothing is never opened
             broken = os.path.islink(image) and not image.exists()
@@ -191,9 +238,15 @@ def _add_images(src: Source, entries: list[_Listed], root: Path, names: list[str
             src.skipped.append(Skip("unreadable_image", rel, size, labels=len(boxes)))
             continue
         w, h = size
-        labels = [Label(names[c], (x0 * w, y0 * h, (x1 - x0) * w, (y1 - y0) * h), n)
-                  for n, c, (x0, y0, x1, y1) in boxes]
+        labels = [Label(names[c], (x0 * w, y0 * h, (x1 - x0) * w, (y1 - y0) * h), n,
+                        mask=_mask(poly, w, h) if masks and poly else None)
+                  for n, c, (x0, y0, x1, y1), poly in boxes]
         src.samples.append(Sample(name=rel, path=image, split=e.split, labels=labels, width=w, height=h))
+
+
+def _mask(poly: tuple[float, ...], w: int, h: int) -> Mask:
+    """A normalised polygon in the image's pixels."""
+    return Mask(polygons=(tuple(v * (h if i % 2 else w) for i, v in enumerate(poly)),))
 
 
 def _yaml(file: Path) -> dict:
@@ -312,14 +365,13 @@ def _split_images(value: str, root: Path, file: Path, where: str, src: Source, s
 
 
 def _obb(file: Path) -> SourceError:
-    return SourceError("oriented boxes (YOLO OBB) are not supported", file=file,
-                       hint="export axis-aligned boxes or polygons instead")
+    return SourceError("DOTA-style oriented boxes (labelTxt/: pixel corners and a class name) are not read",
+                       file=file, hint="export Ultralytics OBB labels instead (labels/*.txt: class x1 y1 x2 y2 x3 y3 x4 y4, "
+                       "normalised), which clipdata reads")
 
 
-def read_yaml(file: Path, split: str | None) -> Source:
+def read_yaml(file: Path, split: str | None, masks: bool = False) -> Source:
     data = _yaml(file)
-    if str(data.get("task", "")).lower() == "obb":
-        raise _obb(file)
     names = _names(data.get("names"), data.get("nc"), file)
     src = Source(format="yolo", path=file, classes=list(names), samples=[])
     root = file.parent
@@ -343,7 +395,7 @@ def read_yaml(file: Path, split: str | None) -> Source:
             found = True
     if not found:
         raise SourceError("no train/val/test entry", file=file)
-    _add_images(src, entries, root, names, listed)
+    _add_images(src, entries, root, names, listed, masks)
     if split:
         src.notes.append(f"--split {split} ignored: the YAML names its splits")
     return src
@@ -368,7 +420,7 @@ def _darknet_path(value: str, root: Path) -> Path:
     return root / rel
 
 
-def read_darknet(file: Path, split: str | None) -> Source:
+def read_darknet(file: Path, split: str | None, masks: bool = False) -> Source:
     root = file.parent
     data = _kv(file)
     names_file = _darknet_path(data.get("names", "obj.names"), root)
@@ -383,11 +435,11 @@ def read_darknet(file: Path, split: str | None) -> Source:
             if not lst.is_file():
                 raise SourceError(f"image list {data[key]} not found", file=file, where=key)
             entries += _read_list(lst, root, split_name(key) or key)
-    _add_images(src, entries, root, names, True)
+    _add_images(src, entries, root, names, True, masks)
     return src
 
 
-def read_flat(folder: Path, split: str | None) -> Source:
+def read_flat(folder: Path, split: str | None, masks: bool = False) -> Source:
     names_file = next((folder / n for n in ("classes.txt", "obj.names") if (folder / n).is_file()))
     names = [n.strip() for n in read_lines(names_file) if n.strip()]
     src = Source(format="yolo", path=folder, classes=names, samples=[])
@@ -396,17 +448,17 @@ def read_flat(folder: Path, split: str | None) -> Source:
     for e in entries:
         first = e.path.relative_to(base).parts[0]
         e.split = (split_name(first) if first != e.path.name else None) or split or "train"
-    _add_images(src, entries, folder, names, False)
+    _add_images(src, entries, folder, names, False, masks)
     return src
 
 
-def read(path: str | Path, *, split: str | None = None) -> Source:
+def read(path: str | Path, *, split: str | None = None, masks: bool = False) -> Source:
     path = Path(path)
     if path.is_file():
         if path.name == "obj.data":
-            return read_darknet(path, split)
+            return read_darknet(path, split, masks)
         if path.suffix in (".yaml", ".yml"):
-            return read_yaml(path, split)
+            return read_yaml(path, split, masks)
         raise SourceError("expected a data.yaml, an obj.data or a dataset folder", file=path)
     if not path.is_dir():
         raise SourceError("not found", file=path)
@@ -416,11 +468,11 @@ def read(path: str | Path, *, split: str | None = None) -> Source:
     if present:
         chosen = present[0]
         if chosen in ("data.yaml", "data.yml"):
-            src = read_yaml(path / chosen, split)
+            src = read_yaml(path / chosen, split, masks)
         elif chosen == "obj.data":
-            src = read_darknet(path / chosen, split)
+            src = read_darknet(path / chosen, split, masks)
         else:
-            src = read_flat(path, split)
+            src = read_flat(path, split, masks)
         used = {chosen, "obj.names"} if chosen == "obj.data" else {chosen}
         src.unused_files += [n for n in present if n not in used]
         if src.unused_files:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..crops import Padding, crop_region
 from ..fsutil import copy_file, link_or_copy, write_with
+from ..masks import Mask
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,8 @@ class Options:
     image_format: str
     quality: int
     link: bool
+    mask: str = "none"  # none, fill (outside the mask: `fill`), alpha (the mask as alpha)
+    fill: tuple[int, int, int] = (0, 0, 0)
 
 
 @dataclass(slots=True)
@@ -30,12 +33,14 @@ class Task:
     path: str
     width: int | None
     height: int | None
-    outputs: list[tuple[str, tuple[float, float, float, float] | None]]  # (relpath, box or None)
+    # (relpath, box or None, mask or None): a box is cropped, None copies the whole image
+    outputs: list[tuple[str, tuple[float, float, float, float] | None, Mask | None]]
 
 
 @dataclass(slots=True)
 class Result:
-    """Per output: the crop region taken, [] for a whole image, or the skip reason."""
+    """Per output: the crop region taken, [] for a whole image, or the skip reason (with a
+    detail after ": " where the box alone does not say why)."""
 
     index: int
     outputs: list[list[int] | str] = field(default_factory=list)
@@ -75,7 +80,7 @@ def process(task: Task) -> Result:
         result.unreadable = str(e)
         return result
     rgb = None
-    for relpath, box in task.outputs:
+    for relpath, box, mask in task.outputs:
         if box is None:
             result.outputs.append([])
             continue
@@ -91,14 +96,36 @@ def process(task: Task) -> Result:
             result.outputs.append(region)
             continue
         crop = rgb.crop(region)
+        if mask is not None and opts.mask != "none":
+            crop = _masked(crop, mask, rgb.size, region, opts)
+            if isinstance(crop, str):
+                result.outputs.append(f"mask_outside_image: {crop}")
+                continue
         if "icc_profile" in rgb.info:
             crop.info["icc_profile"] = rgb.info["icc_profile"]
         write_with(out / relpath, lambda f: save(crop, f, opts.image_format, opts.quality))
         result.outputs.append(list(region))
-    for (relpath, box), done in zip(task.outputs, result.outputs):
+    for (relpath, box, _), done in zip(task.outputs, result.outputs):
         if box is None:
             _copy(Path(task.path), out / relpath, opts.link, result)
     return result
+
+
+def _masked(crop, mask: Mask, size: tuple[int, int], region: tuple[int, int, int, int], opts: Options):
+    """The crop with its outside filled (`fill`) or made transparent (`alpha`); the reason
+    when the mask cannot be cut (no pixel in the crop, a mask of another size)."""
+    from PIL import Image
+
+    from ..masks import window
+
+    inside = window(mask, size, region)
+    if isinstance(inside, str):
+        return inside
+    if opts.mask == "fill":
+        return Image.composite(crop, Image.new("RGB", crop.size, opts.fill), inside)
+    crop = crop.convert("RGBA")
+    crop.putalpha(inside)
+    return crop
 
 
 def _copy(src: Path, dst: Path, link: bool, result: Result) -> None:

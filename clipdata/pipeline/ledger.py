@@ -18,7 +18,8 @@ SKIPPED_FILE = "skipped.jsonl"
 SAMPLE_PER_REASON = 20
 # Reader reasons that concern one annotation (a box, or a whole-image label) rather than a file.
 BOX_REASONS = frozenset({"crowd", "invalid_box", "difficult", "dropped_class", "empty_after_clamp",
-                         "smaller_than_min_size", "outside_image", "segmentation_only", "no_box"})
+                         "smaller_than_min_size", "outside_image", "segmentation_only", "no_box",
+                         "unsupported_shape", "empty_polygon", "mask_outside_image", "no_label"})
 
 
 def is_box_skip(skip: Skip) -> bool:

@@ -107,7 +107,6 @@ def test_missing_image_in_a_list(tmp_path):
     ("train: images\nnames: {0: a, 2: b}\n", "without gaps"),
     ("names: [a]\n", "no train/val/test"),
     ("train: nowhere\nnames: [a]\n", "not a folder or a .txt list"),
-    ("train: images\nnames: [a]\ntask: obb\n", "oriented boxes"),
     ("train: [images\n", "not valid YAML"),
     ("- a\n- b\n", "expected a mapping"),
 ])
