@@ -31,6 +31,26 @@ def open_image(path: Path) -> Image.Image:
         raise Unreadable(str(e) or type(e).__name__) from None
 
 
+def embedded_bytes(path: Path) -> bytes:
+    """The image file a LabelMe JSON carries as base64 `imageData`."""
+    import base64
+    import binascii
+    import json
+
+    try:
+        data = json.loads(Path(path).read_bytes()).get("imageData")
+        return base64.b64decode(data, validate=True)
+    except (OSError, ValueError, AttributeError, TypeError, binascii.Error) as e:
+        raise Unreadable(f"its imageData is not base64 ({e})") from None
+
+
+def open_embedded(path: Path) -> Image.Image:
+    """open_image for the picture inside a LabelMe JSON."""
+    import io
+
+    return open_image(io.BytesIO(embedded_bytes(path)))  # type: ignore[arg-type]
+
+
 def orient(img: Image.Image, width: int | None, height: int | None) -> tuple[Image.Image, bool]:
     """Apply EXIF orientation only when the annotated size is the transposed size.
 

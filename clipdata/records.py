@@ -32,6 +32,7 @@ class Sample:
     `path` is the file on disk, or None when the reader could not find it (then `searched`
     lists the folders it tried). `name` is the image as the source names it.
     `width`/`height` are the size the annotations were made on, when the source says so.
+    `embedded`: `path` is a LabelMe JSON holding the image itself (`imageData`).
     """
 
     name: str
@@ -41,6 +42,7 @@ class Sample:
     width: int | None = None
     height: int | None = None
     searched: tuple[str, ...] = ()
+    embedded: bool = False  # the pixels are base64 `imageData` inside `path` (a LabelMe JSON)
 
 
 @dataclass(frozen=True)

@@ -137,6 +137,63 @@ CASES = [
 ]
 
 
+RECT = {"label": "cat", "points": [[1, 1], [9, 9]], "group_id": None, "shape_type": "rectangle", "flags": {}}
+
+
+def labelme(root: Path, shapes=None, image: str = "a.jpg", make=True, raw: str | bytes | None = None, **extra):
+    """a.json (the case under test) names a.jpg; good.json a good picture, so a skipped item
+    leaves something to convert. The structure is labelme 5's (`version`, `flags`, `shapes`,
+    `imagePath`, `imageData`, `imageHeight`, `imageWidth`)."""
+    if make:
+        make_image(root / image, (16, 16))
+    make_image(root / "good.jpg", (16, 16))
+    doc = {"version": "5.4.1", "flags": {}, "shapes": [RECT], "imagePath": "good.jpg", "imageData": None,
+           "imageHeight": 16, "imageWidth": 16}
+    text(root, "good.json", json.dumps(doc))
+    doc = {**doc, "shapes": [RECT] if shapes is None else shapes, "imagePath": image, **extra}
+    text(root, "a.json", raw if raw is not None else json.dumps(doc))
+    return ["labelme", str(root)]
+
+
+def lm_shape(points, shape_type="polygon", label="cat", **kw):
+    return {"label": label, "points": points, "group_id": None, "shape_type": shape_type, "flags": {}, **kw}
+
+
+def lm_outside(root: Path):
+    make_image(root.parent / "secret.jpg", (8, 8))
+    return labelme(root, image="../../secret.jpg", make=False)
+
+
+def lm_fifo(root: Path):
+    args = labelme(root)
+    os.mkfifo(root / "pipe.json")
+    return args
+
+
+LABELME_CASES = [
+    ("labelme malformed JSON", lambda r: labelme(r, raw='{"shapes": [\n  {"label": "cat",, }]}'), "error: malformed JSON"),
+    ("labelme not UTF-8", lambda r: labelme(r, raw=b'{"shapes": [], "imagePath": "caf\xe9.jpg"}'), "error: not UTF-8"),
+    ("labelme image missing", lambda r: labelme(r, make=False), "error: 1 image(s) not found"),
+    ("labelme polygon of two points", lambda r: labelme(r, [lm_shape([[1, 1], [5, 5]])]), "skipped: empty_polygon"),
+    ("labelme NaN coordinates", lambda r: labelme(r, raw=json.dumps({"shapes": [lm_shape([[1, 1], [5, 1], [3, 9]])],
+                                                                     "imagePath": "a.jpg"}).replace("9]", "NaN]")), "skipped: invalid_box"),
+    ("labelme infinite coordinates", lambda r: labelme(r, [lm_shape([[1, 1], [1e400, 1], [3, 9]])]), "skipped: invalid_box"),
+    ("labelme outside the image", lambda r: labelme(r, [lm_shape([[100, 100], [120, 100], [110, 130]])]), "skipped: empty_after_clamp"),
+    ("labelme unknown shape type", lambda r: labelme(r, [lm_shape([[1, 1], [5, 5]], "cuboid")]), "skipped: unsupported_shape"),
+    ("labelme circle", lambda r: labelme(r, [lm_shape([[8, 8], [12, 8]], "circle")]), "skipped: unsupported_shape"),
+    ("labelme label with a line break", lambda r: labelme(r, [{**RECT, "label": "a\nb"}]), "error: control character"),
+    ("labelme label starting with a dot", lambda r: labelme(r, [{**RECT, "label": ".cat"}]), "error: starts with a dot"),
+    ("labelme empty label", lambda r: labelme(r, [{**RECT, "label": ""}]), "skipped: no_label"),
+    ("labelme label not a string", lambda r: labelme(r, [{**RECT, "label": 5}]), 'error: "label" must be a string'),
+    ("labelme imagePath leaving the root", lm_outside, "error: 1 image(s) not found"),
+    ("labelme imageData not an image", lambda r: labelme(r, make=False, image="a.json", imageData="aGVsbG8gd29ybGQ="), "skipped: unreadable_image"),
+    ("labelme imageData not base64", lambda r: labelme(r, make=False, image="a.json", imageData="%%%not base64%%%"), "skipped: unreadable_image"),
+    ("labelme points not pairs", lambda r: labelme(r, [lm_shape([1, 2, 3])]), "skipped: invalid_box"),
+    ("labelme a pipe named x.json", lm_fifo, "skipped: not_a_regular_file"),
+]
+CASES += LABELME_CASES
+
+
 @pytest.mark.parametrize("name, build, expected", CASES, ids=[c[0] for c in CASES])
 def test_bad_input(tmp_path, name, build, expected):
     src = tmp_path / "src"

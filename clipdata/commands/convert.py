@@ -400,7 +400,8 @@ def _execute(plan: list[tuple[Sample, list[Planned]]], lost: list[list[str]], si
              progress: Progress | None) -> list[Planned]:
     """Run the image tasks not in the journal, journal each result, and fold every result
     into the report in plan order (results arrive in task order, which is plan order)."""
-    tasks = [Task(i, str(s.path), s.width, s.height, [(p.relpath, p.label.box, p.label.mask) for p in jobs])
+    tasks = [Task(i, str(s.path), s.width, s.height, [(p.relpath, p.label.box, p.label.mask) for p in jobs],
+                  s.embedded)
              for i, (s, jobs) in enumerate(plan) if jobs and i not in journaled]
     n_workers = max(1, min(workers or default_workers(), len(tasks) // 4))
     fresh = run(process, tasks, n_workers, init, (opts,))

@@ -59,6 +59,8 @@ register_reader("yolo", "yolo", "YOLO labels (boxes, segments, oriented boxes): 
                 "clipdata convert yolo data.yaml out/", ("split", "masks"))
 register_reader("voc", "voc", "Pascal VOC XML: Annotations/ + JPEGImages/",
                 "clipdata convert voc VOCdevkit/VOC2012 out/", ("images", "split", "skip_difficult"))
+register_reader("labelme", "labelme", "LabelMe JSON files (rectangles, polygons, image flags)",
+                "clipdata convert labelme annotated/ out/", ("images", "split", "masks"))
 register_reader("review", "review", "a reviewed `clipdata label` output (review tree, Label Studio export, CSV)",
                 "clipdata review apply labeled/ out/", ("images", "split"))
 

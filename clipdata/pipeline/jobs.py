@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..crops import Padding, crop_region
-from ..fsutil import copy_file, link_or_copy, write_with
+from ..fsutil import copy_file, link_or_copy, write_bytes, write_with
 from ..masks import Mask
 
 
@@ -35,6 +35,7 @@ class Task:
     height: int | None
     # (relpath, box or None, mask or None): a box is cropped, None copies the whole image
     outputs: list[tuple[str, tuple[float, float, float, float] | None, Mask | None]]
+    embedded: bool = False  # `path` is a LabelMe JSON holding the image (base64 imageData)
 
 
 @dataclass(slots=True)
@@ -68,14 +69,14 @@ def init(options: Options) -> None:
 
 
 def process(task: Task) -> Result:
-    from ..images import Unreadable, open_image, orient, save, to_rgb
+    from ..images import Unreadable, open_embedded, open_image, orient, save, to_rgb
 
     opts = _options
     assert opts is not None, "init() first"
     out = Path(opts.out)
     result = Result(task.index)
     try:
-        img = open_image(Path(task.path))
+        img = open_embedded(Path(task.path)) if task.embedded else open_image(Path(task.path))
     except Unreadable as e:
         result.unreadable = str(e)
         return result
@@ -107,7 +108,12 @@ def process(task: Task) -> Result:
         result.outputs.append(list(region))
     for (relpath, box, _), done in zip(task.outputs, result.outputs):
         if box is None:
-            _copy(Path(task.path), out / relpath, opts.link, result)
+            if task.embedded:  # the image file itself, as the JSON carries it
+                from ..images import embedded_bytes
+
+                write_bytes(out / relpath, embedded_bytes(Path(task.path)))
+            else:
+                _copy(Path(task.path), out / relpath, opts.link, result)
     return result
 
 
