@@ -1,9 +1,13 @@
 """Decoding, orienting, colour conversion and encoding of images, with Pillow."""
 from __future__ import annotations
 
+import io
+import struct
+import threading
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Iterator
 
 from PIL import Image, ImageOps
 
@@ -15,20 +19,48 @@ class Unreadable(Exception):
     """The file is not a decodable image (corrupt, truncated, not an image, too large)."""
 
 
+# What Pillow raises on a damaged or hostile file, across its plugins.
+DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError, ZeroDivisionError)
+_WARNINGS = threading.Lock()  # warning filters are process-wide: threads take turns changing them
+
+
+@contextmanager
+def _decoding(path: Path) -> Iterator[None]:
+    """Any decoding failure becomes Unreadable, with its reason."""
+    try:
+        yield
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
+        raise Unreadable(f"larger than Pillow's safety limit ({e})") from None
+    except DECODE_ERRORS as e:
+        raise Unreadable(str(e).splitlines()[0] if str(e).strip() else type(e).__name__) from None
+
+
+def _open(path: Path) -> Image.Image:
+    """Image.open (the header only), a decompression bomb refused before any pixel is decoded."""
+    with _WARNINGS, warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        return Image.open(path)
+
+
 def open_image(path: Path) -> Image.Image:
     """Open and fully decode, so truncation is found here and not half-way through a crop."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(path)
-            img.load()
+    with _decoding(path):
+        img = _open(path)
+        img.load()
         return img
-    except Image.DecompressionBombWarning as e:
-        raise Unreadable(f"larger than Pillow's safety limit ({e})") from None
-    except Image.DecompressionBombError as e:
-        raise Unreadable(f"larger than Pillow's safety limit ({e})") from None
-    except (OSError, SyntaxError, ValueError) as e:
-        raise Unreadable(str(e) or type(e).__name__) from None
+
+
+def thumbnail_jpeg(path: Path, side: int, quality: int = 85) -> bytes:
+    """A JPEG of the image as displayed (EXIF orientation applied), at most `side` pixels on
+    a side; a JPEG is decoded at reduced size (draft). Unreadable for a damaged file or a bomb."""
+    with _decoding(path):
+        with _open(path) as im:
+            im.draft("RGB", (side, side))
+            im = ImageOps.exif_transpose(im)
+            im.thumbnail((side, side))
+            buf = io.BytesIO()
+            to_rgb(im).save(buf, "JPEG", quality=quality)
+        return buf.getvalue()
 
 
 def embedded_bytes(path: Path) -> bytes:

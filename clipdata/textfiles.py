@@ -140,6 +140,36 @@ _SAME_BRACKETS = bytes.maketrans(b"{}", b"[]")
 STREAM_NESTING_LIMIT = 64  # a streamed file nested deeper is refused (COCO nests 5 levels)
 
 
+def _marks(block: bytes) -> bytes:
+    """The quotes and brackets of a block of JSON, escapes dropped."""
+    if b"\\" in block:  # rare in dataset files; the scan for it is cheap
+        block = block.replace(b"\\\\", b"").replace(b'\\"', b"")
+    return block.translate(None, _KEEP)
+
+
+def _deeper_than(marks: bytes, limit: int) -> bool:
+    """Whether the brackets outside strings nest deeper than `limit`. When no string holds a
+    bracket every run of quotes is even and dropping `""` pairs is exact (the first string
+    holding one would leave an odd run); otherwise split at the quotes and keep what lies
+    outside them. Then innermost bracket pairs are removed once per level."""
+    skeleton = marks.replace(b'""', b"")
+    if b'"' in skeleton:
+        skeleton = b"".join(marks.split(b'"')[0::2])
+    skeleton = skeleton.translate(_SAME_BRACKETS)  # depth is all that counts: {} nests as [] does
+    for _ in range(limit):  # each pass removes one level: the innermost pairs
+        shorter = skeleton.replace(b"[]", b"")
+        if len(shorter) == len(skeleton):
+            return False
+        skeleton = shorter
+    return b"[]" in skeleton
+
+
+def nested_deeper(data: bytes, limit: int) -> bool:
+    """Whether JSON text nests deeper than `limit`, in linear time and without parsing (so
+    before a parser that recurses is given it)."""
+    return _deeper_than(_marks(data), limit)
+
+
 def check_stream_nesting(path: str | Path, error: type[ClipdataError] = SourceError,
                          limit: int = STREAM_NESTING_LIMIT, chunk: int = 8 << 20) -> None:
     """Refuse a JSON file nested deeper than `limit` before a streaming parser sees it: an
@@ -156,25 +186,10 @@ def check_stream_nesting(path: str | Path, error: type[ClipdataError] = SourceEr
             block = carry + block
             cut = len(block.rstrip(b"\\"))  # trailing backslashes wait for the next block: never split an escape
             block, carry = block[:cut], block[cut:]
-            if b"\\" in block:  # rare in dataset files; the scan for it is cheap
-                block = block.replace(b"\\\\", b"").replace(b'\\"', b"")
-            parts.append(block.translate(None, _KEEP))
+            parts.append(_marks(block))
     marks = b"".join(parts)
     del parts
-    # Cut out the strings. When no string holds a bracket every run of quotes is even and
-    # dropping `""` pairs is exact (the first string holding one would leave an odd run);
-    # otherwise split at the quotes and keep what lies outside them.
-    skeleton = marks.replace(b'""', b"")
-    if b'"' in skeleton:
-        skeleton = b"".join(marks.split(b'"')[0::2])
-    del marks
-    skeleton = skeleton.translate(_SAME_BRACKETS)  # depth is all that counts: {} nests as [] does
-    for _ in range(limit):  # each pass removes one level: the innermost pairs
-        shorter = skeleton.replace(b"[]", b"")
-        if len(shorter) == len(skeleton):
-            return
-        skeleton = shorter
-    if b"[]" in skeleton:
+    if _deeper_than(marks, limit):
         raise error(f"JSON nested more than {limit} levels deep, too deep to stream; dataset files nest a few levels",
                     file=path, hint="this is not an annotation file; check what was exported")
 

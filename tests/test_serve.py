@@ -245,6 +245,208 @@ def test_bad_decisions_are_refused_and_nothing_is_written(client, labeled, body,
     assert not (labeled / decisions.FILE).exists()
 
 
+WRONG_REQUESTS = [
+    # (method, path, body or raw bytes, status, a fragment of the one-line reason)
+    ("POST", "/api/decisions", {"path": "a.jpg", "class": ["red circle"]}, 400, "body.class is an array"),
+    ("POST", "/api/decisions", {"path": ["a.jpg"], "class": "cat"}, 400, "body.path is an array"),
+    ("POST", "/api/decisions", {"path": "a.jpg", "class": "cat", "undo": "yes"}, 400, "body.undo is a string"),
+    ("POST", "/api/decisions", {"path": "a.jpg", "class": "cat", "extra": 1}, 400, "unknown field"),
+    ("POST", "/api/decisions", [{"path": "a.jpg", "class": {"x": 1}}], 400, "body[0].class is an object"),
+    ("POST", "/api/decisions", [[{"path": "a.jpg"}]], 400, "body[0] is an array"),
+    ("POST", "/api/decisions", [{"path": "a.jpg", "class": "cat"}] * 10_001, 400, "at most 10000"),
+    ("POST", "/api/decisions", {"path": "a.jpg", "class": "c" * 2000}, 400, "at most 1000"),
+    ("POST", "/api/decisions", 12, 400, "body is a number"),
+    ("POST", "/api/decisions", None, 400, "body is null"),
+    ("POST", "/api/similar", {"path": ["a.jpg"]}, 400, "body.path is an array"),
+    ("POST", "/api/similar", {"path": "zzz.jpg"}, 404, "not one of the listed images"),
+    ("POST", "/api/similar", [], 400, "body is an array"),
+    ("POST", "/api/search", {"text": 3}, 400, "body.text is a number"),
+    ("POST", "/api/search", {}, 400, "lacks 'text'"),
+    ("POST", "/api/relabel", {"anything": 1}, 400, "takes no body"),
+    ("POST", "/api/decisions", b"[" * 100_000 + b"]" * 100_000, 400, "nests more than"),
+    ("POST", "/api/search", b'{"text": NaN}', 400, "NaN"),
+    ("POST", "/api/search", b'{"text": "\\ud800"}', 400, "lone surrogate"),
+    ("POST", "/api/decisions", b'{"path": "a.jpg", "class": ' + b"9" * 5000 + b"}", 400, "not JSON this server reads"),
+    ("POST", "/api/search", b"\xff\xfe{}", 400, "not UTF-8"),
+    ("POST", "/api/search", b'{"text": "' + b"x" * (2 << 20) + b'"}', 413, "larger than"),
+    ("GET", "/api/items?offset=" + "9" * 5000, None, 400, "not a whole number"),
+    ("GET", "/api/items?limit=-1", None, 400, "at least 0"),
+    ("GET", "/api/items?min=nan", None, 400, "not a number"),
+    ("GET", "/api/items?max=1e999", None, 400, "not a number"),
+    ("GET", "/api/items?filter=" + "x" * 5000, None, 400, "not one of"),
+    ("GET", "/api/thumb/" + "9" * 5000, None, 404, "not a whole number"),
+    ("GET", "/api/image/-1", None, 404, "at least 0"),
+    ("GET", "/static/secrets.txt", None, 404, "not one of"),
+    ("GET", "/api/decisions", None, 405, "Method Not Allowed"),
+    ("POST", "/api/items", {}, 405, "Method Not Allowed"),
+    ("GET", "/nowhere", None, 404, "Not Found"),
+]
+
+
+@pytest.mark.parametrize("method, path, body, status, reason", WRONG_REQUESTS,
+                         ids=[f"{m} {p[:30]} {str(b)[:40]}" for m, p, b, _, _ in WRONG_REQUESTS])
+def test_wrong_requests_are_4xx_with_one_line_and_nothing_is_written(client, labeled, capfd, method, path, body,
+                                                                      status, reason):
+    """Every wrong type, size and nesting is refused by the schema layer before a handler."""
+    kwargs = {"content": body} if isinstance(body, bytes) else {} if body is None and method == "GET" else {"json": body}
+    r = client.request(method, path, **kwargs)
+    assert r.status_code == status, r.text
+    line = r.json()["error"]
+    assert reason in line and "\n" not in line and len(line) <= 300
+    assert not (labeled / decisions.FILE).exists()
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_the_openapi_document_describes_every_route(client):
+    """The schema the requests are checked against is served, and names every endpoint."""
+    doc = client.get("/api/openapi.json").json()
+    assert doc["openapi"].startswith("3.1")
+    ops = {(m.upper(), p) for p, ms in doc["paths"].items() for m in ms}
+    assert ("POST", "/api/decisions") in ops and ("GET", "/api/thumb/{index}") in ops and len(ops) == 11
+    body = doc["paths"]["/api/decisions"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert body["else"]["additionalProperties"] is False
+
+
+# -- the Host header (DNS rebinding) --------------------------------------------------
+@pytest.mark.parametrize("host, ok", [
+    ("127.0.0.1:{port}", True), ("localhost:{port}", True), ("LOCALHOST.:{port}", True), ("127.0.0.1", True),
+    ("[::1]:{port}", True), ("127.1.2.3:{port}", True),
+    ("attacker.example:{port}", False), ("attacker.example", False), ("localhost.attacker.example:{port}", False),
+    ("192.168.1.9:{port}", False), ("127.0.0.1:{port}@evil", False), ("a b", False),
+])
+def test_only_the_hosts_it_was_started_for_are_served(server, host, ok):
+    """A valid token is not enough: a rebinding page's requests name the attacker's host."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        conn.putrequest("GET", "/api/progress", skip_host=True)
+        if host:
+            conn.putheader("Host", host.format(port=server.port))
+        conn.putheader("x-clipdata-token", server.token)
+        conn.endheaders()
+        r = conn.getresponse()
+        body = json.loads(r.read())
+    finally:
+        conn.close()
+    assert (r.status == 200) == ok, body  # (HTTP/1.1 without a Host: uvicorn itself answers 400)
+    if not ok:
+        assert r.status == 403 and "Host" in body["error"]
+
+
+def test_a_post_whose_origin_is_the_forged_host_is_refused(server, client, labeled):
+    """The same-origin check compares Origin with the allowed names, not with Host."""
+    evil = f"attacker.example:{server.port}"
+    r = client.post("/api/decisions", json={"path": "a.jpg", "class": "dog"},
+                    headers={"host": evil, "origin": f"http://{evil}"})
+    assert r.status_code == 403
+    r = client.post("/api/decisions", json={"path": "a.jpg", "class": "dog"},
+                    headers={"host": f"localhost:{server.port}", "origin": f"http://localhost:{server.port}"})
+    assert r.status_code == 200
+    assert decisions.read(labeled) == {"a.jpg": "dog"}
+
+
+@pytest.mark.parametrize("bind, names, host, ok", [
+    ("127.0.0.1", (), "localhost", True),
+    ("127.0.0.1", (), "myhost.lan", False),
+    ("127.0.0.1", ("myhost.lan",), "MyHost.lan.", True),
+    ("192.168.1.5", (), "192.168.1.5", True),
+    ("192.168.1.5", (), "192.168.1.6", False),
+    ("0.0.0.0", (), "192.168.1.6", True),  # listening everywhere: any address literal
+    ("0.0.0.0", (), "attacker.example", False),
+    ("box.lan", (), "box.lan", True),
+    ("::", (), "fe80::1", True),
+])
+def test_the_host_rule(bind, names, host, ok):
+    from clipdata.server.guard import HostRule
+
+    assert HostRule(bind, "", names).allows(host.lower().rstrip(".")) == ok
+
+
+def test_allow_host_serves_another_name(labeled):
+    with review_serve(labeled, allow_hosts=["review.lan"]) as srv:
+        r = httpx.get(base(srv) + "/api/progress", headers={"x-clipdata-token": srv.token, "host": "review.lan"})
+    assert r.status_code == 200
+
+
+# -- images that changed after label ran ----------------------------------------------
+def _bomb(path: Path) -> None:
+    from PIL import Image
+
+    Image.new("1", (14000, 14000)).save(path, "PNG")  # 196 Mpx, small on disk
+
+
+@pytest.mark.parametrize("replace", [
+    lambda p: p.write_bytes(b"not an image at all"),
+    lambda p: p.write_bytes(p.read_bytes()[:len(p.read_bytes()) // 2]),  # cut short
+    _bomb,
+    lambda p: p.chmod(0),  # (as root every file reads: then only the first three are tried)
+], ids=["garbage", "truncated", "decompression bomb", "unreadable"])
+def test_an_image_replaced_after_labeling_is_422_with_a_reason(client, labeled, capfd, replace):
+    if os.geteuid() == 0 and "chmod" in __import__("inspect").getsource(replace):
+        pytest.skip("root reads any file")
+    root = Path(json.loads((labeled / "label.json").read_text())["images_root"])
+    index = {it["path"]: it["index"] for it in client.get("/api/items").json()["items"]}
+    for name in ("a.jpg", "sub/c.png"):
+        replace(root / name)
+    for name, kind in (("a.jpg", "thumb"), ("sub/c.png", "thumb"), ("a.jpg", "image")):
+        r = client.get(f"/api/{kind}/{index[name]}")
+        if kind == "image" and r.status_code == 200:  # served as it is: the browser decodes it
+            continue
+        assert r.status_code == 422, r.text
+        assert r.json()["error"].startswith(f"{name}: cannot be shown")
+    assert "Traceback" not in capfd.readouterr().err
+
+
+@pytest.mark.parametrize("damage, fragment", [
+    (lambda f: f.write_text("{nope"), "malformed JSON"),
+    (lambda f: f.write_bytes(b"\xff\xfe\x00"), "not UTF-8"),
+    (lambda f: f.write_text("[1, 2]"), "expected an object"),
+    (lambda f: f.write_text(json.dumps({"classes": "cat", "images_root": "."})), '"classes" is a string'),
+    (lambda f: f.write_text(json.dumps({"classes": [1], "images_root": "."})), "other than names"),
+    (lambda f: f.write_text(json.dumps({"classes": ["a"], "images_root": 3})), '"images_root" is a number'),
+], ids=["malformed", "not utf-8", "a list", "classes a string", "classes numbers", "root a number"])
+def test_a_damaged_label_json_is_one_line(tmp_path, damage, fragment):
+    from typer.testing import CliRunner
+
+    import clipdata.cli.serve  # noqa: F401  (registers `review serve`)
+    from clipdata.cli import app
+
+    labeled = make_labeled(tmp_path)
+    damage(labeled / "label.json")
+    r = CliRunner().invoke(app, ["review", "serve", str(labeled), "--no-browser", "--port", "0"])
+    assert r.exit_code == 1 and fragment in r.output and "label.json" in r.output, r.output
+    assert "bug" not in r.output and len(r.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("row, fragment", [
+    ({"path": "a.jpg", "top_k": [{"class": "cat", "score": "high"}]}, "top_k"),
+    ({"path": "a.jpg", "top_k": ["cat"]}, "top_k"),
+    ({"path": 3, "top_k": [{"class": "cat", "score": 1}]}, '"path"'),
+    ({"path": "a.jpg", "top_k": [{"class": "cat", "score": 1}], "review_rank": "1"}, "review_rank"),
+    ({"path": "a.jpg", "top_k": [{"class": "cat", "score": 1}], "decision": ["cat"]}, "decision"),
+])
+def test_a_damaged_prediction_row_is_one_line(tmp_path, row, fragment):
+    labeled = make_labeled(tmp_path)
+    with open(labeled / "predictions.jsonl", "a") as f:
+        f.write(json.dumps(row) + "\n")
+    with pytest.raises(SourceError, match=fragment) as e:
+        review_serve(labeled)
+    assert e.value.where == "line 7"
+
+
+@pytest.mark.parametrize("port", ["99999", "-1", "http"])
+def test_a_bad_port_is_a_usage_error(tmp_path, port):
+    from typer.testing import CliRunner
+
+    import clipdata.cli.serve  # noqa: F401
+    from clipdata.cli import app
+
+    r = CliRunner().invoke(app, ["review", "serve", str(make_labeled(tmp_path)), "--port", port, "--no-browser"])
+    assert r.exit_code == 2 and "bug" not in r.output
+    from clipdata.errors import OptionError
+    with pytest.raises(OptionError, match="not a port"):
+        review_serve(tmp_path / "labeled", port=99999)
+
+
 def test_not_json_is_400(client):
     r = client.post("/api/decisions", content=b"{nope", headers={"content-type": "application/json"})
     assert r.status_code == 400

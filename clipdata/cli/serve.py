@@ -26,15 +26,19 @@ The printed URL carries an access token; the server listens on 127.0.0.1 only, u
 @review_app.command("serve", help=SERVE_HELP, no_args_is_help=True)
 def review_serve(
     labeled: Path = typer.Argument(..., help="The folder clipdata label --out wrote."),
-    port: int = typer.Option(8765, "--port", help="Port to listen on (0: any free port)."),
+    port: int = typer.Option(8765, "--port", min=0, max=65535, help="Port to listen on (0: any free port)."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on; other machines can connect when not 127.0.0.1."),
+    allow_host: Optional[list[str]] = typer.Option(
+        None, "--allow-host", metavar="NAME", help="Answer to requests for this host name too (a name of this machine, a reverse "
+                                   "proxy's); repeat for several. 127.0.0.1, localhost and --host always work."),
     images: Optional[Path] = typer.Option(None, "--images", help="The image folder, when it moved since label ran."),
     no_browser: bool = typer.Option(False, "--no-browser", help="Do not open a browser; only print the URL."),
 ) -> None:
     from ..commands.serve import review_serve as api_review_serve
 
     with errors():
-        server = api_review_serve(labeled, port=port, host=host, images=images, open_browser=not no_browser)
+        server = api_review_serve(labeled, port=port, host=host, images=images, open_browser=not no_browser,
+                                  allow_hosts=allow_host or ())
         if host not in ("127.0.0.1", "localhost", "::1"):
             out_console.print(f"[yellow]note:[/] listening on {host}: anyone with the URL on your network can review",
                               highlight=False)

@@ -79,31 +79,96 @@ def write_labelstudio(out: Path, root: Path, rows: list[dict], names: list[str],
 
 
 
-def _meta(folder: Path) -> tuple[dict, dict[str, dict]]:
-    """label.json and the predictions (by original path) of a label output folder."""
+_META_FIELDS = {"classes": list, "images_root": str, "model": str, "preprocess": str, "dtype": str,
+                "threshold": (int, float), "margin": (int, float), "captions": list}
+
+
+def _kind(value: object) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "true/false", type(None): "null"}.get(
+        type(value), "a number" if isinstance(value, (int, float)) else type(value).__name__)
+
+
+def _meta_problem(meta: object) -> str | None:
+    """What is wrong with label.json's content, or None."""
+    if not isinstance(meta, dict):
+        return f"expected an object, found {_kind(meta)}"
+    for key, kind in _META_FIELDS.items():
+        if key in meta and meta[key] is not None and (not isinstance(meta[key], kind) or isinstance(meta[key], bool)):
+            return f'"{key}" is {_kind(meta[key])}'
+    if not all(isinstance(c, str) for c in meta.get("classes") or []):
+        return '"classes" holds something other than names'
+    if not all(isinstance(c, list) and all(isinstance(t, str) for t in c) for c in meta.get("captions") or []):
+        return '"captions" is not a list of lists of captions'
+    return None
+
+
+def _row_problem(row: object) -> str | None:
+    """What is wrong with a predictions.jsonl row, or None."""
+    if not isinstance(row, dict):
+        return f"expected an object, found {_kind(row)}"
+    if not isinstance(row.get("path"), str) or not row["path"]:
+        return '"path" is not a path'
+    top = row.get("top_k")
+    if not isinstance(top, list) or not top:
+        return '"top_k" is not a non-empty list'
+    for t in top:
+        if not (isinstance(t, dict) and isinstance(t.get("class"), str) and isinstance(t.get("score"), (int, float))
+                and not isinstance(t.get("score"), bool)):
+            return '"top_k" holds something other than {"class", "score"}'
+    if row.get("decision") is not None and not isinstance(row["decision"], str):
+        return f'"decision" is {_kind(row["decision"])}'
+    if "review_file" in row and not isinstance(row["review_file"], str):
+        return f'"review_file" is {_kind(row["review_file"])}'
+    for key in ("review_rank", "width", "height"):
+        if row.get(key) is not None and (not isinstance(row[key], int) or isinstance(row[key], bool)):
+            return f'"{key}" is {_kind(row[key])}'
+    return None
+
+
+def label_meta(folder: Path) -> dict:
+    """label.json of a label output folder, checked: a damaged one is one clear line."""
     meta_file = folder / "label.json"
     if not meta_file.is_file():
         raise SourceError("no label.json: not the output of clipdata label", file=folder,
                           hint="pass the folder `clipdata label --out` wrote (for an export saved elsewhere, "
                                "also pass --images with the image folder)")
     meta = load_json(meta_file)
-    if not isinstance(meta, dict):
-        raise SourceError("expected an object", file=meta_file)
-    preds = {}
+    problem = _meta_problem(meta)
+    if problem:
+        raise SourceError(f"not the label.json clipdata label writes: {problem}", file=meta_file,
+                          hint="rerun clipdata label (with --overwrite) to write it again")
+    return meta  # type: ignore[return-value]
+
+
+def read_predictions(folder: Path, *, required: bool = False) -> list[dict]:
+    """predictions.jsonl's rows, each checked (a damaged row names its line); [] when the
+    file is not there, unless `required`."""
     pred_file = folder / PREDICTIONS
-    if pred_file.is_file():
-        for n, line in enumerate(split_lines(read_text(pred_file)), 1):
-            if line.strip():
-                try:
-                    row = loads(line, pred_file)
-                except SourceError as e:  # its place is the line of the file, not of the text
-                    raise SourceError(e.message, file=pred_file, where=f"line {n}",
-                                      hint="rerun clipdata label; the file may have been cut short") from None
-                if not isinstance(row, dict) or not isinstance(row.get("path"), str) or not row.get("top_k"):
-                    raise SourceError("not a prediction row (path, top_k, ...)", file=pred_file, where=f"line {n}",
-                                      hint="rerun clipdata label; the file may have been cut short")
-                preds[row["path"]] = row
-    return meta, preds
+    if not pred_file.is_file():
+        if required:
+            raise SourceError("no predictions.jsonl: not the output of clipdata label", file=folder,
+                              hint="pass the folder `clipdata label --out` wrote")
+        return []
+    rows = []
+    for n, line in enumerate(split_lines(read_text(pred_file)), 1):
+        if line.strip():
+            try:
+                row = loads(line, pred_file)
+            except SourceError as e:  # its place is the line of the file, not of the text
+                raise SourceError(e.message, file=pred_file, where=f"line {n}",
+                                  hint="rerun clipdata label; the file may have been cut short") from None
+            problem = _row_problem(row)
+            if problem:
+                raise SourceError(f"not a prediction row: {problem}", file=pred_file, where=f"line {n}",
+                                  hint="rerun clipdata label; the file may have been cut short")
+            rows.append(row)
+    return rows
+
+
+def _meta(folder: Path) -> tuple[dict, dict[str, dict]]:
+    """label.json and the predictions (by original path) of a label output folder."""
+    meta = label_meta(folder)
+    return meta, {row["path"]: row for row in read_predictions(folder)}
 
 
 def predicted(row: dict | None) -> str | None:

@@ -3,12 +3,12 @@ the reviewer's decisions (decisions.jsonl), filters and progress. No HTTP here: 
 in app.py only translates requests into these calls."""
 from __future__ import annotations
 
-import json
 import threading
 from pathlib import Path, PurePosixPath
 
 from ..errors import OptionError, SourceError
 from ..formats.decisions import REJECTED, DecisionLog
+from ..formats.review import PREDICTIONS, label_meta, read_predictions
 
 STATES = ("all", "unreviewed", "uncertain", "decided", "reviewed", "rejected")
 
@@ -18,45 +18,22 @@ def _margin(top_k: list[dict]) -> float:
     return scores[0] - (scores[1] if len(scores) > 1 else 0.0)
 
 
-def _read_predictions(folder: Path) -> list[dict]:
-    pred_file = folder / "predictions.jsonl"
-    if not pred_file.is_file():
-        raise SourceError("no predictions.jsonl: not the output of clipdata label", file=folder,
-                          hint="pass the folder `clipdata label --out` wrote")
-    rows = []
-    for n, line in enumerate(pred_file.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            if not isinstance(row["path"], str) or not row["top_k"]:
-                raise KeyError("path")
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise SourceError(f"not a prediction row ({e})", file=pred_file, where=f"line {n}",
-                              hint="rerun clipdata label") from None
-        rows.append(row)
-    if not rows:
-        raise SourceError("no predictions to review", file=pred_file)
-    return rows
-
-
 class Queue:
     """Items by index (their row in predictions.jsonl); `order` is the review order."""
 
     def __init__(self, labeled: str | Path, images: str | Path | None = None) -> None:
         self.folder = Path(labeled)
         meta_file = self.folder / "label.json"
-        if not meta_file.is_file():
-            raise SourceError("no label.json: not the output of clipdata label", file=self.folder,
-                              hint="pass the folder `clipdata label --out` wrote")
-        self.meta = json.loads(meta_file.read_text(encoding="utf-8"))
+        self.meta = label_meta(self.folder)
         self.classes: list[str] = list(self.meta.get("classes") or [])
         given = images or self.meta.get("images_root")
         if not given or not Path(given).is_dir():
             raise SourceError(f"the image folder {given or '(none recorded)'} is not there", file=meta_file,
                               hint="pass --images with the folder clipdata label read")
         self.root = Path(given).resolve()
-        self.items = _read_predictions(self.folder)
+        self.items = read_predictions(self.folder, required=True)
+        if not self.items:
+            raise SourceError("no predictions to review", file=self.folder / PREDICTIONS)
         for i, row in enumerate(self.items):
             row["index"] = i
             row["label_top_k"] = row["top_k"]  # what `label` proposed; progress compares with it
@@ -73,7 +50,7 @@ class Queue:
     def _reorder(self, use_rank: bool = False) -> None:
         """Review order: `review_rank` when label wrote it, else least margin (top-1 minus
         top-2 score) first; ties by path. After a re-scoring the unreviewed come first."""
-        if use_rank and all("review_rank" in r for r in self.items):
+        if use_rank and all(isinstance(r.get("review_rank"), int) for r in self.items):
             key = lambda r: (r["review_rank"], r["path"])  # noqa: E731
         elif use_rank:
             key = lambda r: (_margin(r["top_k"]), r["path"])  # noqa: E731

@@ -8,7 +8,7 @@ import threading
 import time
 from pathlib import Path
 
-from ..errors import ClipdataError
+from ..errors import ClipdataError, OptionError
 
 INSTALL_HINT = "pip install 'clipdata[serve]'"
 
@@ -69,15 +69,25 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def check_port(port: int) -> int:
+    """A port to listen on: 0 (any free one) to 65535; anything else is a usage error."""
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise OptionError(f"--port {port!r} is not a port number (0 to 65535; 0 picks a free one)")
+    return port
+
+
 def start(labeled: str | Path, *, images: str | Path | None = None, host: str = "127.0.0.1",
-          port: int = 0) -> Server:
+          port: int = 0, allow_hosts: tuple[str, ...] | list[str] = ()) -> Server:
+    check_port(port)
     try:
+        import jsonschema  # noqa: F401
         import starlette  # noqa: F401
         import uvicorn  # noqa: F401
     except ImportError as e:
-        raise ClipdataError(f"review serve needs starlette and uvicorn ({e.name} is not installed)",
+        raise ClipdataError(f"review serve needs starlette, uvicorn and jsonschema ({e.name} is not installed)",
                             hint=INSTALL_HINT) from None
     from .app import create_app
+    from .guard import HostRule
     from .queue import Queue
     from .vectors import Vectors
 
@@ -85,7 +95,8 @@ def start(labeled: str | Path, *, images: str | Path | None = None, host: str = 
     sock = _bind(host, port)
     token = secrets.token_urlsafe(24)
     vectors = Vectors(queue)
-    app = create_app(queue, vectors, token, sock.getsockname()[1])
+    hosts = HostRule(host, sock.getsockname()[0], allow_hosts)
+    app = create_app(queue, vectors, token, sock.getsockname()[1], hosts)
     server = Server(app, sock, token)
     vectors.warm()
     return server

@@ -23,6 +23,7 @@ class Vectors:
         self.queue = queue
         self.cache_dir = Path(cache_dir) if cache_dir else queue.folder / "cache"
         self._lock = threading.Lock()
+        self._engine_lock = threading.Lock()
         self._engine = None
         self._matrix: np.ndarray | None = None
         self._present: np.ndarray | None = None
@@ -33,7 +34,7 @@ class Vectors:
         def work() -> None:
             try:
                 self.matrix()
-            except ClipdataError:
+            except Exception:  # noqa: BLE001  (the request that needs the matrix meets it again, and says so)
                 pass
 
         thread = threading.Thread(target=work, name="clipdata-review-warm", daemon=True)
@@ -49,22 +50,20 @@ class Vectors:
         return EmbeddingCache(self.cache_dir, self.engine().identity)
 
     def engine(self):
-        if self._engine is None:
-            from ..embedding import Engine, ModelSpec
+        with self._engine_lock:  # the warm-up and a first request may both ask: one engine
+            if self._engine is None:
+                from ..embedding import Engine, ModelSpec
 
-            meta = self.queue.meta
-            self._engine = Engine(ModelSpec(model=meta["model"], dtype=meta.get("dtype", "auto")))
-        return self._engine
+                meta = self.queue.meta
+                self._engine = Engine(ModelSpec(model=meta["model"], dtype=meta.get("dtype", "auto")))
+            return self._engine
 
     def matrix(self) -> tuple[np.ndarray, np.ndarray]:
         """(n x d unit embeddings, present mask): row i is item i; rows whose embedding is
         not cached are zero and ranked last."""
         with self._lock:
             if self._matrix is None:
-                from ..imagefiles import sha256_file
-
-                files = [self.queue.file(i) for i in range(len(self.queue.items))]
-                keys = [sha256_file(f) if f else "" for f in files]
+                keys = [self._key(i) for i in range(len(self.queue.items))]
                 cache = self._cache()
                 try:  # the images as label embedded them (label.json says how; before it did: the processor)
                     found = cache.get(self.queue.meta.get("preprocess", "processor"), [k for k in keys if k])
@@ -77,6 +76,16 @@ class Vectors:
                 self._present = np.array([k in found for k in keys])
                 self._matrix = np.stack([found.get(k, np.zeros(dim, np.float32)) for k in keys]).astype(np.float32)
             return self._matrix, self._present  # type: ignore[return-value]
+
+    def _key(self, index: int) -> str:
+        """The SHA-256 of an item's file ("" when it is gone or cannot be read: not ranked)."""
+        from ..imagefiles import sha256_file
+
+        path = self.queue.file(index)
+        try:
+            return sha256_file(path) if path else ""
+        except OSError:
+            return ""
 
     def _ranked(self, query: np.ndarray) -> dict:
         m, present = self.matrix()
