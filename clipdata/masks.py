@@ -149,14 +149,15 @@ def check_rle(segm: dict) -> tuple[int, int, str] | str:
 
 def rle_from_rows(runs: list[int], left: int, top: int, width: int, height: int,
                   image_h: int, image_w: int) -> tuple[int, int, str] | str:
-    """A mask given as row-major runs over a box (CVAT's `<mask rle=…>`, background first)
+    """A mask given as row-major runs over a box (CVAT's `<mask rle=…>`, background first;
+    runs that stop short leave the rest of the box background, as CVAT's own decoder does)
     as a COCO RLE of the whole image; or why it does not fit."""
     import re
 
     from PIL import Image
 
-    if width <= 0 or height <= 0 or sum(runs) != width * height:
-        return f"the runs do not cover its {width}x{height} box"
+    if width <= 0 or height <= 0 or sum(runs) > width * height:
+        return f"its runs are longer than its {width}x{height} box"
     if left < 0 or top < 0 or left + width > image_w or top + height > image_h:
         return "its box reaches outside the image"
     box = bytearray(width * height)

@@ -194,6 +194,51 @@ LABELME_CASES = [
 CASES += LABELME_CASES
 
 
+CVAT_BOX = '<box label="cat" xtl="1" ytl="1" xbr="9" ybr="9"/>'
+BOMB = ('<!DOCTYPE annotations [<!ENTITY a "aaaaaaaaaa">' + "".join(
+    f'<!ENTITY {chr(98 + i)} "{("&" + chr(97 + i) + ";") * 10}">' for i in range(8)) + ']>')
+EXTERNAL = '<!DOCTYPE annotations [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
+
+
+def cvat(root: Path, shapes: str = CVAT_BOX, image: str = "a.jpg", make=True, raw: str | bytes | None = None,
+         doctype: str = "", label_text: str = ""):
+    """annotations.xml as CVAT for images 1.1 writes it; image a.jpg under test, good.jpg good."""
+    if make:
+        make_image(root / "images" / image, (16, 16))
+    make_image(root / "images" / "good.jpg", (16, 16))
+    body = (f'<?xml version="1.0" encoding="utf-8"?>\n{doctype}<annotations><version>1.1</version>'
+            f'<meta><task><labels><label><name>cat</name></label></labels></task></meta>'
+            f'<image id="0" name="{image}" width="16" height="16">{shapes}</image>'
+            f'<image id="1" name="good.jpg" width="16" height="16">{CVAT_BOX}</image>{label_text}</annotations>')
+    text(root, "annotations.xml", raw if raw is not None else body)
+    return ["cvat", str(root)]
+
+
+CVAT_CASES = [
+    ("cvat malformed XML", lambda r: cvat(r, raw='<annotations><image name="a.jpg"><box></annotations>'), "error: malformed XML"),
+    ("cvat not UTF-8", lambda r: cvat(r, raw=b'<?xml version="1.0" encoding="utf-8"?><annotations><image name="caf\xe9.jpg"/></annotations>'), "error: malformed XML"),
+    ("cvat entity bomb", lambda r: cvat(r, doctype=BOMB, shapes='<tag label="&i;"/>'), "error: declares entities"),
+    ("cvat external entity", lambda r: cvat(r, doctype=EXTERNAL, shapes='<tag label="&x;"/>'), "error: declares entities"),
+    ("cvat other root", lambda r: cvat(r, raw="<annotation><filename>a.jpg</filename></annotation>"), "error: not a CVAT XML"),
+    ("cvat image missing", lambda r: cvat(r, make=False), "error: 1 image(s) not found"),
+    ("cvat polygon of two points", lambda r: cvat(r, '<polygon label="cat" points="1,1;5,5"/>'), "skipped: empty_polygon"),
+    ("cvat NaN coordinates", lambda r: cvat(r, '<box label="cat" xtl="nan" ytl="1" xbr="9" ybr="9"/>'), "skipped: invalid_box"),
+    ("cvat infinite coordinates", lambda r: cvat(r, '<polygon label="cat" points="1,1;inf,5;3,9"/>'), "skipped: invalid_box"),
+    ("cvat outside the image", lambda r: cvat(r, '<box label="cat" xtl="100" ytl="100" xbr="120" ybr="120"/>'), "skipped: empty_after_clamp"),
+    ("cvat unknown shape", lambda r: cvat(r, '<cuboid label="cat" xtl1="1"/>'), "skipped: unsupported_shape"),
+    ("cvat label with a line break", lambda r: cvat(r, '<tag label="a&#10;b"/>'), "error: control character"),
+    ("cvat label starting with a dot", lambda r: cvat(r, '<box label=".cat" xtl="1" ytl="1" xbr="9" ybr="9"/>'), "error: starts with a dot"),
+    ("cvat empty label", lambda r: cvat(r, '<box label="" xtl="1" ytl="1" xbr="9" ybr="9"/>'), "skipped: no_label"),
+    ("cvat name leaving the image root", lambda r: cvat(r, image="../../../etc/passwd", make=False), "error: 1 image(s) not found"),
+    ("cvat mask outside the image", lambda r: cvat(r, '<mask label="cat" rle="0, 4" left="14" top="1" width="4" height="1"/>') + ["--mask", "fill"], "skipped: mask_outside_image"),
+    ("cvat mask runs not numbers", lambda r: cvat(r, '<mask label="cat" rle="a, b" left="1" top="1" width="4" height="1"/>'), "skipped: invalid_box"),
+    ("cvat video export", lambda r: cvat(r, raw='<annotations><track id="0" label="cat"/></annotations>'), "error: CVAT for video"),
+]
+CASES += CVAT_CASES
+CASES += [("voc entity bomb", lambda r: voc(r, BOMB.replace("annotations", "annotation") + "<annotation><filename>&i;</filename></annotation>"), "error: declares entities"),
+          ("voc external entity", lambda r: voc(r, EXTERNAL.replace("annotations", "annotation") + "<annotation><filename>&x;</filename></annotation>"), "error: declares entities")]
+
+
 @pytest.mark.parametrize("name, build, expected", CASES, ids=[c[0] for c in CASES])
 def test_bad_input(tmp_path, name, build, expected):
     src = tmp_path / "src"

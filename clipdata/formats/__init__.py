@@ -61,6 +61,8 @@ register_reader("voc", "voc", "Pascal VOC XML: Annotations/ + JPEGImages/",
                 "clipdata convert voc VOCdevkit/VOC2012 out/", ("images", "split", "skip_difficult"))
 register_reader("labelme", "labelme", "LabelMe JSON files (rectangles, polygons, image flags)",
                 "clipdata convert labelme annotated/ out/", ("images", "split", "masks"))
+register_reader("cvat", "cvat", "CVAT for images 1.1 XML (boxes, rotated boxes, polygons, masks, tags)",
+                "clipdata convert cvat export/annotations.xml out/", ("images", "split", "masks"))
 register_reader("review", "review", "a reviewed `clipdata label` output (review tree, Label Studio export, CSV)",
                 "clipdata review apply labeled/ out/", ("images", "split"))
 

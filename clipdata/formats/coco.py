@@ -17,6 +17,7 @@ from ..errors import SourceError
 from ..records import Label, Sample, Skip, Source, split_name
 from ..crops import valid_box
 from ..masks import Mask, check_polygon, check_rle
+from .shapes import images_folder
 from ..textfiles import check_regular, check_stream_nesting, decode, loads
 
 ROBOFLOW_JSON = "_annotations.coco.json"
@@ -427,9 +428,7 @@ def read(
     masks: bool = False,
 ) -> Source:
     path = Path(path)
-    images_dir = Path(images) if images is not None else None
-    if images_dir is not None and not images_dir.is_dir():
-        raise SourceError("--images folder not found", file=images_dir)
+    images_dir = images_folder(images)
     if path.is_dir():
         files = find_annotation_files(path)
         if not files:

@@ -17,7 +17,7 @@ from ..errors import SourceError
 from ..imagefiles import OTHER, SPECIAL, BROKEN, relative_name, walk
 from ..records import Label, Sample, Skip, Source, split_name
 from ..textfiles import load_json
-from .shapes import ImageFinder, extent, image_name, number, points_polygon, shape_label, skip_of
+from .shapes import ImageFinder, images_folder, extent, image_name, number, points_polygon, shape_label, skip_of
 
 IGNORE = "__ignore__"  # labelme's label (and flag) for regions to leave out
 MAGIC = ((b"\xff\xd8\xff", "jpg"), (b"\x89PNG\r\n\x1a\n", "png"), (b"GIF8", "gif"), (b"BM", "bmp"),
@@ -27,9 +27,7 @@ MAGIC = ((b"\xff\xd8\xff", "jpg"), (b"\x89PNG\r\n\x1a\n", "png"), (b"GIF8", "gif
 def read(path: str | Path, *, images: str | Path | None = None, split: str | None = None,
          masks: bool = False) -> Source:
     path = Path(path)
-    images_dir = Path(images) if images is not None else None
-    if images_dir is not None and not images_dir.is_dir():
-        raise SourceError("--images folder not found", file=images_dir)
+    images_dir = images_folder(images)
     if path.is_file():
         root, files = path.parent, [path]
     elif path.is_dir():

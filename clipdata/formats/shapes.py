@@ -8,11 +8,20 @@ import math
 import os
 from pathlib import Path, PurePosixPath
 
+from ..errors import SourceError
 from ..imagefiles import is_image_name
 from ..masks import Mask, Polygon, check_polygon
 from ..records import Label, Skip
 
 Box = tuple[float, float, float, float]
+
+
+def images_folder(images: str | Path | None) -> Path | None:
+    """The `--images` folder, checked."""
+    folder = Path(images) if images is not None else None
+    if folder is not None and not folder.is_dir():
+        raise SourceError("--images folder not found", file=folder)
+    return folder
 
 
 def number(value: object) -> float | None:

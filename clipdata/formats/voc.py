@@ -17,6 +17,7 @@ from ..errors import SourceError
 from ..records import SPLITS, Label, Sample, Skip, Source, split_name
 from ..imagefiles import IMAGE_EXTENSIONS, relative_name as _rel
 from ..textfiles import read_bytes, read_lines
+from .. import xmlfile
 
 ANNOTATIONS = ("annotations",)  # folder names, lower-cased
 IMAGES = ("jpegimages", "images")
@@ -41,11 +42,7 @@ def to_box(xmin: float, ymin: float, xmax: float, ymax: float) -> tuple[float, f
 
 def parse_xml(data: bytes, file: str, skip_difficult: bool = False) -> tuple[str | None, tuple[int, int] | None, list[Label], list[Skip]]:
     """(filename, (width, height) or None, labels, skips) of one VOC XML."""
-    try:
-        root = ET.fromstring(data)
-    except ET.ParseError as e:
-        line, col = e.position
-        raise SourceError(f"malformed XML: {e}", file=file, where=f"line {line}, column {col + 1}") from None
+    root = xmlfile.parse(data, file)  # entities (bombs, external files) refused, never expanded
     if root.tag != "annotation":
         raise SourceError(f"root element is <{root.tag}>, not <annotation>: not a Pascal VOC file", file=file)
     if _is_labelme(root):
