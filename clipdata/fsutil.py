@@ -2,16 +2,20 @@
 
 Each file is written to a hidden temporary name in its final folder (so it never leaves OUT)
 and renamed into place; a killed run leaves no half-written image under a real name.
+Durability is a separate, batched step (`sync_tree`): a run makes what it wrote reach the disk
+(data and renames) before its journal says so, once per batch rather than once per file.
 """
 from __future__ import annotations
 
+import ctypes
 import errno
 import hashlib
 import os
 import shutil
+import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator
+from typing import BinaryIO, Callable, Iterable, Iterator
 
 from .errors import OutputError
 
@@ -97,6 +101,73 @@ def link_file(src: Path, dst: Path) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def file_digest(path: str | Path) -> tuple[int, str]:
+    """(size in bytes, SHA-256 hex) of a file: what a journal records of a finished output, and
+    what a resume checks on disk before it relies on that output."""
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+            size += len(block)
+    return size, h.hexdigest()
+
+
+def _syncfs() -> Callable[[int], int] | None:
+    """Linux's syncfs(2): one call makes every file, rename and folder entry written on a file
+    system durable (one journal commit on ext4/XFS), where fsync would take one call per file."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes, fn.restype = [ctypes.c_int], ctypes.c_int
+    return fn
+
+
+_SYNCFS = _syncfs()
+
+
+def fsync_path(path: str | Path) -> None:
+    """fsync a file, or a folder (its entries: new names, renames, removals). Quietly nothing
+    where the path cannot be opened (gone, or a folder on Windows) or refuses fsync (some file
+    systems, for folders, whose renames are then synchronous)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+fsync_dir = fsync_path
+
+
+def sync_tree(folder: str | Path, files: Iterable[str | Path] = ()) -> None:
+    """Make everything written under `folder` durable: file data, and the folder entries
+    of renames. On Linux one syncfs of the file system holding `folder`; elsewhere an fsync
+    of each of `files` and of each folder that holds one."""
+    folder = Path(folder)
+    if _SYNCFS is not None:
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            if _SYNCFS(fd) == 0:
+                return
+        finally:
+            os.close(fd)
+    files = list(files)
+    dirs = {folder} | {Path(p).parent for p in files}
+    for path in files:
+        fsync_path(path)
+    for d in sorted(dirs, key=lambda d: -len(d.parts)):
+        fsync_path(d)
 
 
 def is_within(child: Path, parent: Path) -> bool:

@@ -379,7 +379,7 @@ def _interrupted(source: Path, out: Path, monkeypatch: pytest.MonkeyPatch) -> No
     """A run killed after its last image, before clipdata.json: the journal is left behind."""
     from clipdata.pipeline.journal import JOURNAL, Journal
     with monkeypatch.context() as m:
-        m.setattr(Journal, "finish", lambda self: None)
+        m.setattr(Journal, "finish", lambda self, files=(): None)
         clipdata.convert(source, out, overwrite=True)
     (out / "clipdata.json").unlink()
     assert (out / JOURNAL).is_file()

@@ -9,7 +9,7 @@ import typer
 
 from . import render
 from .app import app, errors, progress
-from .options import Export, Images, Link, Overwrite, Quiet, ShardSize, Split, SplitRatios, Template
+from .options import Export, Images, Link, Overwrite, Quiet, Resume, ShardSize, Split, SplitRatios, Template
 
 CONVERT_HELP = """Convert a dataset into the CLIP classification layout.
 
@@ -62,7 +62,7 @@ def convert(
     openclip_relative: bool = typer.Option(False, "--openclip-relative", help="open_clip CSV paths relative to OUT."),
     shard_size: ShardSize = 10_000,
     overwrite: Overwrite = False,
-    resume: bool = typer.Option(False, "--resume", help="Finish a run that was killed; the result is as if it never stopped."),
+    resume: Resume = False,
     workers: Optional[int] = typer.Option(None, "--workers", "-j", help="Worker processes (default: one per CPU)."),
     quiet: Quiet = False,
 ) -> None:

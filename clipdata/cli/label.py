@@ -8,7 +8,7 @@ import typer
 
 from . import render
 from .app import app, errors, progress, review_app
-from .options import (Export, Images, Link, Overwrite, Quiet, ShardSize, Split, SplitRatios, Template,
+from .options import (Export, Images, Link, Overwrite, Quiet, Resume, ShardSize, Split, SplitRatios, Template,
                       engine_options)
 
 LABEL_HELP = """Pre-label unlabeled images with CLIP for a person to review.
@@ -82,6 +82,7 @@ def review_apply(
     export: Export = None,
     shard_size: ShardSize = 10_000,
     overwrite: Overwrite = False,
+    resume: Resume = False,
     quiet: Quiet = False,
 ) -> None:
     from ..commands.review import review_apply as api_review_apply
@@ -89,6 +90,6 @@ def review_apply(
     with errors():
         result = api_review_apply(reviewed, out, images=images, split=split, split_ratios=split_ratios,
                                   template=template, link=link, export=export, shard_size=shard_size,
-                                  overwrite=overwrite)
+                                  overwrite=overwrite, resume=resume)
     if not quiet:
         render.review_report(result)

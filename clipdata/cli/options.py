@@ -24,6 +24,7 @@ Split = Annotated[Optional[str], typer.Option("--split", help="Split for a sourc
 SplitRatios = Annotated[Optional[str], typer.Option("--split-ratios", help="Re-split by source image, e.g. 0.8,0.1,0.1.")]
 Link = Annotated[bool, typer.Option("--link", help="Hard-link whole images instead of copying them.")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace an earlier clipdata output in OUT.")]
+Resume = Annotated[bool, typer.Option("--resume", help="Finish a run that was killed; the result is as if it never stopped.")]
 Images = Annotated[Optional[Path], typer.Option("--images", help="The folder that holds the images, when not beside the annotations.")]
 Export = Annotated[Optional[str], typer.Option("--export", help="Hand-off files, comma-separated: hf, openclip, webdataset.")]
 ShardSize = Annotated[int, typer.Option("--shard-size", help="Samples per WebDataset shard (--export webdataset).")]

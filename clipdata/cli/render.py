@@ -36,9 +36,17 @@ def convert_report(report) -> None:
         f"[bold]{len(report.classes)}[/] classes in {len(report.counts)} split(s)")
     if report.exported:
         say("hand-off files: " + ", ".join(report.exported))
+    resumed(report)
     if report.skipped:
         say(skipped_line(report.skipped_by_reason) + f" (details in {report.out / 'clipdata.json'})")
     notes(report.notes)
+
+
+def resumed(report) -> None:
+    """What a --resume kept, and what it found damaged on disk and made again."""
+    if report.resumed or report.redone:
+        say(f"resumed: {report.resumed} image(s) kept from the interrupted run"
+            + (f", {report.redone} made again (their files were missing or damaged on disk)" if report.redone else ""))
 
 
 def inspect_report(report, quiet: bool) -> None:
@@ -83,6 +91,7 @@ def review_report(result) -> None:
     acc = result.accuracy
     say(f"{result.layout.images} images into {result.layout.out} ({len(result.layout.classes)} classes)"
         + (f"; the pre-labels were {acc:.1%} right" if acc is not None else ""))
+    resumed(result.layout)
     if result.layout.skipped:
         say(skipped_line(result.layout.skipped_by_reason))
     notes(result.layout.notes)

@@ -24,8 +24,8 @@ from ..formats import layout as clip
 from ..formats.exports import ExportOptions, load_export, parse_exports
 from ..fsutil import LOCK_NAME, check_name, is_within, locked, write_text, write_with
 from ..pipeline.jobs import COPIED, Options, Result, Task, init, process
-from ..pipeline.journal import JOURNAL, Journal, fingerprint_inputs, replay
-from ..pipeline.ledger import Ledger, sample_by_reason, write_skipped
+from ..pipeline.journal import JOURNAL, Journal, fingerprint_inputs, replay, verify
+from ..pipeline.ledger import SKIPPED_FILE, Ledger, sample_by_reason, write_skipped
 from ..pipeline.plan import Planned, allocate_names, parse_ratios, plan_crops, plan_scenes, resplit
 from ..pipeline.pool import default_workers, run
 from ..procs import sigterm_as_interrupt
@@ -144,6 +144,9 @@ class Report:
     per_image: dict[str, list[str]] = field(default_factory=dict)  # note -> images it concerns
     ledger: Ledger = field(default_factory=Ledger)  # the conservation rule's counts
     unused_files: list[str] = field(default_factory=list)  # annotation files the reader found, not read
+    # --resume (not in clipdata.json: a resumed run's file is the uninterrupted run's):
+    resumed: int = 0  # images whose journaled outputs were found whole on disk and kept
+    redone: int = 0  # images journaled as done whose files were missing or damaged: made again
 
     @property
     def skipped_by_reason(self) -> dict[str, int]:
@@ -329,6 +332,10 @@ def convert(
         inputs = fingerprint_inputs([Path(source)] + ([Path(source).parent] if Path(source).is_file() else [])
                                     + ([Path(o.images)] if o.images is not None else []) + read, out)
         journaled = replay(out, fingerprint, clip.PROVENANCE, inputs) if resume else {}
+        if journaled:  # the disk, not the journal, has the last word
+            report.redone = len(verify(out, journaled, lambda i: [p.relpath for p in plan[i][1]],
+                                       workers or default_workers()))
+            report.resumed = len(journaled)
         if not journaled:
             _prepare_out(out, overwrite or (resume and (out / JOURNAL).is_file()),
                          [src.path] + ([Path(o.images)] if o.images is not None else []), read)
@@ -350,7 +357,8 @@ def convert(
             report.exported += [f.relative_to(out).as_posix() for f in files]
         write_skipped(out, report.skipped)
         write_text(out / clip.PROVENANCE, json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n")
-        journal.finish()
+        journal.finish([out / clip.MANIFEST, out / clip.PROVENANCE, out / SKIPPED_FILE]
+                       + [out / s / clip.TOKENIZATION for s in report.counts] + [out / f for f in report.exported])
     return report
 
 
@@ -411,7 +419,7 @@ def _execute(plan: list[tuple[Sample, list[Planned]]], lost: list[list[str]], si
             result = journaled.pop(i, None)
             if result is None:
                 result = next(fresh)
-                journal.record(result)
+                journal.record(result, [p.relpath for p in jobs])
             written += _apply(result, sample, jobs, lost[i], sizes[i], scenes, report)
         else:  # every label dropped or skipped while planning
             report.ledger.image(lost[i], 0)

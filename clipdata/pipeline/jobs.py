@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..crops import Padding, crop_region
-from ..fsutil import copy_file, link_or_copy, write_bytes, write_with
+from ..fsutil import copy_file, file_digest, link_or_copy, write_bytes, write_with
 from ..masks import Mask
 
 
@@ -41,19 +41,30 @@ class Task:
 @dataclass(slots=True)
 class Result:
     """Per output: the crop region taken, [] for a whole image, or the skip reason (with a
-    detail after ": " where the box alone does not say why)."""
+    detail after ": " where the box alone does not say why); and, per output written, its
+    [size, sha256] on disk (None for a skipped one), which a resume checks before relying on
+    the file."""
 
     index: int
     outputs: list[list[int] | str] = field(default_factory=list)
     unreadable: str | None = None
     notes: list[str] = field(default_factory=list)  # keys of per-image notes
+    files: list[list | None] = field(default_factory=list)  # per output: [size, sha256] or None
 
     def to_json(self) -> dict:
-        return {"i": self.index, "o": self.outputs, "u": self.unreadable, "n": self.notes}
+        return {"i": self.index, "o": self.outputs, "u": self.unreadable, "n": self.notes, "f": self.files}
 
     @classmethod
     def from_json(cls, d: dict) -> "Result":
-        return cls(d["i"], d["o"], d["u"], d["n"])
+        r = cls(d["i"], d["o"], d["u"], d["n"], d["f"])
+        if not isinstance(r.index, int) or not isinstance(r.outputs, list) or not isinstance(r.files, list) \
+                or len(r.files) != len(r.outputs):
+            raise TypeError("not a journal result")
+        return r
+
+    def written(self) -> list[int]:
+        """The positions of the outputs this task wrote."""
+        return [k for k, o in enumerate(self.outputs) if not isinstance(o, str)]
 
 
 ROTATED = "EXIF orientation applied (the annotated size is the rotated size)"
@@ -114,6 +125,8 @@ def process(task: Task) -> Result:
                 write_bytes(out / relpath, embedded_bytes(Path(task.path)))
             else:
                 _copy(Path(task.path), out / relpath, opts.link, result)
+    result.files = [None if isinstance(done, str) else list(file_digest(out / relpath))
+                    for (relpath, _, _), done in zip(task.outputs, result.outputs)]
     return result
 
 

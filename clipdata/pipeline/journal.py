@@ -1,37 +1,69 @@
 """The journal behind `convert --resume`: OUT/.clipdata-journal.jsonl, a header line with the
-run's fingerprint, then one line per finished image task. A killed run leaves it behind; a
-resumed run replays it and does only the rest, so the output is byte-identical to a run that
-never stopped. Format: formats/clip.md (resume)."""
+run's fingerprint, then one line per finished image task with the size and SHA-256 of each
+file it wrote. A killed run leaves it behind; a resumed run replays it, checks every file it
+would rely on against the disk (a missing, empty or cut file is made again), and does only the
+rest, so the output is byte-identical to a run that never stopped. Lines reach the journal in
+batches, each after the files it names are durable (`fsutil.sync_tree`). Format:
+formats/runs.md (resume)."""
 from __future__ import annotations
 
 import hashlib
 import json
 import os
 import stat
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import IO, Iterable
+from typing import Callable, Iterable, Iterator
 
 from ..errors import OutputError
-from ..fsutil import TMP_PREFIX
+from ..fsutil import TMP_PREFIX, file_digest, fsync_dir, sync_tree
 from ..imagefiles import is_image_name, sha256_file
 from .jobs import Result
 
 JOURNAL = ".clipdata-journal.jsonl"
+VERSION = 2  # 2: results carry [size, sha256] per file written
 # Files whose content is hashed (annotations, lists, class names); any other file (images,
 # archives) counts by size and modification time, so a resume never reads every image.
 _HASHED = (".json", ".jsonl", ".xml", ".txt", ".yaml", ".yml", ".csv", ".names", ".data")
 
 
-def _files(root: Path, skip: Path) -> Iterable[Path]:
-    """Every regular file under root (or root itself), sorted, links not followed, `skip` left out."""
+def _files(root: Path, skip: Path) -> Iterator[Path | tuple[Path, str]]:
+    """Every file under root (or root itself), sorted, links to folders not followed, `skip`
+    left out; a folder that cannot be listed (no permission, a path past the system's limit)
+    comes as (folder, why). An explicit stack: a 100,000-deep tree walks like a flat one."""
     if not root.is_dir():
         yield root
         return
     skip_real = os.path.realpath(skip)
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if os.path.realpath(os.path.join(dirpath, d)) != skip_real)
-        for f in sorted(filenames):
-            yield Path(dirpath, f)
+    stack = [str(root)]
+    while stack:
+        folder = stack.pop()
+        try:
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as e:
+            yield Path(folder), e.strerror or type(e).__name__
+            continue
+        dirs = []
+        for e in entries:
+            try:
+                is_dir = e.is_dir(follow_symlinks=False)
+            except OSError:
+                is_dir = False
+            if is_dir:
+                if os.path.realpath(e.path) != skip_real:
+                    dirs.append(e.path)
+            elif not (e.is_symlink() and _is_dir_link(e.path)):
+                yield Path(e.path)
+        stack.extend(reversed(dirs))  # popped in sorted order: a deterministic walk
+
+
+def _is_dir_link(path: str) -> bool:
+    try:
+        return os.path.isdir(path)
+    except OSError:
+        return False
 
 
 def fingerprint_inputs(inputs: Iterable[Path], out: Path) -> dict[str, str]:
@@ -42,6 +74,9 @@ def fingerprint_inputs(inputs: Iterable[Path], out: Path) -> dict[str, str]:
     others = hashlib.sha256()
     for root in inputs:
         for path in _files(Path(root), out):
+            if isinstance(path, tuple):  # a folder not listed: its name and why stand for it
+                others.update(f"{path[0]}\0unlisted: {path[1]}\n".encode("utf-8", "surrogateescape"))
+                continue
             try:
                 st = path.stat()
             except OSError:
@@ -64,19 +99,30 @@ def _changed(old: dict[str, str], new: dict[str, str]) -> str:
 
 def replay(out: Path, fingerprint: str, provenance: str, inputs: dict[str, str] | None = None) -> dict[int, Result]:
     """The results a killed run recorded, after checking it was the same command over the same
-    inputs; temporary files it left are removed. An empty dict when there is nothing to resume."""
+    inputs; temporary files it left are removed, and a last line cut by the kill is cut off.
+    An empty dict when there is nothing to resume (no journal, or one whose header never
+    reached the disk whole: nothing after it can have been recorded)."""
     journal = out / JOURNAL
     if not journal.is_file():
         if (out / provenance).is_file():
             raise OutputError("holds a finished conversion: nothing to resume", file=out,
                               hint="pass --overwrite to convert again")
         return {}
-    lines = journal.read_text(encoding="utf-8").split("\n")
+    data = journal.read_bytes()
+    whole = data.rfind(b"\n") + 1
+    if whole < len(data):  # the line being written when the run was killed
+        with open(journal, "r+b") as f:
+            f.truncate(whole)
+            os.fsync(f.fileno())
+    lines = data[:whole].split(b"\n")
     try:
         header = json.loads(lines[0])
-    except (json.JSONDecodeError, IndexError):
-        header = {}
-    if header.get("fingerprint") != fingerprint:
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        header = None
+    if not isinstance(header, dict) or "fingerprint" not in header:
+        _remove_temporaries(out)
+        return {}
+    if header.get("fingerprint") != fingerprint or header.get("clipdata_journal") != VERSION:
         raise OutputError("the interrupted run in this folder used another source or other options",
                           file=out, hint="repeat the original command with --resume, or pass --overwrite")
     if inputs is not None and header.get("inputs") != inputs:
@@ -86,34 +132,102 @@ def replay(out: Path, fingerprint: str, provenance: str, inputs: dict[str, str] 
     for line in lines[1:]:
         try:
             r = Result.from_json(json.loads(line))
-        except (json.JSONDecodeError, KeyError, TypeError):
-            continue  # the line being written when the run was killed
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+            continue  # damaged: its image is done again
         results[r.index] = r
-    for dirpath, _, filenames in os.walk(out):
-        for f in filenames:
-            if f.startswith(TMP_PREFIX):
-                os.unlink(os.path.join(dirpath, f))
+    _remove_temporaries(out)
     return results
 
 
+def _remove_temporaries(out: Path) -> None:
+    for path in _files(out, out / JOURNAL):
+        if not isinstance(path, tuple) and path.name.startswith(TMP_PREFIX):
+            path.unlink(missing_ok=True)
+
+
+def verify(out: Path, results: dict[int, Result], relpaths: Callable[[int], list[str]],
+           workers: int = 4) -> list[int]:
+    """Check every file the journaled results say they wrote against the disk (size, then
+    SHA-256): the indices whose files are missing, changed, empty or cut, which the caller
+    does again (and drops from `results`). `relpaths(i)`: the output paths of task i."""
+
+    def bad(item: tuple[int, Result]) -> bool:
+        i, r = item
+        paths = relpaths(i)
+        if len(paths) != len(r.outputs):
+            return True
+        for k in r.written():
+            want = r.files[k]
+            if not (isinstance(want, list) and len(want) == 2):
+                return True
+            path = out / paths[k]
+            try:
+                if path.stat().st_size != want[0] or file_digest(path) != (want[0], want[1]):
+                    return True
+            except OSError:
+                return True
+        return False
+
+    items = sorted(results.items())
+    with ThreadPoolExecutor(max(1, workers)) as pool:  # hashing releases the GIL
+        redo = [i for (i, _), b in zip(items, pool.map(bad, items)) if b]
+    for i in redo:
+        del results[i]
+    return redo
+
+
 class Journal:
-    """Appends results as they are folded in; each line is flushed before the next task's."""
+    """Appends results as they are folded in. Lines are written in batches: before each, the
+    files its results name are made durable (data and renames, `sync_tree`), then the lines
+    are written and the journal fsynced; so a line on disk always means its files are."""
+
+    BATCH = 4096  # results per batch at most
+    INTERVAL = 1.0  # seconds between batches at least (more when syncing is slow)
 
     def __init__(self, out: Path, fingerprint: str, fresh: bool, inputs: dict[str, str] | None = None) -> None:
+        self.out = out
         self.path = out / JOURNAL
-        self._file: IO[str] = open(self.path, "a", encoding="utf-8")
+        self._file = open(self.path, "ab")
+        self._pending: list[bytes] = []
+        self._written: list[Path] = []
+        self._due = time.monotonic() + self.INTERVAL
         if fresh:
-            header = {"clipdata_journal": 1, "fingerprint": fingerprint, "inputs": inputs}
-            self._file.write(json.dumps(header) + "\n")
+            header = {"clipdata_journal": VERSION, "fingerprint": fingerprint, "inputs": inputs}
+            self._file.write(json.dumps(header).encode() + b"\n")
             self._file.flush()
+            os.fsync(self._file.fileno())
+            fsync_dir(out)
 
-    def record(self, result: Result) -> None:
-        self._file.write(json.dumps(result.to_json()) + "\n")
+    def record(self, result: Result, paths: Iterable[str] = ()) -> None:
+        """`paths`: the output paths of the task, relative to OUT."""
+        self._pending.append(json.dumps(result.to_json()).encode() + b"\n")
+        written = set(result.written())
+        self._written += [self.out / p for k, p in enumerate(paths) if k in written]
+        if len(self._pending) >= self.BATCH or time.monotonic() >= self._due:
+            self.commit()
+
+    def commit(self) -> None:
+        """Make the pending results' files durable, then record them."""
+        if not self._pending:
+            return
+        t0 = time.monotonic()
+        sync_tree(self.out, self._written)
+        self._file.write(b"".join(self._pending))
         self._file.flush()
+        os.fsync(self._file.fileno())
+        self._pending, self._written = [], []
+        now = time.monotonic()
+        self._due = now + max(self.INTERVAL, 10 * (now - t0))  # syncing stays under ~10% of the run
 
     def close(self) -> None:
-        self._file.close()
+        try:
+            self.commit()
+        finally:
+            self._file.close()
 
-    def finish(self) -> None:
-        """The run is complete: nothing is left to resume."""
+    def finish(self, files: Iterable[Path] = ()) -> None:
+        """The run is complete: once the last files written (`files`) are durable, nothing is
+        left to resume."""
+        sync_tree(self.out, files)
         self.path.unlink()
+        fsync_dir(self.out)

@@ -1,0 +1,377 @@
+"""Crash consistency, systematically: run a command in a forked child that SIGKILLs itself at a
+chosen point, damage what a crash can damage, resume, and compare OUT with an uninterrupted
+run, byte for byte.
+
+Kill points (each the n-th occurrence in the run, counted in the process that dies):
+- `rename`         just after the n-th atomic rename into place (a finished file),
+- `before-rename`  just before it: a whole temporary file, not yet renamed,
+- `partial-write`  in the middle of the n-th file written (half its bytes in the temporary),
+- `commit`         at the n-th journal batch, before its lines are written (files written,
+                   their journal entries not),
+- `cut-line`       in the middle of writing the n-th journal batch (a cut last line).
+Damage, after the kill (what a power cut can leave, as well as a kill):
+- `missing`, `empty`, `truncated` (half its bytes): one output file, chosen by the seed,
+- `cut-journal`:   the journal's last line cut short.
+
+A case passes when the resume ends with OUT equal to the uninterrupted run's, or refuses with
+one clear line where the scenario allows a refusal. The CI test runs a fixed sample of cases
+(`tests/test_crash.py`); `fuzz/crash.py` runs every case, or many more, by hand.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import random
+import shutil
+import signal
+import sys
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+KILLS = ("rename", "before-rename", "partial-write", "commit", "cut-line")
+DAMAGES = ("none", "missing", "empty", "truncated", "cut-journal")
+IGNORED = {".clipdata.lock"}
+
+
+@dataclass(frozen=True)
+class Case:
+    kill: str
+    n: int
+    damage: str = "none"
+    pick: int = 0  # which candidate file the damage hits (modulo their number)
+
+    def __str__(self) -> str:
+        return f"{self.kill}#{self.n}+{self.damage}" + (f"@{self.pick}" if self.damage not in ("none", "cut-journal") else "")
+
+
+@dataclass
+class Scenario:
+    """One command under test. `run(out)` makes OUT from nothing; `resume(out)` finishes a
+    killed run (the same command with --resume, or the same command again where that is the
+    command's resume). `journal`: its journal's name in OUT, if it keeps one. `skip`: top-level
+    names of OUT that are not compared (a cache, which holds the same vectors in another order)."""
+
+    name: str
+    run: Callable[[Path], object]
+    resume: Callable[[Path], object]
+    journal: str | None = ".clipdata-journal.jsonl"
+    skip: frozenset[str] = frozenset()
+    refusals: tuple[str, ...] = ()  # resume messages that count as a clear refusal, not a failure
+
+
+@dataclass
+class Outcome:
+    case: Case
+    status: str  # ok | finished | refused | wrong | crash | child-error
+    detail: str = ""
+    redone: int = 0  # finished files the resume found damaged and made again
+
+
+@dataclass
+class Tally:
+    outcomes: list[Outcome] = field(default_factory=list)
+
+    @property
+    def failures(self) -> list[Outcome]:
+        return [o for o in self.outcomes if o.status in ("wrong", "crash", "child-error")]
+
+    def summary(self) -> str:
+        by: dict[str, int] = {}
+        for o in self.outcomes:
+            by[o.status] = by.get(o.status, 0) + 1
+        detected = sum(1 for o in self.outcomes if o.redone)
+        return (f"{len(self.outcomes)} cases: " + ", ".join(f"{k} {v}" for k, v in sorted(by.items()))
+                + f"; damage found and repaired in {detected}")
+
+
+def tree(root: Path, skip: frozenset[str] = frozenset()) -> dict[str, bytes]:
+    """Every file under root with its bytes (the lock and `skip` left out), by an explicit walk."""
+    found: dict[str, bytes] = {}
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        for e in sorted(os.scandir(folder), key=lambda e: e.name):
+            rel = Path(e.path).relative_to(root)
+            if rel.parts[0] in skip or e.name in IGNORED:
+                continue
+            if e.is_dir(follow_symlinks=False):
+                stack.append(Path(e.path))
+            else:
+                found[rel.as_posix()] = Path(e.path).read_bytes()
+    return found
+
+
+# ---- the child: hooks that count events and die at the chosen one --------------------------
+
+class _Dying:
+    """A file object that dies after `budget` bytes: a write cut short by a kill."""
+
+    def __init__(self, f, budget: int, die: Callable[[], None]) -> None:
+        self._f, self._budget, self._die = f, budget, die
+
+    def write(self, data) -> int:
+        data = bytes(data)
+        if len(data) >= self._budget:
+            self._f.write(data[:self._budget])
+            self._f.flush()
+            self._die()
+        self._budget -= len(data)
+        return self._f.write(data)
+
+    def __getattr__(self, name):
+        if name == "fileno":  # writers that use the descriptor directly write through write()
+            raise AttributeError(name)
+        return getattr(self._f, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._f.close()
+
+
+def _install(case: Case, main_pid: int) -> None:
+    """Patch, in this (forked) process, the one place the case kills at."""
+    from clipdata import fsutil
+    from clipdata.pipeline import journal
+
+    count = multiprocessing.Value("l", 0)  # shared with the run's forked workers
+
+    def die() -> None:
+        if os.getpid() != main_pid:  # a pool worker: the run dies with it
+            os.kill(main_pid, signal.SIGKILL)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    def hit() -> bool:
+        with count.get_lock():
+            count.value += 1
+            return count.value == case.n
+
+    if case.kill in ("rename", "before-rename"):
+        real = os.replace
+
+        def replace(src, dst, *a, **k):
+            if not hit():
+                return real(src, dst, *a, **k)
+            if case.kill == "before-rename":
+                die()
+            real(src, dst, *a, **k)
+            die()
+
+        os.replace = replace
+    elif case.kill == "partial-write":
+        real_open = fsutil._open_new
+
+        def open_new(tmp):
+            f = real_open(tmp)
+            return _Dying(f, 1 + case.n % 7 * 64, die) if hit() else f
+
+        fsutil._open_new = open_new
+    elif case.kill in ("commit", "cut-line"):
+        real_commit = journal.Journal.commit
+
+        def commit(self):
+            if self._pending and hit():
+                if case.kill == "commit":
+                    die()
+                data = b"".join(self._pending)
+                self._file.write(data[:max(1, len(data) // 2)])
+                self._file.flush()
+                die()
+            return real_commit(self)
+
+        journal.Journal.commit = commit
+        journal.Journal.BATCH = 1  # a batch per image: a journal commit to kill at per image
+    else:
+        raise ValueError(case.kill)
+
+
+def run_killed(scenario: Scenario, case: Case, out: Path) -> str:
+    """Run the scenario in a forked child that dies at `case`: 'killed', 'finished' (the
+    point lies past the end of the run) or 'error: ...' (the child failed on its own)."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child
+        os.close(r)
+        code = 0
+        try:
+            os.setpgid(0, 0)
+            _install(case, os.getpid())
+            scenario.run(out)
+        except BaseException:
+            os.write(w, traceback.format_exc()[-2000:].encode())
+            code = 3
+        finally:
+            os._exit(code)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        message = f.read().decode(errors="replace")
+    _, status = os.waitpid(pid, 0)
+    try:
+        os.killpg(pid, signal.SIGKILL)  # nothing of the child's outlives it
+    except (ProcessLookupError, PermissionError):
+        pass
+    if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL:
+        return "killed"
+    if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
+        return "finished"
+    return "error: " + (message or f"status {status}")
+
+
+def count_events(scenario: Scenario, out: Path) -> dict[str, int]:
+    """How many of each kill point an uninterrupted run passes (so cases can name them all)."""
+    counts = {}
+    for kill in KILLS:
+        shutil.rmtree(out, ignore_errors=True)
+        from clipdata import fsutil
+        from clipdata.pipeline import journal
+        n = multiprocessing.Value("l", 0)  # workers forked by the run count here too
+
+        def bump() -> None:
+            with n.get_lock():
+                n.value += 1
+        saved = (os.replace, fsutil._open_new, journal.Journal.commit, journal.Journal.BATCH)
+        try:
+            if kill in ("rename", "before-rename"):
+                real = os.replace
+                os.replace = lambda *a, **k: (bump(), real(*a, **k))[1]
+            elif kill == "partial-write":
+                real_open = fsutil._open_new
+                fsutil._open_new = lambda tmp: (bump(), real_open(tmp))[1]
+            else:
+                real_commit = journal.Journal.commit
+                journal.Journal.BATCH = 1
+
+                def commit(self, real_commit=real_commit):
+                    if self._pending:
+                        bump()
+                    return real_commit(self)
+                journal.Journal.commit = commit
+            scenario.run(out)
+        finally:
+            os.replace, fsutil._open_new, journal.Journal.commit, journal.Journal.BATCH = saved
+        counts[kill] = n.value
+    shutil.rmtree(out, ignore_errors=True)
+    return counts
+
+
+# ---- damage and judgement ------------------------------------------------------------------
+
+def damage(out: Path, case: Case, journal: str | None) -> str:
+    """Apply the case's damage; says what it did ('' when there was nothing to damage)."""
+    if case.damage == "none" or not out.is_dir():
+        return ""
+    if case.damage == "cut-journal":
+        j = out / journal if journal else None
+        if j is None or not j.is_file():
+            return ""
+        data = j.read_bytes().rstrip(b"\n")
+        last = data.rfind(b"\n") + 1
+        if last == 0 or last >= len(data):
+            return ""
+        keep = last + (len(data) - last) * (case.pick % 5 + 1) // 6  # cut somewhere inside the last line
+        j.write_bytes(data[:keep])
+        return f"cut the journal's last line at byte {keep - last}"
+    files = sorted(p for p in tree_paths(out) if not p.name.startswith(".") and p.name not in IGNORED)
+    if not files:
+        return ""
+    victim = files[case.pick % len(files)]
+    if case.damage == "missing":
+        victim.unlink()
+    elif case.damage == "empty":
+        victim.write_bytes(b"")
+    elif case.damage == "truncated":
+        data = victim.read_bytes()
+        victim.write_bytes(data[:len(data) // 2])
+    return f"{case.damage}: {victim.relative_to(out)}"
+
+
+def tree_paths(root: Path) -> list[Path]:
+    paths, stack = [], [root]
+    while stack:
+        for e in os.scandir(stack.pop()):
+            if e.is_dir(follow_symlinks=False):
+                stack.append(Path(e.path))
+            else:
+                paths.append(Path(e.path))
+    return paths
+
+
+def check(scenario: Scenario, case: Case, out: Path, expected: dict[str, bytes]) -> Outcome:
+    """One case: kill, damage, resume, compare."""
+    from clipdata.errors import ClipdataError
+
+    shutil.rmtree(out, ignore_errors=True)
+    how = run_killed(scenario, case, out)
+    if how.startswith("error"):
+        return Outcome(case, "child-error", how)
+    if how == "finished":  # the point lies past the end: the run is whole, nothing to resume
+        got = tree(out, scenario.skip)
+        return Outcome(case, "finished" if got == expected else "wrong", _diff(expected, got))
+    did = damage(out, case, scenario.journal)
+    try:
+        report = scenario.resume(out)
+    except ClipdataError as e:
+        text = str(e)
+        if "\n" in text:
+            return Outcome(case, "wrong", f"{did}; a refusal of more than one line: {text!r}")
+        if any(r in text for r in scenario.refusals):
+            return Outcome(case, "refused", f"{did}; {text}")
+        return Outcome(case, "wrong", f"{did}; refused: {text}")
+    except BaseException as e:  # noqa: BLE001  (a traceback is the failure being looked for)
+        return Outcome(case, "crash", f"{did}; {type(e).__name__}: {e}\n{traceback.format_exc()[-1500:]}")
+    got = tree(out, scenario.skip)
+    redone = getattr(report, "redone", 0) or getattr(getattr(report, "layout", None), "redone", 0) or 0
+    if got != expected:
+        return Outcome(case, "wrong", f"{did}; {_diff(expected, got)}", redone)
+    return Outcome(case, "ok", did, redone)
+
+
+def _diff(expected: dict[str, bytes], got: dict[str, bytes]) -> str:
+    missing = sorted(set(expected) - set(got))
+    extra = sorted(set(got) - set(expected))
+    changed = sorted(k for k in set(expected) & set(got) if expected[k] != got[k])
+    parts = [f"{name}: {', '.join(v[:4])}" + (" …" if len(v) > 4 else "")
+             for name, v in (("missing", missing), ("extra", extra), ("changed", changed)) if v]
+    return "; ".join(parts)
+
+
+def cases(counts: dict[str, int], budget: int | None, seed: int, damages=DAMAGES) -> list[Case]:
+    """Every (kill point, occurrence, damage) the run offers, or a seeded sample of `budget`
+    of them that covers each kill point and each damage at least once where it can."""
+    every = [Case(kill, n, d, pick) for kill in KILLS for n in range(1, counts.get(kill, 0) + 1)
+             for d in damages for pick in ((0,) if d in ("none", "cut-journal") else (n * 7 + 3,))]
+    if budget is None or budget >= len(every):
+        return every
+    rng = random.Random(seed)
+    chosen: list[Case] = []
+    for kill in KILLS:  # each kill point and each damage at least once
+        for d in damages:
+            pool = [c for c in every if c.kill == kill and c.damage == d]
+            if pool and len(chosen) < budget:
+                chosen.append(rng.choice(pool))
+    rest = [c for c in every if c not in chosen]
+    rng.shuffle(rest)
+    return chosen + rest[:max(0, budget - len(chosen))]
+
+
+def sweep(scenario: Scenario, work: Path, budget: int | None, seed: int = 0,
+          log: Callable[[str], None] | None = None) -> Tally:
+    """Run the scenario's cases under `work`: a reference run, the events it passes, then each case."""
+    work.mkdir(parents=True, exist_ok=True)
+    out = work / "out"  # the reference is made where every case runs: outputs may name OUT
+    scenario.run(out)
+    expected = tree(out, scenario.skip)
+    counts = count_events(scenario, out)
+    tally = Tally()
+    for case in cases(counts, budget, seed):
+        outcome = check(scenario, case, out, expected)
+        tally.outcomes.append(outcome)
+        if log and outcome.status in ("wrong", "crash", "child-error"):
+            log(f"{scenario.name} {case}: {outcome.status}: {outcome.detail}")
+    if log:
+        log(f"{scenario.name}: events {counts}; {tally.summary()}")
+    sys.stdout.flush()
+    return tally

@@ -1,0 +1,156 @@
+"""Crash consistency: every command that writes an output folder, killed (SIGKILL) at many
+points and damaged as a crash can damage it, resumes to the uninterrupted run's bytes or
+refuses in one clear line (the harness: tests/crash.py).
+
+CI runs a fixed, seeded sample per scenario; CLIPDATA_CRASH_CASES=N raises it (`all`: every
+case), and `python fuzz/crash.py` runs the long mode by hand.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+import clipdata
+import crash
+from helpers import make_image, write_coco
+
+_BUDGET = os.environ.get("CLIPDATA_CRASH_CASES", "")
+SEED = int(os.environ.get("CLIPDATA_CRASH_SEED", "0"))
+
+
+def budget(default: int) -> int | None:
+    return None if _BUDGET == "all" else int(_BUDGET) if _BUDGET else default
+
+
+def _sweep(scenario: crash.Scenario, work: Path, default: int) -> crash.Tally:
+    lines: list[str] = []
+    tally = crash.sweep(scenario, work, budget(default), SEED, log=lines.append)
+    print("\n".join(lines))
+    assert not tally.failures, "\n".join(lines)
+    return tally
+
+
+# ---- sources ---------------------------------------------------------------------------------
+
+def coco_source(root: Path, n: int = 6) -> Path:
+    imgs, anns = [], []
+    for i in range(n):
+        make_image(root / f"im{i}.jpg", (64, 48), color=(10 * i, 30, 200))
+        imgs.append({"id": i + 1, "file_name": f"im{i}.jpg", "width": 64, "height": 48})
+        anns.append({"id": 10 * i + 1, "image_id": i + 1, "category_id": 1, "bbox": [4, 4, 20, 10], "iscrowd": 0})
+        anns.append({"id": 10 * i + 2, "image_id": i + 1, "category_id": 2, "bbox": [30, 10, 20, 20], "iscrowd": 0})
+    anns.append({"id": 999, "image_id": 1, "category_id": 2, "bbox": [500, 500, 5, 5], "iscrowd": 0})  # skipped
+    imgs[0]["width"] = 100  # wider than the file: the box below is skipped by the worker, which sees 64
+    anns.append({"id": 998, "image_id": 1, "category_id": 1, "bbox": [70, 5, 10, 10], "iscrowd": 0})
+    return write_coco(root / "annotations.json", imgs, anns, [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}])
+
+
+def folder_source(root: Path, n: int = 8) -> Path:
+    for i in range(n):
+        make_image(root / ("train" if i % 4 else "valid") / ("red" if i % 2 else "blue") / f"p{i}.png",
+                   (24 + i, 20), color=(i * 20, 0, 0), fmt="PNG")
+    return root
+
+
+def yolo_source(root: Path, n: int = 12) -> Path:
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    (root / "classes.txt").write_text("circle\nsquare\n")
+    for i in range(n):
+        make_image(root / "images" / f"y{i}.jpg", (40, 40), color=(0, i * 10, 0))
+        (root / "labels" / f"y{i}.txt").write_text(f"{i % 2} 0.5 0.5 0.4 0.4\n1 0.25 0.25 0.3 0.2\n")
+    return root
+
+
+# ---- convert ---------------------------------------------------------------------------------
+
+def test_convert_coco_crops_with_exports(tmp_path: Path) -> None:
+    ann = coco_source(tmp_path / "src")
+    opts = dict(workers=1, export="hf,openclip,webdataset", shard_size=4)
+    _sweep(crash.Scenario("convert coco crops",
+                          lambda out: clipdata.convert(ann, out, **opts),
+                          lambda out: clipdata.convert(ann, out, resume=True, **opts)), tmp_path / "work", 30)
+
+
+def test_convert_folder_scenes(tmp_path: Path) -> None:
+    src = folder_source(tmp_path / "src")
+    opts = dict(format="folder", mode="scenes", workers=1)
+    _sweep(crash.Scenario("convert folder scenes",
+                          lambda out: clipdata.convert(src, out, **opts),
+                          lambda out: clipdata.convert(src, out, resume=True, **opts)), tmp_path / "work", 20)
+
+
+def test_convert_yolo_with_worker_processes(tmp_path: Path) -> None:
+    """Two workers: the kill lands in a worker or the parent; the run dies either way."""
+    src = yolo_source(tmp_path / "src")
+    opts = dict(format="yolo", workers=2, image_format="png")
+    _sweep(crash.Scenario("convert yolo, 2 workers",
+                          lambda out: clipdata.convert(src, out, **opts),
+                          lambda out: clipdata.convert(src, out, resume=True, **opts)), tmp_path / "work", 16)
+
+
+# ---- the listed defect, as a table: resume checks the disk, not only its journal -------------
+
+def _killed_after_images(source: Path, out: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run that wrote and journaled every image, then died before its manifest."""
+    from clipdata.commands import convert as cv
+    with monkeypatch.context() as m:
+        m.setattr(cv, "_finish", lambda *a: os.kill(os.getpid(), 0) or (_ for _ in ()).throw(KeyboardInterrupt))
+        with pytest.raises(KeyboardInterrupt):
+            clipdata.convert(source, out, workers=1)
+
+
+@pytest.mark.parametrize("damage", ["missing", "empty", "truncated", "one byte changed"])
+def test_resume_remakes_a_finished_crop_the_disk_lost(tmp_path: Path, monkeypatch, damage: str) -> None:
+    ann = coco_source(tmp_path / "src")
+    clipdata.convert(ann, tmp_path / "reference", workers=1)
+    out = tmp_path / "out"
+    _killed_after_images(ann, out, monkeypatch)
+    crop = out / "train" / "cat" / "im2_21.jpg"
+    data = crop.read_bytes()
+    if damage == "missing":
+        crop.unlink()
+    elif damage == "empty":
+        crop.write_bytes(b"")
+    elif damage == "truncated":
+        crop.write_bytes(data[:len(data) // 2])
+    else:
+        crop.write_bytes(data[:-5] + bytes([data[-5] ^ 1]) + data[-4:])
+    report = clipdata.convert(ann, out, workers=1, resume=True)
+    assert (report.resumed, report.redone) == (5, 1)
+    assert crash.tree(out) == crash.tree(tmp_path / "reference")
+    clipdata.inspect(out)
+
+
+def test_resume_over_a_cut_journal_line_and_a_cut_header(tmp_path: Path, monkeypatch) -> None:
+    from clipdata.pipeline.journal import JOURNAL
+    ann = coco_source(tmp_path / "src")
+    clipdata.convert(ann, tmp_path / "reference", workers=1)
+    out = tmp_path / "out"
+    _killed_after_images(ann, out, monkeypatch)
+    journal = out / JOURNAL
+    lines = journal.read_bytes().split(b"\n")
+    journal.write_bytes(b"\n".join(lines[:-2]) + b"\n" + lines[-2][:17])  # the last result cut
+    report = clipdata.convert(ann, out, workers=1, resume=True)
+    assert report.resumed == 5 and crash.tree(out) == crash.tree(tmp_path / "reference")
+
+    _killed_after_images(ann, out := tmp_path / "out2", monkeypatch)
+    (out / JOURNAL).write_bytes(lines[0][:30])  # the header itself never reached the disk whole
+    report = clipdata.convert(ann, out, workers=1, resume=True)
+    assert report.resumed == 0 and crash.tree(out) == crash.tree(tmp_path / "reference")
+
+
+def test_journal_lines_name_each_file_by_size_and_hash(tmp_path: Path, monkeypatch) -> None:
+    from clipdata.pipeline.journal import JOURNAL
+    ann = coco_source(tmp_path / "src")
+    out = tmp_path / "out"
+    _killed_after_images(ann, out, monkeypatch)
+    rows = [json.loads(line) for line in (out / JOURNAL).read_text().splitlines()[1:]]
+    first = rows[0]
+    crop = out / "train" / "cat" / "im0_1.jpg"
+    import hashlib
+    assert first["f"][0] == [crop.stat().st_size, hashlib.sha256(crop.read_bytes()).hexdigest()]
+    assert first["f"][2] is None and first["o"][2] == "empty_after_clamp"  # a skipped box wrote nothing
