@@ -11,7 +11,8 @@ import clipdata
 from clipdata.errors import OutputError, SourceError
 from clipdata.formats import coco
 from PIL import Image
-from helpers import FIXTURES, tree_bytes
+
+from helpers import FIXTURES, make_image, tree_bytes
 
 
 def big_set(tmp_path, n=60, boxes=4):
@@ -53,6 +54,7 @@ def test_streamed_parse_errors(monkeypatch, tmp_path, text, fragment):
     monkeypatch.setattr(coco, "STREAM_BYTES", 0)
     f = tmp_path / "x.json"
     f.write_text(text)
+    make_image(tmp_path / "a.jpg")  # on disk: the image is found, only its labels are absent
     with pytest.raises(SourceError, match=fragment):
         clipdata.convert(f, tmp_path / "out", format="coco")
     assert not (tmp_path / "out").exists()
