@@ -239,6 +239,54 @@ CASES += [("voc entity bomb", lambda r: voc(r, BOMB.replace("annotations", "anno
           ("voc external entity", lambda r: voc(r, EXTERNAL.replace("annotations", "annotation") + "<annotation><filename>&x;</filename></annotation>"), "error: declares entities")]
 
 
+def ls_rect(x=10, y=10, w=40, h=40, label="cat", kind="rectanglelabels", **value):
+    return {"type": kind, "from_name": "label", "to_name": "image", "id": "r1", "original_width": 16,
+            "original_height": 16, "value": {"x": x, "y": y, "width": w, "height": h, "rotation": 0, kind: [label], **value}}
+
+
+def labelstudio(root: Path, results=None, image: str = "a.jpg", make=True, raw: str | bytes | None = None):
+    """A Label Studio JSON export (tasks with annotations); a.jpg under test, good.jpg good."""
+    if make:
+        make_image(root / "photos" / image, (16, 16))
+    make_image(root / "photos" / "good.jpg", (16, 16))
+    tasks = [{"id": i, "data": {"image": f"/data/local-files/?d=photos/{name}"},
+              "annotations": [{"id": i, "result": res, "was_cancelled": False}]}
+             for i, (name, res) in enumerate([(image, [ls_rect()] if results is None else results),
+                                              ("good.jpg", [ls_rect()])])]
+    return ["labelstudio", str(text(root, "export.json", raw if raw is not None else json.dumps(tasks)))]
+
+
+def ls_poly(points, label="cat"):
+    return {"type": "polygonlabels", "id": "p1", "original_width": 16, "original_height": 16,
+            "value": {"points": points, "polygonlabels": [label]}}
+
+
+def ls_nan(root: Path):
+    args = labelstudio(root, [ls_rect(x=12.25)])
+    export = root / "export.json"
+    export.write_text(export.read_text().replace("12.25", "NaN"))  # Python's json writes and reads NaN
+    return args
+
+
+LABELSTUDIO_CASES = [
+    ("labelstudio malformed JSON", lambda r: labelstudio(r, raw='[{"id": 1, "data": {"image": "a.jpg"},,}]'), "error: malformed JSON"),
+    ("labelstudio not UTF-8", lambda r: labelstudio(r, raw=b'[{"data": {"image": "caf\xe9.jpg"}}]'), "error: not UTF-8"),
+    ("labelstudio not a list", lambda r: labelstudio(r, raw='{"tasks": []}'), "error: expected a list of tasks"),
+    ("labelstudio image missing", lambda r: labelstudio(r, make=False), "error: 1 image(s) not found"),
+    ("labelstudio polygon of two points", lambda r: labelstudio(r, [ls_poly([[1, 1], [50, 50]])]), "skipped: empty_polygon"),
+    ("labelstudio NaN coordinates", lambda r: ls_nan(r), "skipped: invalid_box"),
+    ("labelstudio NaN in a polygon", lambda r: labelstudio(r, [ls_poly([[1, 1], [50, 1e400], [20, 40]])]), "skipped: invalid_box"),
+    ("labelstudio percent above 100", lambda r: labelstudio(r, [ls_rect(x=90, w=60)]), "skipped: invalid_box"),
+    ("labelstudio unknown region type", lambda r: labelstudio(r, [ls_rect(kind="keypointlabels")]), "skipped: unsupported_shape"),
+    ("labelstudio label with a line break", lambda r: labelstudio(r, [ls_rect(label="a\nb")]), "error: control character"),
+    ("labelstudio label starting with a dot", lambda r: labelstudio(r, [ls_rect(label=".cat")]), "error: starts with a dot"),
+    ("labelstudio region without a label", lambda r: labelstudio(r, [ls_rect(label=" ")]), "skipped: no_label"),
+    ("labelstudio local-files leaving the root", lambda r: labelstudio(r, image="../../../etc/passwd", make=False), "error: 1 image(s) not found"),
+    ("labelstudio result not an object", lambda r: labelstudio(r, ["x"]), "error: a result must be an object"),
+]
+CASES += LABELSTUDIO_CASES
+
+
 @pytest.mark.parametrize("name, build, expected", CASES, ids=[c[0] for c in CASES])
 def test_bad_input(tmp_path, name, build, expected):
     src = tmp_path / "src"

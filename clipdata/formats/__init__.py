@@ -63,6 +63,8 @@ register_reader("labelme", "labelme", "LabelMe JSON files (rectangles, polygons,
                 "clipdata convert labelme annotated/ out/", ("images", "split", "masks"))
 register_reader("cvat", "cvat", "CVAT for images 1.1 XML (boxes, rotated boxes, polygons, masks, tags)",
                 "clipdata convert cvat export/annotations.xml out/", ("images", "split", "masks"))
+register_reader("labelstudio", "labelstudio", "a Label Studio JSON or JSON_MIN export (rectangles, polygons, choices)",
+                "clipdata convert labelstudio export.json out/ --images photos/", ("images", "split", "masks"))
 register_reader("review", "review", "a reviewed `clipdata label` output (review tree, Label Studio export, CSV)",
                 "clipdata review apply labeled/ out/", ("images", "split"))
 

@@ -15,7 +15,7 @@ from ..imagefiles import IMAGE, relative_name, walk
 from ..masks import Mask, rle_from_rows
 from ..records import Label, Sample, Skip, Source, split_name
 from ..xmlfile import iterparse
-from .shapes import ImageFinder, images_folder, flat_polygon, number, rectangle, shape_label, skip_of
+from .shapes import ImageFinder, declare, flat_polygon, images_folder, keep, number, rectangle, shape_label
 
 SHAPES = ("box", "polygon", "mask", "tag", "polyline", "points", "ellipse", "cuboid", "skeleton")
 
@@ -136,13 +136,8 @@ def _image(el: Element, xml: Path, finder: ImageFinder, split: str | None, task_
             src.skipped.append(Skip("unsupported_shape", name, f"{where}: not cropped", i))
             continue
         if kind != "tag":
-            if isinstance(made, str):
-                src.skipped.append(skip_of(made, name, where, i))
-            else:
-                labels.append(made)
-    for label in labels:
-        if label.name not in src.classes:
-            src.classes.append(label.name)
+            keep(made, labels, src, name, where, i)
+    declare(src, labels)
     return Sample(name=name, path=path, split=the_split, labels=labels, searched=searched,
                   width=size[0] if size else None, height=size[1] if size else None)
 

@@ -17,7 +17,7 @@ from ..errors import SourceError
 from ..imagefiles import OTHER, SPECIAL, BROKEN, relative_name, walk
 from ..records import Label, Sample, Skip, Source, split_name
 from ..textfiles import load_json
-from .shapes import ImageFinder, images_folder, extent, image_name, number, points_polygon, shape_label, skip_of
+from .shapes import ImageFinder, declare, images_folder, extent, image_name, number, points_polygon, shape_label, skip_of
 
 IGNORE = "__ignore__"  # labelme's label (and flag) for regions to leave out
 MAGIC = ((b"\xff\xd8\xff", "jpg"), (b"\x89PNG\r\n\x1a\n", "png"), (b"GIF8", "gif"), (b"BM", "bmp"),
@@ -159,9 +159,7 @@ def _sample(data: dict, file: Path, rel: str, split: str, finder: ImageFinder, m
             counts["objects"] += 1
         labels.append(shape_label(label, polys, members[0][0], masks))
     labels += _flag_label(data.get("flags"), counts)
-    for label in labels:
-        if label.name not in src.classes:
-            src.classes.append(label.name)
+    declare(src, labels)
     return Sample(name=rel_image, path=path, split=split, labels=labels, embedded=embedded,
                   width=int(w) if size_ok else None, height=int(h) if size_ok else None, searched=searched)
 

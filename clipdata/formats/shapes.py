@@ -11,7 +11,7 @@ from pathlib import Path, PurePosixPath
 from ..errors import SourceError
 from ..imagefiles import is_image_name
 from ..masks import Mask, Polygon, check_polygon
-from ..records import Label, Skip
+from ..records import Label, Skip, Source
 
 Box = tuple[float, float, float, float]
 
@@ -87,6 +87,21 @@ def skip_of(reason_detail: str, item: str, where: str, ann_id: object) -> Skip:
     """A Skip from a "reason: detail" string."""
     reason, _, detail = reason_detail.partition(": ")
     return Skip(reason, item, f"{where}: {detail}", ann_id)
+
+
+def keep(made: Label | str, labels: list[Label], src: Source, item: str, where: str, ann_id: object) -> None:
+    """A label made from a shape joins the image's labels; a reason is counted as a skip."""
+    if isinstance(made, str):
+        src.skipped.append(skip_of(made, item, where, ann_id))
+    else:
+        labels.append(made)
+
+
+def declare(src: Source, labels: list[Label]) -> None:
+    """The classes a source declares: its labels' names, in the order first met."""
+    for label in labels:
+        if label.name not in src.classes:
+            src.classes.append(label.name)
 
 
 class ImageFinder:
