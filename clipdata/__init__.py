@@ -14,6 +14,7 @@ from .errors import ClipdataError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .commands.audit import AuditReport, audit
+    from .commands.check import CheckReport, check
     from .commands.convert import ConvertOptions, Report, convert
     from .commands.embed import EmbedReport, embed
     from .commands.evaluate import EvalReport, evaluate
@@ -37,6 +38,7 @@ _API = {
     "prompts": "commands.prompts", "PromptsReport": "commands.prompts", "audit": "commands.audit", "AuditReport": "commands.audit",
     "search": "commands.rank", "unique": "commands.rank", "duplicates": "commands.rank", "RankReport": "commands.rank",
     "embed": "commands.embed", "EmbedReport": "commands.embed",
+    "check": "commands.check", "CheckReport": "commands.check",
     "EngineSpec": "embedding.spec", "ModelSpec": "embedding.engine",
 }
 

@@ -16,15 +16,15 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from ..errors import SourceError
+from ..errors import SourceError, first_line
 from ..imagefiles import sha256_file, walk_images
 from .cache import EmbeddingCache, text_hash
 from .engine import Engine, ModelError, ModelSpec
-from .local import cache_mode
+from .local import Measure, cache_mode
 from .spec import EngineSpec, EmbedStats
 
 __all__ = ["EngineSpec", "ModelSpec", "Engine", "ModelError", "EmbedStats", "EmbeddingCache", "Embedded",
-           "embed_images", "embed_paths", "embed_texts", "model_scalars", "open_cache", "default_cache_dir",
+           "embed_images", "embed_paths", "embed_texts", "measure_images", "model_scalars", "open_cache", "default_cache_dir",
            "scan_images"]
 
 Progress = Callable[[int, int], None]
@@ -96,10 +96,14 @@ def embed_texts(engine: Engine, texts: Sequence[str], cache: EmbeddingCache | No
 
 
 def embed_images(engine: Engine, paths: Sequence[str | Path], cache: EmbeddingCache | None = None,
-                 progress: Progress | None = None, spec: EngineSpec | None = None) -> tuple[np.ndarray, EmbedStats]:
+                 progress: Progress | None = None, spec: EngineSpec | None = None,
+                 measure: Measure | None = None) -> tuple[np.ndarray, EmbedStats]:
     """Unit embeddings, one row per path (rows of unreadable images are NaN; their reasons
     are in stats.unreadable). Cached images never reach the model. `spec` (default: the
-    engine's) says how to load and where to run."""
+    engine's) says how to load and where to run. `measure(decoded RGB image, displayed
+    (height, width))`, a picklable function, is applied to each image the local distributor
+    decodes, in that same decode: its values are in stats.measured (cached images, and images
+    embedded on Ray, are not decoded and not measured)."""
     spec = (spec or engine.spec)
     if isinstance(spec, EngineSpec):
         spec.check()
@@ -148,13 +152,39 @@ def embed_images(engine: Engine, paths: Sequence[str | Path], cache: EmbeddingCa
     elif todo:
         from .local import embed_local
 
-        embed_local(engine, spec, [paths[i] for i in todo], on_batch)
+        def on_measured(values: dict[int, object]) -> None:
+            stats.measured.update({paths[todo[j]]: v for j, v in values.items()})
+
+        embed_local(engine, spec, [paths[i] for i in todo], on_batch, measure, on_measured if measure else None)
     dim = next((len(r) for r in rows if r is not None), 0)
     nan = np.full(dim, np.nan, np.float32)
     matrix = (np.stack([r if r is not None else nan for r in rows]).astype(np.float32) if rows
               else np.zeros((0, dim), np.float32))
     stats.seconds = time.perf_counter() - t0
     return matrix, stats
+
+
+def measure_images(engine: Engine, paths: Sequence[str | Path], measure: Measure, spec: EngineSpec | None = None,
+                   progress: Progress | None = None) -> tuple[dict[str, object], dict[str, str]]:
+    """`measure` on images the embedding step did not decode (cache hits), decoded exactly as
+    the model's loader decodes them, so a value never depends on whether the cache was warm:
+    ({path: value}, {path: why unreadable})."""
+    from .local import preparer
+
+    spec = spec or engine.spec
+    prepare = preparer(engine.processor.image_processor, getattr(spec, "exact_preprocess", False))
+    paths = [str(p) for p in paths]
+    bad = _not_files(paths)
+    values: dict[str, object] = {}
+    for n, p in enumerate(paths, 1):
+        if p not in bad:
+            try:
+                prepare(p, observe=lambda img, shown, p=p: values.__setitem__(p, measure(img, shown)))
+            except Exception as e:  # unreadable, as the loader records it
+                bad[p] = first_line(e)
+        if progress:
+            progress(n, len(paths))
+    return values, bad
 
 
 def _not_files(paths: Sequence[str]) -> dict[str, str]:
@@ -184,11 +214,12 @@ class Embedded:
 
 @contextmanager
 def embed_paths(spec: EngineSpec, paths: Sequence[Path], cache_dir: str | Path | None | bool = None,
-                progress: Progress | None = None) -> Iterator[Embedded]:
+                progress: Progress | None = None, measure: Measure | None = None) -> Iterator[Embedded]:
     """Embed these images with a fresh engine, as a context: the cache stays open inside it
-    (for caption embeddings) and is closed on the way out. `cache_dir` as in `open_cache`."""
+    (for caption embeddings) and is closed on the way out. `cache_dir` as in `open_cache`;
+    `measure` as in `embed_images`."""
     engine = Engine(spec.check())
     with open_cache(engine, cache_dir) as cache:
-        matrix, stats = embed_images(engine, paths, cache, progress, spec)
+        matrix, stats = embed_images(engine, paths, cache, progress, spec, measure)
         keep = [i for i, p in enumerate(paths) if str(p) not in stats.unreadable and str(p) not in stats.failed]
         yield Embedded([Path(paths[i]) for i in keep], matrix[keep], stats, engine, cache)

@@ -11,7 +11,7 @@ import numpy as np
 from ..errors import first_line
 from ..machine import default_workers
 from .engine import Engine
-from .preprocess import FAST_MODE, FastPreprocess, UnsupportedProcessor
+from .preprocess import FAST_MODE, FastPreprocess, Observer, UnsupportedProcessor
 from .spec import EngineSpec
 
 Vectors = dict[int, np.ndarray]
@@ -32,8 +32,11 @@ class _Processor:
     def __init__(self, image_processor) -> None:
         self.image_processor = image_processor
 
-    def __call__(self, path: str):
-        return self.image_processor(images=load_image(path), return_tensors="pt")["pixel_values"][0]
+    def __call__(self, path: str, observe: Observer | None = None):
+        img = load_image(path)
+        if observe is not None:
+            observe(img, (img.height, img.width))
+        return self.image_processor(images=img, return_tensors="pt")["pixel_values"][0]
 
 
 def preparer(image_processor, exact: bool) -> Callable[[str], object]:
@@ -54,28 +57,37 @@ def cache_mode(spec: EngineSpec) -> str:
     return "processor" if spec.exact_preprocess else FAST_MODE
 
 
-class _Images:
-    """A map-style dataset: index -> (index, pixel tensor or None, error or None)."""
+Measure = Callable[[object, tuple[int, int]], object]  # (decoded RGB image, displayed (h, w)) -> a value
 
-    def __init__(self, paths: Sequence[str], prepare: Callable[[str], object]) -> None:
-        self.paths, self.prepare = paths, prepare
+
+class _Images:
+    """A map-style dataset: index -> (index, pixel tensor or None, error or None, measured).
+    `measure` (picklable) sees each decoded image: measured is its value, else None."""
+
+    def __init__(self, paths: Sequence[str], prepare: Callable[..., object], measure: Measure | None = None) -> None:
+        self.paths, self.prepare, self.measure = paths, prepare, measure
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int):
+        seen: list = []
         try:
-            return i, self.prepare(self.paths[i]), None
+            if self.measure is None:
+                return i, self.prepare(self.paths[i]), None, None
+            pixels = self.prepare(self.paths[i], observe=lambda img, shown: seen.append(self.measure(img, shown)))
+            return i, pixels, None, seen[0]
         except Exception as e:  # unreadable, truncated, not an image: recorded, never fatal
-            return i, None, first_line(e)
+            return i, None, first_line(e), None
 
 
 def _collate(items):
     import torch
 
-    ok = [(i, t) for i, t, err in items if t is not None]
-    bad = [(i, err) for i, t, err in items if t is None]
-    return [i for i, _ in ok], (torch.stack([t for _, t in ok]) if ok else None), bad
+    ok = [(i, t) for i, t, err, _ in items if t is not None]
+    bad = [(i, err) for i, t, err, _ in items if t is None]
+    measured = {i: m for i, t, _, m in items if t is not None and m is not None}
+    return [i for i, _ in ok], (torch.stack([t for _, t in ok]) if ok else None), bad, measured
 
 
 def _megapixels(path: str) -> float:
@@ -103,10 +115,12 @@ def _default_loaders(engine: Engine, paths: Sequence[str]) -> int:
 
 
 def embed_local(engine: Engine, spec: EngineSpec, paths: Sequence[str],
-                on_batch: Callable[[Vectors, dict[int, str]], None]) -> None:
-    """Embed `paths`; after each batch, `on_batch(vectors by index, unreadable by index)`."""
+                on_batch: Callable[[Vectors, dict[int, str]], None], measure: Measure | None = None,
+                on_measured: Callable[[dict[int, object]], None] | None = None) -> None:
+    """Embed `paths`; after each batch, `on_batch(vectors by index, unreadable by index)`, and
+    with `measure`, `on_measured(measure's value by index)` from the same decode."""
     torch = engine.torch
-    data = _Images(list(paths), preparer(engine.processor.image_processor, spec.exact_preprocess))
+    data = _Images(list(paths), preparer(engine.processor.image_processor, spec.exact_preprocess), measure)
     n_workers = min(spec.workers if spec.workers is not None else _default_loaders(engine, paths),
                     max(0, len(paths) // spec.batch_size))
     loader = torch.utils.data.DataLoader(data, batch_size=spec.batch_size, num_workers=n_workers,
@@ -115,8 +129,10 @@ def embed_local(engine: Engine, spec: EngineSpec, paths: Sequence[str],
     if engine.device == "cpu" and n_workers:  # the loaders' cores are not the model's: no oversubscription
         torch.set_num_threads(max(1, default_workers() - n_workers))
     try:
-        for local, pixels, bad in loader:
+        for local, pixels, bad, measured in loader:
             vectors = dict(zip(local, engine.embed_pixels(pixels))) if pixels is not None else {}
+            if on_measured is not None:
+                on_measured(measured)
             on_batch(vectors, dict(bad))
     finally:
         torch.set_num_threads(threads)

@@ -15,6 +15,7 @@ import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from PIL import Image
@@ -37,6 +38,9 @@ def _mode_name(decoder: str, draft_factor: float, max_reduction: int) -> str:
 
 
 FAST_MODE = _mode_name("pillow", 2.0, 4)  # the cache mode of the default settings
+
+
+Observer = Callable[[Image.Image, tuple[int, int]], None]
 
 
 class UnsupportedProcessor(ValueError):
@@ -170,18 +174,23 @@ class FastPreprocess:
             return self.size
         return height, width
 
-    def __call__(self, path: str | Path) -> "torch.Tensor":  # noqa: F821
+    def __call__(self, path: str | Path, observe: Observer | None = None) -> "torch.Tensor":  # noqa: F821
         """The (3, H, W) float32 input for one image file; Unreadable when it cannot be decoded."""
         import torch
 
-        return torch.from_numpy(self.pixels(path))
+        return torch.from_numpy(self.pixels(path, observe))
 
-    def pixels(self, path: str | Path) -> np.ndarray:
+    def pixels(self, path: str | Path, observe: Observer | None = None) -> np.ndarray:
+        """`observe(decoded RGB image, full displayed (height, width))` sees the decode this
+        path makes anyway: a caller measuring pixels needs no second decode."""
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
                 img, box, shown = self._decode(Path(path))
-                return self._finish(self._rgb(img), box, shown)
+                rgb = self._rgb(img)
+                if observe is not None:
+                    observe(rgb, shown)
+                return self._finish(rgb, box, shown)
         except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
             raise Unreadable(f"larger than Pillow's safety limit ({e})") from None
         except (OSError, SyntaxError, ValueError) as e:

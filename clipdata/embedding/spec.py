@@ -47,3 +47,4 @@ class EmbedStats:
     seconds: float = 0.0
     unreadable: dict[str, str] = field(default_factory=dict)  # path -> reason
     failed: dict[str, str] = field(default_factory=dict)  # path -> why its task failed (distributed runs)
+    measured: dict[str, object] = field(default_factory=dict)  # path -> embed_images' `measure` value

@@ -140,7 +140,8 @@ def read_layout(root: str | Path) -> Layout:
     return Layout(root, splits)
 
 
-def split_data(layout: str | Path, split: str | None) -> tuple[list[str], list[str], list[str], list[Path], list[int]]:
+def split_data(layout: str | Path, split: str | None, min_classes: int = 2
+               ) -> tuple[list[str], list[str], list[str], list[Path], list[int]]:
     """The labeled images of one split (None: `test`, else all): (split names, classes,
     layout captions, images, true class index), after checking that captions align with the
     class folders. What eval, prompts, audit and label --train-from score against."""
@@ -167,7 +168,7 @@ def split_data(layout: str | Path, split: str | None) -> tuple[list[str], list[s
             if captions.setdefault(cls, cap) != cap:
                 raise LayoutError(f"class {cls!r} has different captions in different splits", file=tok)
     classes = sorted(captions)
-    if len(classes) < 2:
+    if len(classes) < min_classes:
         raise LayoutError(f"{len(classes)} class: zero-shot accuracy needs at least two", file=Path(layout))
     images, truth = [], []
     for sl in chosen:
@@ -175,7 +176,7 @@ def split_data(layout: str | Path, split: str | None) -> tuple[list[str], list[s
             for p in sl.images[cls]:
                 images.append(p)
                 truth.append(classes.index(cls))
-    if not images:
+    if not images and min_classes:
         raise LayoutError("no images in the chosen split(s)", file=Path(layout))
     return [s.name for s in chosen], classes, [captions[c] for c in classes], images, truth
 
@@ -189,20 +190,24 @@ class Labeled:
     captions: list[str]
     images: list[Path]
     labels: list[int]
+    image_splits: list[str] = field(default_factory=list)  # the split of each image
 
 
-def read_labeled(layout: str | Path, splits: Sequence[str]) -> Labeled:
+def read_labeled(layout: str | Path, splits: Sequence[str], min_classes: int = 2) -> Labeled:
     """The images of these splits with their class index; the splits' classes are united
-    (a caption must be the same wherever its class appears; captions must align with folders)."""
-    parts = [split_data(layout, s) for s in splits]
+    (a caption must be the same wherever its class appears; captions must align with folders).
+    `min_classes` 0 accepts any split, even one with no class or no image (check reports those)."""
+    parts = [split_data(layout, s, min_classes) for s in splits]
     captions: dict[str, str] = {}
     for _, classes, caps, _, _ in parts:
         for c, cap in zip(classes, caps):
             if captions.setdefault(c, cap) != cap:
                 raise LayoutError(f"class {c!r} has different captions in different splits", file=Path(layout))
     names = sorted(captions)
-    images, labels = [], []
-    for _, classes, _, imgs, truth in parts:
+    index = {c: i for i, c in enumerate(names)}
+    images, labels, where = [], [], []
+    for split, (_, classes, _, imgs, truth) in zip(splits, parts):
         images += imgs
-        labels += [names.index(classes[t]) for t in truth]
-    return Labeled(list(splits), names, [captions[c] for c in names], images, labels)
+        labels += [index[classes[t]] for t in truth]
+        where += [split] * len(imgs)
+    return Labeled(list(splits), names, [captions[c] for c in names], images, labels, where)

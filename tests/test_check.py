@@ -1,0 +1,269 @@
+"""clipdata check on the shapes world: every planted problem is found (copies of test images
+in train, bad images, flipped labels, a thin class), the clean layout's findings are few and
+counted, the gate exits as documented, the pixel measures come from the embedding's own
+decode, and bad input stops in one line."""
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageFilter, ImageOps
+from typer.testing import CliRunner
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from clipdata.cli import app  # noqa: E402
+from clipdata.commands.check import check  # noqa: E402
+from clipdata.errors import LayoutError, OptionError, OutputError, SourceError  # noqa: E402
+from helpers import SHAPES_MODEL as MODEL, needs_shapes_model, shapes_spec, tree_bytes, world  # noqa: E402
+
+pytestmark = needs_shapes_model
+spec = pytest.fixture(scope="module", name="spec")(shapes_spec)
+SEED = 4101
+
+
+def _jpeg(img: Image.Image, quality: int) -> Image.Image:
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=quality)
+    return Image.open(io.BytesIO(buf.getvalue()))
+
+
+# what is planted -> how the copy of a test image is made
+COPIES = {
+    "exact": None,  # the file itself
+    "q70": lambda im: _jpeg(im, 70),
+    "half": lambda im: im.resize((im.width // 2, im.height // 2)),
+    "flip": ImageOps.mirror,
+    "crop90": lambda im: im.crop((round(im.width * .05), round(im.height * .05), round(im.width * .95), round(im.height * .95))),
+}
+
+
+def _plant(root: Path) -> dict:
+    """Plant every problem the issue names into a fresh shapes layout; return what was planted."""
+    planted: dict = {"copies": {}, "quality": {}, "flips": [], "thin": "yellow star"}
+    tests = sorted(root.glob("test/*/*.jpg"))
+    for n, (name, make) in enumerate(COPIES.items()):
+        src = tests[n * 7]
+        dst = root / "train" / src.parent.name / f"copy_{name}_{src.stem}.jpg"
+        if make is None:
+            shutil.copyfile(src, dst)
+        else:
+            make(Image.open(src).convert("RGB")).save(dst, quality=90)
+        planted["copies"][name] = (src.relative_to(root).as_posix(), dst.relative_to(root).as_posix())
+    trains = sorted(root.glob("train/*/*_00[0-3].jpg"))
+    for kind, n in (("dark", 3), ("blurry", 11), ("constant", 19)):
+        src = trains[n]
+        img = Image.open(src).convert("RGB")
+        if kind == "dark":
+            img = img.point(lambda v: int(v * 0.15))
+        elif kind == "blurry":
+            img = img.filter(ImageFilter.GaussianBlur(4))
+        else:
+            img = Image.new("RGB", img.size, (120, 120, 120))
+        dst = src.with_name(f"{kind}_{src.name}")
+        img.save(dst, quality=90)
+        planted["quality"][kind] = dst.relative_to(root).as_posix()
+    for src, other in ((trains[27], "green circle"), (trains[45], "red square")):
+        if src.parent.name == other:
+            other = "blue circle"
+        dst = root / "train" / other / f"flip_{src.name}"
+        src.rename(dst)
+        planted["flips"].append(dst.relative_to(root).as_posix())
+    for p in sorted(root.glob("*/yellow star/*.jpg"))[2:]:  # two left (in test)
+        p.unlink()
+    (root / "broken.jpg").write_bytes(b"")  # not in a class folder: not an image of the layout
+    bad = root / "train" / "red circle" / "truncated.jpg"
+    bad.write_bytes(tests[0].read_bytes()[:200])
+    planted["undecodable"] = bad.relative_to(root).as_posix()
+    return planted
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory, spec):
+    root = tmp_path_factory.mktemp("check") / "layout"
+    world.write_layout(root, {"train": 4, "valid": 2, "test": 3}, seed=SEED)
+    what = _plant(root)
+    before = tree_bytes(root)
+    out = root.parent
+    r = check(root, spec=spec, cache_dir=out / "cache", json_path=out / "r.json", html_path=out / "r.html")
+    assert tree_bytes(root) == before  # check never changes the layout
+    return root, what, r
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory, spec):
+    root = tmp_path_factory.mktemp("clean") / "layout"
+    world.write_layout(root, {"train": 4, "valid": 2, "test": 3}, seed=SEED)
+    return root, check(root, spec=spec, cache_dir=root.parent / "cache")
+
+
+def _of(r, kind: str, type_: str | None = None) -> list[dict]:
+    return [f for f in r.findings if f["kind"] == kind and (type_ is None or f["type"] == type_)]
+
+
+def test_every_planted_copy_is_found_as_leakage(planted):
+    root, what, r = planted
+    leaks = _of(r, "leakage")
+    for name, (test_img, copy) in what["copies"].items():
+        hit = [f for f in leaks if test_img in f["paths"] and copy in f["paths"]]
+        assert hit, f"{name} copy not found: {test_img} / {copy}"
+        assert hit[0]["drop"] == [test_img]  # keep train's, drop the test copy
+        assert hit[0]["type"] == ("exact" if name == "exact" else "near")
+        assert set(hit[0]["splits"]) == {"test", "train"}
+
+
+def test_every_planted_bad_image_is_found(planted):
+    root, what, r = planted
+    quality = {(f["type"], f["paths"][0]) for f in _of(r, "quality")}
+    assert ("dark", what["quality"]["dark"]) in quality
+    assert ("blurry", what["quality"]["blurry"]) in quality
+    assert ("low_information", what["quality"]["constant"]) in quality
+    assert ("undecodable", what["undecodable"]) in quality
+
+
+def test_flipped_labels_and_the_thin_class_are_found(planted):
+    root, what, r = planted
+    suspects = {f["paths"][0] for f in _of(r, "label")}
+    assert set(what["flips"]) <= suspects
+    thin = [f for f in _of(r, "balance") if f["classes"] == [what["thin"]]]
+    assert {f["type"] for f in thin} == {"too_few", "missing"}
+
+
+def test_the_clean_layout_has_few_findings(clean):
+    root, r = clean
+    by = r.by_kind
+    assert by["leakage"] == 0 and by["duplicates"] == 0 and by["balance"] == 0
+    assert by["quality"] == 0
+    assert by["label"] <= 0.05 * r.images
+    assert by["outlier"] <= 0.05 * r.images
+
+
+def test_the_json_holds_every_finding_with_a_stable_id(planted, clean):
+    root, _, r = planted
+    data = json.loads((root.parent / "r.json").read_text())
+    assert data["summary"] == r.by_kind and len(data["findings"]) == len(r.findings)
+    assert len({f["id"] for f in data["findings"]}) == len(data["findings"])
+    assert data["measured"]["pass"] == "in the embedding decode"
+    assert data["measured"]["in_embedding_pass"] + data["measured"]["separate_pass"] == r.images
+    assert data["gate"] == {"fail_on": [], "baseline": None, "failing": [], "failed": False}
+
+
+def test_pixel_measures_are_taken_in_the_embedding_decode(spec, tmp_path):
+    """One decode per image: a cold cache measures every image inside the embedding pass; a
+    warm one (no embedding needed) decodes each image once for its measures, with equal values."""
+    root = tmp_path / "layout"
+    world.write_layout(root, {"train": 2, "test": 1}, seed=7)
+    cold = check(root, kinds="quality,duplicates", spec=spec, cache_dir=tmp_path / "cache")
+    warm = check(root, kinds="quality,duplicates", spec=spec, cache_dir=tmp_path / "cache")
+    assert cold.measured["in_embedding_pass"] == cold.images == 48 and cold.measured["separate_pass"] == 0
+    assert warm.measured["in_embedding_pass"] == 0 and warm.measured["separate_pass"] == 48
+    assert cold.findings == warm.findings
+
+
+def _cli(*args):
+    return CliRunner().invoke(app, ["check", *map(str, args), "--model", str(MODEL), "--dtype", "float32",
+                                    "--workers", "0", "--batch-size", "64"])
+
+
+def test_the_gate(planted, tmp_path):
+    root, _, r = planted
+    cache = ["--cache-dir", root.parent / "cache"]
+    report = root.parent / "r.json"
+    assert _cli(root, *cache, "--kinds", "balance").exit_code == 0  # a report: exits 0 whatever it finds
+    res = _cli(root, *cache, "--kinds", "balance", "--fail-on", "balance")
+    assert res.exit_code == 1 and "gate failed" in res.output
+    assert _cli(root, *cache, "--kinds", "balance", "--fail-on", "leakage").exit_code == 0
+    res = _cli(root, *cache, "--kinds", "balance", "--fail-on", "balance", "--baseline", report)
+    assert res.exit_code == 0 and "gate passed" in res.output  # every balance finding is in the baseline
+    old = json.loads(report.read_text())
+    old["findings"] = [f for f in old["findings"] if f["type"] != "missing"]
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    res = _cli(root, *cache, "--kinds", "balance", "--fail-on", "balance", "--baseline", tmp_path / "old.json",
+               "--json", tmp_path / "new.json")
+    assert res.exit_code == 1
+    new = json.loads((tmp_path / "new.json").read_text())
+    assert sorted(new["gate"]["failing"]) == sorted(f["id"] for f in new["findings"] if f["type"] == "missing")
+
+
+def _misaligned(root: Path) -> None:
+    tok = root / "train" / "_tokenization.txt"
+    tok.write_text("\n".join(tok.read_text().splitlines()[:-1]))
+
+
+def _one_class(root: Path) -> None:
+    for p in sorted((root / "test").iterdir()):
+        if p.is_dir() and p.name != "red circle":
+            shutil.rmtree(p)
+    (root / "test" / "_tokenization.txt").write_text("a photo of a red circle")
+
+
+def _one_image(root: Path) -> None:
+    keep = sorted(root.glob("*/*/*.jpg"))[0]
+    for p in sorted(root.glob("*/*/*.jpg"))[1:]:
+        p.unlink()
+    assert keep.exists()
+
+
+@pytest.mark.parametrize("mend, kwargs, error, words", [
+    (_misaligned, {}, LayoutError, "caption line(s) for 16 class folder(s)"),
+    (None, {"fail_on": "leak"}, OptionError, "--fail-on 'leak' is not a kind"),
+    (None, {"thresholds": ["nearr=0.9"]}, OptionError, "--threshold 'nearr' is not a threshold"),
+    (None, {"thresholds": ["near=x"]}, OptionError, "not a number"),
+    (None, {"baseline": "nope.json", "fail_on": "leakage"}, OptionError, "--baseline: no such file"),
+    (None, {"json_path": "inside"}, OutputError, "inside the layout"),
+])
+def test_bad_input_stops_in_one_line(spec, tmp_path, mend, kwargs, error, words):
+    root = tmp_path / "layout"
+    world.write_layout(root, {"train": 1, "test": 1}, seed=5)
+    if mend:
+        mend(root)
+    if kwargs.get("json_path") == "inside":
+        kwargs = {**kwargs, "json_path": root / "r.json"}
+    with pytest.raises(error) as e:
+        check(root, spec=spec, cache_dir=tmp_path / "cache", **kwargs)
+    assert words in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("mend, expect", [
+    (_one_class, "missing"),   # a split with one class: the others are reported missing there
+    (_one_image, "too_few"),   # a layout of one image: a report, not a crash
+])
+def test_odd_layouts_give_a_report(spec, tmp_path, mend, expect):
+    root = tmp_path / "layout"
+    world.write_layout(root, {"train": 1, "test": 1}, seed=5)
+    mend(root)
+    r = check(root, spec=spec, cache_dir=tmp_path / "cache")
+    assert expect in {f["type"] for f in _of(r, "balance")}
+
+
+def test_embeddings_from_another_model_are_refused(spec, tiny, tmp_path):
+    import clipdata
+    from clipdata.embedding import EngineSpec
+
+    root = tmp_path / "layout"
+    world.write_layout(root, {"train": 1, "test": 1}, seed=5)
+    clipdata.embed(root, tmp_path / "emb", spec=EngineSpec(model=str(tiny), dtype="float32", workers=0),
+                   cache_dir=tmp_path / "cache")
+    with pytest.raises(OptionError) as e:
+        check(root, spec=spec, embeddings=tmp_path / "emb", cache_dir=tmp_path / "cache")
+    assert "not the model these embeddings were made with" in str(e.value)
+    r = check(root, spec=spec, embeddings=tmp_path / "emb", kinds="balance,duplicates")  # no model needed
+    assert r.images == 32
+
+
+def test_embeddings_of_another_folder_are_refused(spec, tmp_path):
+    import clipdata
+
+    root = tmp_path / "layout"
+    world.write_layout(root, {"train": 1, "test": 1}, seed=5)
+    other = tmp_path / "other"
+    world.write_unlabeled(other, 4, seed=1)
+    clipdata.embed(other, tmp_path / "emb", spec=spec, cache_dir=tmp_path / "cache")
+    with pytest.raises(SourceError) as e:
+        check(root, spec=spec, embeddings=tmp_path / "emb", kinds="balance")
+    assert "none of the layout's 32 images is in this embeddings folder" in str(e.value)
