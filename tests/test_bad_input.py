@@ -287,6 +287,39 @@ LABELSTUDIO_CASES = [
 CASES += LABELSTUDIO_CASES
 
 
+def createml(root: Path, annotations=None, image: str = "a.jpg", make=True, raw: str | bytes | None = None):
+    """A Create ML JSON list; a.jpg under test, good.jpg good."""
+    if make:
+        make_image(root / image, (16, 16))
+    make_image(root / "good.jpg", (16, 16))
+    box = {"label": "cat", "coordinates": {"x": 8, "y": 8, "width": 8, "height": 8}}
+    doc = [{"image": image, "annotations": [box] if annotations is None else annotations},
+           {"image": "good.jpg", "annotations": [box]}]
+    return ["createml", str(text(root, "ann.json", raw if raw is not None else json.dumps(doc)))]
+
+
+def cm_box(x=8, y=8, w=8, h=8, label="cat"):
+    return {"label": label, "coordinates": {"x": x, "y": y, "width": w, "height": h}}
+
+
+CREATEML_CASES = [
+    ("createml malformed JSON", lambda r: createml(r, raw='[{"image": "a.jpg",, }]'), "error: malformed JSON"),
+    ("createml not UTF-8", lambda r: createml(r, raw=b'[{"image": "caf\xe9.jpg"}]'), "error: not UTF-8"),
+    ("createml not a list", lambda r: createml(r, raw='{"image": "a.jpg"}'), "error: expected a list"),
+    ("createml image missing", lambda r: createml(r, make=False), "error: 1 image(s) not found"),
+    ("createml NaN coordinates", lambda r: createml(r, [cm_box(x=float("nan"))]), "skipped: invalid_box"),
+    ("createml coordinates as text", lambda r: createml(r, [cm_box(x="8")]), "skipped: invalid_box"),
+    ("createml negative size", lambda r: createml(r, [cm_box(w=-3)]), "skipped: invalid_box"),
+    ("createml outside the image", lambda r: createml(r, [cm_box(x=100, y=100)]), "skipped: empty_after_clamp"),
+    ("createml label with a line break", lambda r: createml(r, [cm_box(label="a\nb")]), "error: control character"),
+    ("createml label starting with a dot", lambda r: createml(r, [cm_box(label=".cat")]), "error: starts with a dot"),
+    ("createml empty label", lambda r: createml(r, [cm_box(label="")]), "skipped: no_label"),
+    ("createml label not a string", lambda r: createml(r, [cm_box(label=3)]), 'error: "label" must be a string'),
+    ("createml image leaving the root", lambda r: createml(r, image="../../etc/passwd", make=False), "error: 1 image(s) not found"),
+]
+CASES += CREATEML_CASES
+
+
 @pytest.mark.parametrize("name, build, expected", CASES, ids=[c[0] for c in CASES])
 def test_bad_input(tmp_path, name, build, expected):
     src = tmp_path / "src"

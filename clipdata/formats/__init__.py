@@ -65,6 +65,8 @@ register_reader("cvat", "cvat", "CVAT for images 1.1 XML (boxes, rotated boxes, 
                 "clipdata convert cvat export/annotations.xml out/", ("images", "split", "masks"))
 register_reader("labelstudio", "labelstudio", "a Label Studio JSON or JSON_MIN export (rectangles, polygons, choices)",
                 "clipdata convert labelstudio export.json out/ --images photos/", ("images", "split", "masks"))
+register_reader("createml", "createml", "Apple Create ML JSON (centre-based boxes), or Roboflow's Create ML export",
+                "clipdata convert createml export/ out/", ("images", "split"))
 register_reader("review", "review", "a reviewed `clipdata label` output (review tree, Label Studio export, CSV)",
                 "clipdata review apply labeled/ out/", ("images", "split"))
 

@@ -112,7 +112,7 @@ def _image(el: Element, xml: Path, finder: ImageFinder, split: str | None, task_
         path, searched = finder.find(name, base)
         if path is not None:
             break
-    w, h = number(el.get("width")), number(el.get("height"))
+    w, h = number(el.get("width"), True), number(el.get("height"), True)
     size = (int(w), int(h)) if w and h and w >= 1 and h >= 1 and w.is_integer() and h.is_integer() else None
     labels: list[Label] = []
     for i, shape in enumerate(el, 1):
@@ -143,13 +143,13 @@ def _image(el: Element, xml: Path, finder: ImageFinder, split: str | None, task_
 
 
 def _box(el: Element, label: str, i: int, masks: bool, counts: dict) -> Label | str:
-    v = [number(el.get(k)) for k in ("xtl", "ytl", "xbr", "ybr")]
+    v = [number(el.get(k), True) for k in ("xtl", "ytl", "xbr", "ybr")]
     if None in v:
         return "invalid_box: xtl, ytl, xbr, ybr must be numbers"
     x0, y0, x1, y1 = v  # type: ignore[misc]
     if x1 < x0 or y1 < y0:
         return "invalid_box: inverted box"
-    rotation = number(el.get("rotation") or 0)
+    rotation = number(el.get("rotation") or 0, True)
     if rotation is None:
         return "invalid_box: rotation must be a number"
     if rotation % 360:
@@ -166,7 +166,7 @@ def _polygon(points: str | None, label: str, i: int, masks: bool) -> Label | str
         if len(xy) != 2:
             return "invalid_box: points must be 'x,y;x,y;…'"
         for t in xy:
-            n = number(t.strip())
+            n = number(t.strip(), True)
             if n is None:
                 return "invalid_box: a coordinate is not a finite number"
             flat.append(n)
@@ -176,7 +176,7 @@ def _polygon(points: str | None, label: str, i: int, masks: bool) -> Label | str
 
 def _mask(el: Element, label: str, i: int, masks: bool, size: tuple[int, int] | None) -> Label | str:
     """CVAT's `<mask rle="0, 5, 3, …" left top width height>`: runs over the box, row by row."""
-    v = [number(el.get(k)) for k in ("left", "top", "width", "height")]
+    v = [number(el.get(k), True) for k in ("left", "top", "width", "height")]
     if None in v or not all(x.is_integer() for x in v):  # type: ignore[union-attr]
         return "invalid_box: left, top, width, height must be whole numbers"
     left, top, w, h = (int(x) for x in v)  # type: ignore[arg-type]

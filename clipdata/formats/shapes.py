@@ -24,9 +24,10 @@ def images_folder(images: str | Path | None) -> Path | None:
     return folder
 
 
-def number(value: object) -> float | None:
-    """A finite JSON/XML number, or None (`true`, strings, NaN and infinities are not)."""
-    if type(value) is str:
+def number(value: object, text: bool = False) -> float | None:
+    """A finite number, or None (`true`, NaN and infinities are not; a string only with
+    `text`, for XML attributes)."""
+    if type(value) is str and text:
         try:
             value = float(value)
         except ValueError:
