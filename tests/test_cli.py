@@ -34,7 +34,7 @@ def test_options_reach_the_api(tmp_path):
 
 
 @pytest.mark.parametrize("args, fragment, code", [
-    (["convert", "labelme", "x", "out"], "unknown format 'labelme'", 2),
+    (["convert", "pascal", "x", "out"], "unknown format 'pascal'", 2),
     (["convert", "coco", "nope.json", "out"], "nope.json: file not found", 1),
     (["convert", "folder", "nope", "out"], "not a folder", 1),
     (["convert", "folder", str(SAMPLES / "folder"), "out", "--template", "no placeholder"], "has no {}", 2),

@@ -13,7 +13,8 @@ from .options import Export, Images, Link, Overwrite, Quiet, Resume, ShardSize, 
 
 CONVERT_HELP = """Convert a dataset into the CLIP classification layout.
 
-FORMAT is one of: folder, coco, yolo, voc. Detection boxes become crops (or, with
+FORMAT is one of: folder, coco, yolo, voc, labelme, cvat, labelstudio, createml, or
+auto (detected from the files; refused when two match). Detection boxes become crops (or, with
 --mode scenes, whole images foldered by their classes as Roboflow's CLIP export does);
 folder-per-class images are copied as they are. --mask fill or alpha cuts each object
 with a polygon or RLE out of its crop.
@@ -29,13 +30,15 @@ with a polygon or RLE out of its crop.
   clipdata convert yolo data.yaml out/ --split-ratios 0.8,0.1,0.1 --export hf,openclip
 
   clipdata convert coco instances.json out/ --mask fill --padding 0.1
+
+  clipdata convert auto export/ out/
 """
 
 
 @app.command(help=CONVERT_HELP, no_args_is_help=True)
 def convert(
-    format: str = typer.Argument(..., help="Source format: folder, coco, yolo or voc."),
-    source: Path = typer.Argument(..., help="Dataset folder, COCO JSON, YOLO data.yaml or obj.data."),
+    format: str = typer.Argument(..., help="Source format: folder, coco, yolo, voc, labelme, cvat, labelstudio, createml, or auto."),
+    source: Path = typer.Argument(..., help="Dataset folder, or its annotation file (COCO/LabelMe/Label Studio/Create ML JSON, CVAT XML, YOLO data.yaml or obj.data)."),
     out: Path = typer.Argument(..., help="Output folder (new or empty)."),
     mode: str = typer.Option("crops", "--mode", help="crops: one image per box; scenes: Roboflow's whole-image CLIP export."),
     images: Images = None,

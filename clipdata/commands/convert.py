@@ -21,6 +21,7 @@ from ..captions import DEFAULT_TEMPLATE, Ontology, check_template, default_proje
 from ..crops import Padding, crop_region
 from ..errors import MissingImagesError, OptionError, OutputError, SourceError
 from ..formats import layout as clip
+from ..formats.detect import detect
 from ..formats.exports import ExportOptions, load_export, parse_exports
 from ..fsutil import LOCK_NAME, check_name, is_within, locked, write_text, write_with
 from ..pipeline.jobs import COPIED, Options, Result, Task, init, process
@@ -241,8 +242,10 @@ def convert(
     **kwargs,
 ) -> Report:
     """Convert a dataset into the CLIP classification layout under `out`; see formats/clip.md.
+    `format` "auto" detects it (formats/auto.md).
     Options: a ConvertOptions, or its fields as keywords (template=..., padding=...)."""
-    fmt = formats.get(format).name
+    detected = format.lower() == "auto"
+    fmt = detect(source) if detected else formats.get(format).name
     o = ConvertOptions.make(options, **kwargs)
     if o.split is not None:
         o = replace(o, split=split_name(o.split) or o.split)
@@ -274,7 +277,8 @@ def convert(
             **({"mask_fill": list(o.fill_rgb())} if o.mask == "fill" else {}),
             **({"project_name": project, "group_name": group} if mode == "scenes" else {}),
         },
-        skipped=list(src.skipped), notes=list(src.notes), unused_files=list(src.unused_files),
+        skipped=list(src.skipped), notes=([f"format detected: {fmt}"] if detected else []) + list(src.notes),
+        unused_files=list(src.unused_files),
     )
     report.ledger.read(src)
     unknown = onto.unknown(src.classes)

@@ -116,3 +116,13 @@ def test_json_min_latest_record_per_task(tmp_path):
         ("cat", False, False), ("cat", False, True), ("indoor", True, False), ("pet", True, False), ("fluffy", True, False)]
     assert s.labels[0].box == (5.0, 5.0, 10.0, 10.0)
     assert "several annotations" in " ".join(src.notes) and "choice" in " ".join(src.notes)
+
+
+@pytest.mark.parametrize("name", ["test_export_yolo_data.json", "test_export_yolo_data_obb.json",
+                                  "test_export_json_min_data.json"])
+def test_json_min_written_by_the_converter_reads_as_the_full_export(name):
+    """exports/json_min/ is label-studio-converter 0.0.59's own JSON_MIN of each full export."""
+    full = labelstudio.read(EXPORTS / name, masks=True)
+    minimal = labelstudio.read(EXPORTS / "json_min" / name, masks=True)
+    shapes = lambda src: [(s.name, [(l.name, l.box, l.mask) for l in s.labels]) for s in src.samples]  # noqa: E731
+    assert shapes(full) == shapes(minimal) and sum(len(s.labels) for s in full.samples) > 0
