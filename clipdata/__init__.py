@@ -14,6 +14,7 @@ from .errors import ClipdataError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .commands.audit import AuditReport, audit
+    from .commands.backend import review_backend
     from .commands.check import CheckReport, check
     from .commands.convert import ConvertOptions, Report, convert
     from .commands.embed import EmbedReport, embed
@@ -33,7 +34,7 @@ _API = {
     "inspect": "commands.inspect", "InspectReport": "commands.inspect",
     "label": "commands.label", "LabelReport": "commands.label",
     "review_apply": "commands.review", "ReviewReport": "commands.review",
-    "review_serve": "commands.serve",
+    "review_serve": "commands.serve", "review_backend": "commands.backend",
     "evaluate": "commands.evaluate", "EvalReport": "commands.evaluate",
     "prompts": "commands.prompts", "PromptsReport": "commands.prompts", "audit": "commands.audit", "AuditReport": "commands.audit",
     "search": "commands.rank", "unique": "commands.rank", "duplicates": "commands.rank", "RankReport": "commands.rank",

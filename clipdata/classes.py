@@ -93,3 +93,17 @@ def training_set(train_from: str | Path, cls: Classes | None) -> tuple[Classes, 
     order = [cls.names.index(n) for n in data.classes]
     data.labels, data.classes = [order[i] for i in data.labels], list(cls.names)
     return cls, data
+
+
+def classes_and_training(classes: str | list[str] | None = None, ontology: str | Path | None = None,
+                         from_layout: str | Path | None = None, template: str = DEFAULT_TEMPLATE,
+                         train_from: str | Path | None = None) -> tuple[Classes, clip.Labeled | None]:
+    """The classes, and with --train-from the labeled layout's images (its classes and
+    captions too, unless --classes or --ontology name them)."""
+    if train_from is None:
+        return resolve_classes(classes, ontology, from_layout, template), None
+    if from_layout:
+        raise OptionError("give --train-from or --from-layout, not both",
+                          hint="--train-from takes the classes and captions from the layout too")
+    given = resolve_classes(classes, ontology, None, template) if (classes or ontology) else None
+    return training_set(train_from, given)

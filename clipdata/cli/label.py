@@ -8,8 +8,8 @@ import typer
 
 from . import render
 from .app import app, errors, progress, review_app
-from .options import (Export, Images, Link, Overwrite, Quiet, Resume, ShardSize, Split, SplitRatios, Template,
-                      engine_options)
+from .options import (ClassList, Export, FromLayout, Images, Link, OntologyFile, Overwrite, Quiet, Resume, ShardSize,
+                      Split, SplitRatios, Template, engine_options)
 
 LABEL_HELP = """Pre-label unlabeled images with CLIP for a person to review.
 
@@ -31,9 +31,9 @@ folders to correct them), labelstudio.json + labelstudio_config.xml, and index.h
 def label(
     images: Path = typer.Argument(..., help="Folder of unlabeled images (searched recursively)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder for the review material."),
-    classes: Optional[str] = typer.Option(None, "--classes", help='Comma-separated class names: "daisy,dandelion".'),
-    ontology: Optional[Path] = typer.Option(None, "--ontology", help="YAML: class -> caption(s); several captions are ensembled."),
-    from_layout: Optional[Path] = typer.Option(None, "--from-layout", help="A CLIP layout split: its class folders and captions."),
+    classes: ClassList = None,
+    ontology: OntologyFile = None,
+    from_layout: FromLayout = None,
     train_from: Optional[Path] = typer.Option(None, "--train-from", help="A labeled CLIP layout (or one split): its classes, captions and a few-shot probe."),
     folds: int = typer.Option(5, "--folds", help="Cross-validation folds for --train-from."),
     template: Template = "a photo of a {}",

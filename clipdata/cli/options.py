@@ -28,6 +28,9 @@ Resume = Annotated[bool, typer.Option("--resume", help="Finish a run that was ki
 Images = Annotated[Optional[Path], typer.Option("--images", help="The folder that holds the images, when not beside the annotations.")]
 Export = Annotated[Optional[str], typer.Option("--export", help="Hand-off files, comma-separated: hf, openclip, webdataset.")]
 ShardSize = Annotated[int, typer.Option("--shard-size", help="Samples per WebDataset shard (--export webdataset).")]
+ClassList = Annotated[Optional[str], typer.Option("--classes", help='Comma-separated class names: "daisy,dandelion".')]
+OntologyFile = Annotated[Optional[Path], typer.Option("--ontology", help="YAML: class -> caption(s); several captions are ensembled.")]
+FromLayout = Annotated[Optional[Path], typer.Option("--from-layout", help="A CLIP layout split: its class folders and captions.")]
 JsonlOut = Annotated[Optional[Path], typer.Option("--jsonl", help="Write the results as JSON lines.")]
 HtmlOut = Annotated[Optional[Path], typer.Option("--html", help="A page of the results' thumbnails.")]
 

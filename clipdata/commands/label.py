@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 
 from ..captions import DEFAULT_TEMPLATE
-from ..classes import resolve_classes, review_ranks, training_set
+from ..classes import classes_and_training, resolve_classes, review_ranks  # noqa: F401  (resolve_classes: imported from here too)
 from ..embedding.spec import EngineSpec
 from ..errors import OptionError, OutputError
 from ..formats import layout as clip
@@ -117,14 +117,7 @@ def label(images: str | Path, out: str | Path, *, classes: str | list[str] | Non
 
     t0 = time.perf_counter()
     root, out = Path(images), Path(out)
-    if train_from is not None:
-        if from_layout:
-            raise OptionError("give --train-from or --from-layout, not both",
-                              hint="--train-from takes the classes and captions from the layout too")
-        given = resolve_classes(classes, ontology, None, template) if (classes or ontology) else None
-        cls, train = training_set(train_from, given)
-    else:
-        cls, train = resolve_classes(classes, ontology, from_layout, template), None
+    cls, train = classes_and_training(classes, ontology, from_layout, template, train_from)
     if top_k < 1:
         raise OptionError("--top-k must be at least 1")
     if not 0 <= threshold <= 1 or not 0 <= margin <= 1:

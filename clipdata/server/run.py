@@ -16,23 +16,23 @@ INSTALL_HINT = "pip install 'clipdata[serve]'"
 class Server:
     """A running review server: `url` (with its token), `stop()`, `wait()`."""
 
-    def __init__(self, app, sock: socket.socket, token: str) -> None:
+    def __init__(self, app, sock: socket.socket, token: str | None, name: str = "review server") -> None:
         import uvicorn
 
         host, port = sock.getsockname()[:2]
         shown = f"[{host}]" if ":" in host else host
         self.host, self.port, self.token = host, port, token
-        self.url = f"http://{'127.0.0.1' if host == '0.0.0.0' else shown}:{port}/?token={token}"
+        self.url = f"http://{'127.0.0.1' if host == '0.0.0.0' else shown}:{port}" + (f"/?token={token}" if token else "")
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
         self._server = uvicorn.Server(config)
         self._sock = sock
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]},
-                                        name="clipdata-review-serve", daemon=True)
+                                        name=f"clipdata-{name.replace(' ', '-')}", daemon=True)
         self._thread.start()
         deadline = time.monotonic() + 30
         while not self._server.started:
             if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise ClipdataError("the review server did not start", where=f"{host}:{port}")
+                raise ClipdataError(f"the {name} did not start", where=f"{host}:{port}")
             time.sleep(0.01)
 
     def stop(self) -> None:
