@@ -167,7 +167,7 @@ def post(base: str, path: str, body, **kw) -> httpx.Response:
     (config(["a", "b"]).replace('value="$image"', 'value="image"'), 'not a task field like "$image"'),
     ('<View><Image name="image" value="$image"/><Choices name="class" toName="image" value="$options"/></View>',
      "takes its choices from the task"),
-    ('<!DOCTYPE v [<!ENTITY a "aaaa">]><View>&a;</View>', "DOCTYPE or ENTITY"),
+    ('<!DOCTYPE v [<!ENTITY a "aaaa">]><View>&a;</View>', "declares entities"),
     ("<View><Image", "malformed XML"),
     (None, "no labeling config"),
     (config(["a", "a"]), "lists a choice twice"),
@@ -429,13 +429,17 @@ def test_remote_images_only_when_allowed_and_never_with_the_token(studio, tmp_pa
     ("/setup", {"project": "5.1", "schema": '<View><Image name="image" value="$image"/></View>'}, 400, "no <Choices>"),
     ("/setup", {"project": "5.1", "schema": config(["alfa", "zulu"])}, 400, "not given to the backend: zulu"),
     ("/setup", {"project": "x", "schema": config(CODES)}, 400, "not a Label Studio project id"),
-    ("/predict", {"tasks": "all", "project": "5.1"}, 400, '"tasks" is missing or not a list'),
-    ("/predict", {"tasks": [1, 2], "project": "5.1"}, 400, "other than task objects"),
+    ("/predict", {"tasks": "all", "project": "5.1"}, 400, "tasks is a string, expected array"),
+    ("/predict", {"tasks": [1, 2], "project": "5.1"}, 400, "expected object"),
+    ("/predict", {"project": "5.1"}, 400, "lacks 'tasks'"),
+    ("/setup", {"project": "5.1", "schema": 7}, 400, "expected string"),
     ("/predict", {"tasks": [], "project": "9.1"}, 400, "has not been set up"),
-    ("/predict", [1], 400, "not a JSON object"),
+    ("/predict", [1], 400, "expected object"),
     ("/predict", b'{"tasks": [', 400, "not JSON"),
     ("/predict", b'{"tasks": NaN}', 400, "not JSON"),
-    ("/predict", b"[" * 100_000 + b"]" * 100_000, 400, "not JSON"),
+    ("/predict", b'{"tasks": [], "project": "\\ud800"}', 400, "lone surrogate"),
+    ("/predict", b"[" * 100_000 + b"]" * 100_000, 400, "nests more than"),
+    ("/nowhere", {}, 404, "Not Found"),
     ("/webhook", {"action": "ANNOTATION_CREATED", "project": {"id": 77}}, 400, "has not been set up"),
     ("/webhook", {"action": "PROJECT_UPDATED", "project": {"id": 5}}, 200, "ignored"),
 ])
@@ -444,9 +448,22 @@ def test_bad_requests_are_one_line_4xx(studio, tmp_path, path, body, status, say
         assert post(srv.url, "/setup", {"project": "5.1", "schema": config(CODES)}).status_code == 200
         kw = {"content": body} if isinstance(body, bytes) else {"json": body}
         got = httpx.post(srv.url + path, timeout=60, **kw)
-    assert got.status_code == status
+    assert got.status_code == status, got.text
     text = got.json().get("error") or got.json().get("status")
     assert says in text and "\n" not in text and "Traceback" not in got.text
+
+
+@needs_shapes_model
+def test_requests_naming_another_host_are_refused(studio, tmp_path):
+    """DNS rebinding: a page whose name resolves here must not drive the backend."""
+    with start(studio, CODES, tmp=tmp_path, allow_hosts=["ml-backend"]) as srv:
+        port = srv.port
+        assert httpx.get(srv.url + "/health", headers={"host": "evil.example"}).status_code == 403
+        assert httpx.get(srv.url + "/health", headers={"host": f"ml-backend:{port}"}).status_code == 200
+        assert httpx.get(srv.url + "/health", headers={"host": f"localhost:{port}"}).status_code == 200
+        browser = post(srv.url, "/setup", {"project": "5.1", "schema": config(CODES)},
+                       headers={"origin": "http://evil.example"})
+        assert browser.status_code == 403 and "another origin" in browser.json()["error"]
 
 
 @needs_shapes_model

@@ -31,6 +31,9 @@ ShardSize = Annotated[int, typer.Option("--shard-size", help="Samples per WebDat
 ClassList = Annotated[Optional[str], typer.Option("--classes", help='Comma-separated class names: "daisy,dandelion".')]
 OntologyFile = Annotated[Optional[Path], typer.Option("--ontology", help="YAML: class -> caption(s); several captions are ensembled.")]
 FromLayout = Annotated[Optional[Path], typer.Option("--from-layout", help="A CLIP layout split: its class folders and captions.")]
+AllowHost = Annotated[Optional[list[str]], typer.Option(
+    "--allow-host", metavar="NAME", help="Answer to requests for this host name too (a name of this machine, a reverse "
+                                         "proxy's); repeat for several. 127.0.0.1, localhost and --host always work.")]
 JsonlOut = Annotated[Optional[Path], typer.Option("--jsonl", help="Write the results as JSON lines.")]
 HtmlOut = Annotated[Optional[Path], typer.Option("--html", help="A page of the results' thumbnails.")]
 

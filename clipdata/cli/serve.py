@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 
 from .app import errors, out_console, review_app
-from .options import ClassList, FromLayout, OntologyFile, Template, engine_options
+from .options import AllowHost, ClassList, FromLayout, OntologyFile, Template, engine_options
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -31,9 +31,7 @@ def review_serve(
     labeled: Path = typer.Argument(..., help="The folder clipdata label --out wrote."),
     port: int = typer.Option(8765, "--port", min=0, max=65535, help="Port to listen on (0: any free port)."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on; other machines can connect when not 127.0.0.1."),
-    allow_host: Optional[list[str]] = typer.Option(
-        None, "--allow-host", metavar="NAME", help="Answer to requests for this host name too (a name of this machine, a reverse "
-                                   "proxy's); repeat for several. 127.0.0.1, localhost and --host always work."),
+    allow_host: AllowHost = None,
     images: Optional[Path] = typer.Option(None, "--images", help="The image folder, when it moved since label ran."),
     no_browser: bool = typer.Option(False, "--no-browser", help="Do not open a browser; only print the URL."),
 ) -> None:
@@ -81,7 +79,8 @@ def review_backend(
     folds: int = typer.Option(5, "--folds", help="Cross-validation folds when fitting."),
     template: Template = "a photo of a {}",
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: every interface, with a warning)."),
-    port: int = typer.Option(9090, "--port", help="Port to listen on (0: any free port)."),
+    port: int = typer.Option(9090, "--port", min=0, max=65535, help="Port to listen on (0: any free port)."),
+    allow_host: AllowHost = None,
     label_studio_url: Optional[str] = typer.Option(None, "--label-studio-url", envvar="LABEL_STUDIO_URL",
                                                    help="Label Studio's address, for images and annotations (env LABEL_STUDIO_URL)."),
     images: Optional[Path] = typer.Option(None, "--images", help="Read task images that are file paths (or local-files storage) from this folder."),
@@ -103,7 +102,8 @@ def review_backend(
         server = api_review_backend(classes, ontology=ontology, from_layout=from_layout, template=template, spec=spec,
                                     host=host, port=port, label_studio_url=label_studio_url, images=images,
                                     allow_remote_images=allow_remote_images, train_from=train_from, folds=folds,
-                                    cache_dir=cache, auth_user=auth_user, auth_password=auth_password)
+                                    cache_dir=cache, auth_user=auth_user, auth_password=auth_password,
+                                    allow_hosts=allow_host or ())
         if host not in LOOPBACK:
             out_console.print(f"[yellow]warning:[/] listening on {host}: every machine that can reach this one can ask "
                               "for predictions" + ("" if auth_user else " (no --auth-user set)"), highlight=False)

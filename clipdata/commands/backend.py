@@ -23,7 +23,8 @@ def review_backend(classes: str | list[str] | None = None, *, ontology: str | Pa
                    images: str | Path | None = None, allow_remote_images: bool = False,
                    train_from: str | Path | None = None, folds: int = 5,
                    cache_dir: str | Path | None | bool = None,
-                   auth_user: str | None = None, auth_password: str | None = None):
+                   auth_user: str | None = None, auth_password: str | None = None,
+                   allow_hosts: tuple[str, ...] | list[str] = ()):
     """Start the backend on `host:port` (0: a free port) and return the running server
     (`.url` for Label Studio's "Add model", `.stop()`, `.learner.status()`).
 
@@ -32,12 +33,15 @@ def review_backend(classes: str | list[str] | None = None, *, ontology: str | Pa
     under `images`; never from another host unless `allow_remote_images`. Basic auth with
     `auth_user`/`auth_password` (default $BASIC_AUTH_USER/$BASIC_AUTH_PASS). With
     `train_from` (a labeled CLIP layout) its images are learnt from too. Embeddings go
-    through the cache (`cache_dir`: None the default cache, False none)."""
+    through the cache (`cache_dir`: None the default cache, False none). It answers only to
+    requests whose Host names it: 127.0.0.1, localhost, `host` and `allow_hosts` (the name
+    Label Studio reaches it by, e.g. host.docker.internal)."""
     try:
+        import jsonschema  # noqa: F401
         import starlette  # noqa: F401
         import uvicorn  # noqa: F401
     except ImportError as e:
-        raise ClipdataError(f"review backend needs starlette and uvicorn ({e.name} is not installed)",
+        raise ClipdataError(f"review backend needs starlette, uvicorn and jsonschema ({e.name} is not installed)",
                             hint=INSTALL_HINT) from None
     from ..server.backend import start_backend
     from ..server.labelstudio import LabelStudio, env_token, origin_of
@@ -72,4 +76,5 @@ def review_backend(classes: str | list[str] | None = None, *, ontology: str | Pa
         log.warning("no Label Studio URL: images are read from --images only, and nothing is learnt")
     elif studio.token is None:
         log.warning("no LABEL_STUDIO_API_KEY: Label Studio's own token from /setup is used for its API")
-    return start_backend(learner, host=host, port=port, auth=(user, password) if user else None)
+    return start_backend(learner, host=host, port=port, auth=(user, password) if user else None,
+                         allow_hosts=allow_hosts)

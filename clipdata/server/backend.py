@@ -8,18 +8,20 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-import json
 import logging
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..errors import ClipdataError
+from ..errors import ClipdataError, first_line
+from .guard import Guard, HostRule, error
 from .labelstudio import BackendError, parse_config
 from .learner import Learner, project_id
+from .validate import Operation, RequestError
 
 log = logging.getLogger("clipdata.backend")
 MAX_BODY = 256 << 20   # bytes: a /predict of thousands of tasks, or a legacy /train with their annotations
@@ -27,10 +29,18 @@ LEARN_EVENTS = ("ANNOTATION_CREATED", "ANNOTATIONS_CREATED", "ANNOTATION_UPDATED
                 "ANNOTATIONS_DELETED", "START_TRAINING")
 REALM = 'Basic realm="clipdata review backend"'
 
-
-def _refuse(status: int, message: str) -> JSONResponse:
-    line = " ".join(str(message).split())[:500]
-    return JSONResponse({"error": line}, status, headers={"cache-control": "no-store"})
+# The bodies Label Studio sends (it sends more fields than these; they are ignored).
+_PROJECT = {"type": ["string", "integer"], "maxLength": 100}
+_CONFIG = {"type": ["string", "null"], "maxLength": 1 << 20}
+SETUP = {"type": "object", "required": ["project", "schema"], "properties": {
+    "project": _PROJECT, "schema": {"type": "string", "maxLength": 1 << 20},
+    "access_token": {"type": ["string", "null"], "maxLength": 4096}}}
+PREDICT = {"type": "object", "required": ["tasks", "project"], "properties": {
+    "tasks": {"type": "array", "items": {"type": "object"}}, "project": _PROJECT, "label_config": _CONFIG}}
+WEBHOOK = {"type": "object", "required": ["action"], "properties": {
+    "action": {"type": "string", "maxLength": 100},
+    "project": {"type": ["object", "string", "integer"], "properties": {"label_config": _CONFIG}}}}
+TRAIN = {"type": "object", "required": ["project"], "properties": {"project": _PROJECT, "label_config": _CONFIG}}
 
 
 class BasicAuth:
@@ -57,146 +67,112 @@ class BasicAuth:
         ok = self.passes(Request(scope).headers.get("authorization"))
         scope.setdefault("state", {})["authenticated"] = ok
         if not ok and scope.get("path") != "/webhook":
-            response = _refuse(401, "this backend needs basic auth: set it in the model's connection settings")
+            response = error(401, "this backend needs basic auth: set it in the model's connection settings")
             response.headers["www-authenticate"] = REALM
             return await response(scope, receive, send)
         await self.app(scope, receive, send)
 
 
-async def _body(request: Request) -> dict:
-    """The request's JSON object, bounded; BackendError (a 400) for anything else."""
-    size = request.headers.get("content-length")
-    if size is not None and (not size.isdigit() or int(size) > MAX_BODY):
-        raise BackendError(f"a body of more than {MAX_BODY} bytes")
-    data = bytearray()
-    async for chunk in request.stream():
-        data += chunk
-        if len(data) > MAX_BODY:
-            raise BackendError(f"a body of more than {MAX_BODY} bytes")
+def create_app(learner: Learner, hosts: HostRule, auth: tuple[str, str] | None = None) -> ASGIApp:
+    """The backend's ASGI app: `hosts` the Host rule (guard.py), `auth` (user, password) for
+    basic auth, or None. Each body is checked against its schema before a handler runs."""
 
-    def no_constant(name: str):
-        raise BackendError(f"{name} is not JSON")
-
-    try:
-        body = json.loads(bytes(data) or b"null", parse_constant=no_constant)
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
-        raise BackendError(f"the request body is not JSON ({type(e).__name__})") from None
-    if not isinstance(body, dict):
-        raise BackendError("the request body is not a JSON object")
-    return body
-
-
-def _field(body: dict, name: str, kind: type, what: str):
-    value = body.get(name)
-    if not isinstance(value, kind) or isinstance(value, bool):
-        raise BackendError(f'"{name}" is missing or not {what}')
-    return value
-
-
-def create_app(learner: Learner, auth: tuple[str, str] | None = None) -> ASGIApp:
-    """The backend's ASGI app; `auth`: (user, password) for basic auth, or None."""
-
-    def health(request: Request) -> Response:
+    def health(request: Request, values: dict) -> Response:
         return JSONResponse({"status": "UP", "model_class": "clipdata", **learner.status()},
                             headers={"cache-control": "no-store"})
 
-    async def setup(request: Request) -> Response:
-        body = await _body(request)
-        pid = project_id(body.get("project"))
-        control = parse_config(body.get("schema"))
+    def setup(request: Request, values: dict) -> Response:
+        body = values["body"]
+        pid = project_id(body["project"])
+        control = parse_config(body["schema"])
         token = body.get("access_token")
-        if learner.studio is not None and learner.studio.token is None and isinstance(token, str) and token:
+        if learner.studio is not None and learner.studio.token is None and token:
             learner.studio.token = token  # Label Studio's own token for its API (LABEL_STUDIO_API_KEY wins)
-        project = await _in_thread(learner.project, pid, control)
-        return JSONResponse({"model_version": project.scorer.version})
+        return JSONResponse({"model_version": learner.project(pid, control).scorer.version})
 
-    async def predict(request: Request) -> Response:
-        body = await _body(request)
-        tasks = _field(body, "tasks", list, "a list of tasks")
-        if not all(isinstance(t, dict) for t in tasks):
-            raise BackendError('"tasks" holds something other than task objects')
-        pid = project_id(body.get("project"))
-        control = parse_config(body["label_config"]) if body.get("label_config") is not None else None
-        project = await _in_thread(learner.project, pid, control)
-        results, errors = await _in_thread(learner.predict, project, tasks)
+    def _project(body: dict):
+        config = body.get("label_config")
+        return learner.project(project_id(body["project"]), parse_config(config) if config is not None else None)
+
+    def predict(request: Request, values: dict) -> Response:
+        project = _project(values["body"])
+        results, errors = learner.predict(project, values["body"]["tasks"])
         answer: dict = {"results": results, "model_version": project.scorer.version}
         if errors:
             answer["errors"] = errors
         return JSONResponse(answer)
 
-    async def webhook(request: Request) -> Response:
-        body = await _body(request)
-        action = body.get("action")
+    def webhook(request: Request, values: dict) -> Response:
+        body = values["body"]
+        action = body["action"]
         if action not in LEARN_EVENTS:
-            return JSONResponse({"status": "ignored", "action": str(action)[:80]})
+            return JSONResponse({"status": "ignored", "action": action})
         project = body.get("project")
         pid = project_id(project.get("id") if isinstance(project, dict) else project)
         trusted = auth is None or request.scope.get("state", {}).get("authenticated", False)
         config = project.get("label_config") if isinstance(project, dict) and trusted else None
-        known = learner.projects.get(pid)
-        if known is None and not trusted:
-            raise BackendError(f"project {pid} has not been set up with this backend",
-                               hint="a webhook without credentials only refits a project that was set up")
-        target = known if config is None else await _in_thread(learner.project, pid, parse_config(config))
+        target = learner.projects.get(pid) if config is None else learner.project(pid, parse_config(config))
         if target is None:
             raise BackendError(f"project {pid} has not been set up with this backend",
-                               hint="connect the backend in the project's settings (Label Studio calls /setup)")
-        learner.request_fit(target, str(action))
+                               hint="connect the backend in the project's settings (Label Studio calls /setup)"
+                               if trusted else "a webhook without credentials only refits a project that was set up")
+        learner.request_fit(target, action)
         return JSONResponse({"status": "fit queued", "project": pid}, 201)
 
-    async def train(request: Request) -> Response:
-        body = await _body(request)
-        pid = project_id(body.get("project"))
-        control = parse_config(body["label_config"]) if body.get("label_config") is not None else None
-        project = await _in_thread(learner.project, pid, control)
+    def train(request: Request, values: dict) -> Response:
+        project = _project(values["body"])
         learner.request_fit(project, "train")
-        return JSONResponse({"status": "fit queued", "project": pid})
+        return JSONResponse({"status": "fit queued", "project": project.id})
 
-    def versions(request: Request) -> Response:
+    def versions(request: Request, values: dict) -> Response:
         return JSONResponse({"versions": learner.versions()})
 
-    def metrics(request: Request) -> Response:
+    def metrics(request: Request, values: dict) -> Response:
         return JSONResponse({})
 
     routes = [
-        Route("/", health, methods=["GET"]),
-        Route("/health", health, methods=["GET"]),
-        Route("/setup", setup, methods=["POST"]),
-        Route("/predict", predict, methods=["POST"]),
-        Route("/webhook", webhook, methods=["POST"]),
-        Route("/train", train, methods=["POST"]),
-        Route("/versions", versions, methods=["GET"]),
-        Route("/metrics", metrics, methods=["GET"]),
+        Route("/", Operation(health).__call__, methods=["GET"]),
+        Route("/health", Operation(health).__call__, methods=["GET"]),
+        Route("/setup", Operation(setup, body=SETUP).__call__, methods=["POST"]),
+        Route("/predict", Operation(predict, body=PREDICT, max_body=MAX_BODY).__call__, methods=["POST"]),
+        Route("/webhook", Operation(webhook, body=WEBHOOK, max_body=MAX_BODY).__call__, methods=["POST"]),
+        Route("/train", Operation(train, body=TRAIN, max_body=MAX_BODY).__call__, methods=["POST"]),
+        Route("/versions", Operation(versions).__call__, methods=["GET"]),
+        Route("/metrics", Operation(metrics).__call__, methods=["GET"]),
     ]
 
     async def refused(request: Request, exc: Exception) -> Response:
-        log.warning("%s %s: %s", request.method, request.url.path, exc)
-        return _refuse(400, str(exc))
+        if isinstance(exc, RequestError):
+            status, reason = exc.status, exc.reason
+        elif isinstance(exc, HTTPException):  # no such route, a method the route does not take
+            status, reason = exc.status_code, f"{exc.detail}: {request.method} {request.url.path[:200]}"
+        else:  # a ClipdataError: what the backend cannot do with this request
+            status, reason = 400, str(exc)
+        log.warning("%s %s: %s", request.method, request.url.path[:200], reason)
+        return error(status, reason)
 
-    async def unexpected(request: Request, exc: Exception) -> Response:
-        log.error("%s %s: %s: %s", request.method, request.url.path, type(exc).__name__, exc)
-        return _refuse(500, f"{type(exc).__name__}: {exc}")
+    async def bug(request: Request, exc: Exception) -> Response:
+        log.error("%s %s: %s: %s — this is a bug in clipdata, please report it", request.method,
+                  request.url.path[:200], type(exc).__name__, first_line(exc))
+        return error(500, f"internal error ({type(exc).__name__}); the backend's log has the details")
 
-    app: ASGIApp = Starlette(routes=routes, exception_handlers={ClipdataError: refused, Exception: unexpected})
+    app: ASGIApp = Starlette(routes=routes, exception_handlers={
+        RequestError: refused, HTTPException: refused, ClipdataError: refused, Exception: bug})
     if auth is not None:
         app = BasicAuth(app, *auth)
-    return app
-
-
-async def _in_thread(fn, *args):
-    from starlette.concurrency import run_in_threadpool
-
-    return await run_in_threadpool(fn, *args)
+    return Guard(app, hosts, token=None)
 
 
 def start_backend(learner: Learner, *, host: str = "127.0.0.1", port: int = 9090,
-                  auth: tuple[str, str] | None = None):
+                  auth: tuple[str, str] | None = None, allow_hosts: tuple[str, ...] | list[str] = ()):
     """Serve the backend with uvicorn in a thread; returns the running run.Server (`.url`,
-    `.stop()`, `.wait()`), with `.learner`."""
-    from .run import Server, _bind
+    `.stop()`, `.wait()`), with `.learner`. It answers only to requests whose Host names it
+    (guard.HostRule: loopback, `host`, `allow_hosts`)."""
+    from .run import Server, _bind, check_port
 
-    sock = _bind(host, port)
-    server = Server(create_app(learner, auth), sock, None, name="Label Studio backend")
+    sock = _bind(host, check_port(port))
+    hosts = HostRule(host, sock.getsockname()[0], allow_hosts)
+    server = Server(create_app(learner, hosts, auth), sock, None, name="Label Studio backend")
     server.learner = learner  # type: ignore[attr-defined]
     stop = server.stop
 

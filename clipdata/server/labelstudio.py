@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from ..captions import nfc
-from ..errors import ClipdataError, SourceError, first_line
+from ..errors import ClipdataError, first_line
+from ..xmlfile import parse as parse_xml
 
 CONFIG = "the project's labeling config"
 MAX_IMAGE_BYTES = 256 << 20      # one image over Label Studio's API
@@ -61,12 +62,7 @@ def parse_config(xml: object) -> Control:
     """The Control of a labeling config, or a BackendError saying what is wrong with it."""
     if not isinstance(xml, str) or not xml.strip():
         raise BackendError("no labeling config", where=CONFIG, hint="Label Studio sends it as label_config or schema")
-    if "<!doctype" in xml.lower() or "<!entity" in xml.lower():
-        raise BackendError("a DOCTYPE or ENTITY declaration is not allowed", where=CONFIG)
-    try:
-        root = ET.fromstring(xml)
-    except ET.ParseError as e:
-        raise BackendError(f"malformed XML: {e}", where=CONFIG) from None
+    root = parse_xml(xml.encode("utf-8", "surrogatepass"), CONFIG, BackendError)
     everything = list(root.iter())  # iterative: no recursion on the config's depth
     images = {el.get("name"): el for el in everything if _tag(el) == "image" and el.get("name")}
     choices = [el for el in everything if _tag(el) == "choices"]
