@@ -267,3 +267,54 @@ def test_embeddings_of_another_folder_are_refused(spec, tmp_path):
     with pytest.raises(SourceError) as e:
         check(root, spec=spec, embeddings=tmp_path / "emb", kinds="balance")
     assert "none of the layout's 32 images is in this embeddings folder" in str(e.value)
+
+
+CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+
+
+@pytest.mark.skipif(not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()), reason="needs chromium and chromedriver")
+def test_the_page_in_a_browser(planted, tmp_path):
+    """Opened from disk in headless Chromium at 1280x800: no request leaves the page; the
+    first screen holds the summary, the heatmap and the map; a flagged point shows its
+    thumbnail on hover; a leaking pair is shown side by side."""
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    root, what, r = planted
+    opts = Options()
+    opts.binary_location = str(CHROMIUM)
+    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", f"--user-data-dir={tmp_path / 'ud'}"):
+        opts.add_argument(arg)
+    opts.set_capability("goog:loggingPrefs", {"performance": "ALL"})
+    d = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=opts)
+    try:
+        d.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {"width": 1280, "height": 800, "deviceScaleFactor": 1,
+                                                                 "mobile": False})
+        page = root.parent / "r.html"
+        d.get_log("performance")  # what the browser did before the page (its new tab page) is not the page's
+        d.get(page.as_uri())
+        d.save_screenshot(str(root.parent / "report-1280x800.png"))
+        requests = [json.loads(e["message"])["message"] for e in d.get_log("performance")]
+        urls = [m["params"]["request"]["url"] for m in requests if m["method"] == "Network.requestWillBeSent"]
+        assert urls and all(u.startswith(("file:", "data:")) for u in urls), [u for u in urls if not u.startswith(("file:", "data:"))]
+        box = d.execute_script("""return ['.summary', 'img[alt="confusion matrix"]', '.map > img'].map(s => {
+            const e = document.querySelector(s), b = e.getBoundingClientRect();
+            return [b.top, b.bottom, b.left, b.right, e.naturalWidth === undefined ? 1 : e.naturalWidth]; })""")
+        for top, bottom, left, right, natural in box:
+            assert 0 <= top < bottom <= 800 and 0 <= left < right <= 1280 and natural > 0
+        assert "leakage" in d.find_element(By.CSS_SELECTOR, ".summary").text
+        mark = d.find_elements(By.CSS_SELECTOR, ".mark")[0]
+        tip = mark.find_element(By.CSS_SELECTOR, ".tip")
+        assert not tip.is_displayed()
+        ActionChains(d).move_to_element(mark).perform()
+        assert tip.is_displayed() and tip.find_element(By.TAG_NAME, "img").get_attribute("naturalWidth") != "0"
+        test_img, copy = what["copies"]["half"]
+        pair = d.execute_script("""return [...document.querySelectorAll('#kind-leakage .finding')].map(
+            f => [...f.querySelectorAll('figcaption')].map(c => c.firstChild.textContent))""")
+        assert [copy, test_img] in pair
+    finally:
+        d.quit()

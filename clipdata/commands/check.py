@@ -225,12 +225,12 @@ def _near(d: _Data, th: dict, sha: list[str] | None, index_dir, notes: list[str]
             keep = splits[0] if "train" not in splits else "train"
             drop = [d.rel[i] for i in g if d.splits[d.split[i]] != keep]
             leak.append(_finding("leakage", kind_type, paths,
-                                 f"{kind_type} copies in {' and '.join(splits)}: {', '.join(paths[:4])}"
+                                 f"copies in {' and '.join(splits)}: {', '.join(paths[:4])}"
                                  + (f" (+{len(paths) - 4})" if len(paths) > 4 else ""),
                                  drop=sorted(drop), **extra))
         else:
             dups.append(_finding("duplicates", kind_type, paths,
-                                 f"{len(paths)} {kind_type} copies in {splits[0]}: {', '.join(paths[:4])}"
+                                 f"{len(paths)} copies in {splits[0]}: {', '.join(paths[:4])}"
                                  + (f" (+{len(paths) - 4})" if len(paths) > 4 else ""), **extra))
     return leak, dups
 
