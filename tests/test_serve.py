@@ -651,3 +651,34 @@ def test_look_alikes_use_the_embeddings_label_cached_whichever_path_made_them(tm
         hits = r.json()
         assert len(hits["results"]) == 6 and hits["missing"] == 0
         assert hits["results"][0]["score"] == pytest.approx(1.0, abs=1e-4)  # itself, from the cache
+
+
+
+CONCURRENT_LOADS = """
+import sys, threading
+from clipdata.embedding import Engine, ModelSpec
+barrier, errors = threading.Barrier(8), []
+def work():
+    barrier.wait()
+    try:
+        Engine(ModelSpec(sys.argv[1], dtype="float32")).model
+    except Exception as e:
+        errors.append(f"{type(e).__name__}: {e}")
+threads = [threading.Thread(target=work) for _ in range(8)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+print(errors)
+sys.exit(1 if errors else 0)
+"""
+
+
+def test_engines_made_in_several_threads_at_once_all_load(tiny, tmp_path):
+    """What a server's warm-up and its first requests do in a fresh process: torch and
+    transformers import lazily, and eight threads at once saw a half-made module ("module
+    'transformers' has no attribute 'AutoModel'", every time before the import lock)."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", CONCURRENT_LOADS, str(tiny)], capture_output=True, text=True,
+                       timeout=300, cwd=tmp_path)  # clipdata from PYTHONPATH or the install, not from the cwd
+    assert r.returncode == 0, r.stdout + r.stderr[-2000:]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
@@ -30,15 +31,25 @@ class ModelError(ClipdataError):
     """The model cannot be loaded or is not a CLIP-family model."""
 
 
+# transformers imports lazily (its top-level names, each model's code on first from_pretrained),
+# and two threads importing at once can see a half-made module ("module 'transformers' has no
+# attribute 'AutoModel'": a server's warm-up beside its first request). Every import and load
+# of theirs in this package goes through this lock.
+IMPORT_LOCK = threading.RLock()
+
+
 def _torch():
-    try:
-        import torch
-        import transformers
-    except ImportError as e:
-        raise ClipdataError(f"the CLIP commands need torch and transformers ({e.name} is not installed)",
-                            hint=INSTALL_HINT) from None
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
+    with IMPORT_LOCK:
+        try:
+            import torch
+            import transformers
+
+            transformers.AutoModel, transformers.AutoProcessor  # noqa: B018  (the lazy names, made here)
+        except ImportError as e:
+            raise ClipdataError(f"the CLIP commands need torch and transformers ({e.name} is not installed)",
+                                hint=INSTALL_HINT) from None
+        transformers.utils.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
     return torch, transformers
 
 
@@ -134,6 +145,11 @@ class Engine:
         return name
 
     def _load(self) -> None:
+        with IMPORT_LOCK:  # from_pretrained imports the model's own code lazily; one load at a time
+            if self._model is None:
+                self._load_unlocked()
+
+    def _load_unlocked(self) -> None:
         transformers, name = self._transformers, self.spec.model
         local = Path(name).expanduser()
         try:
