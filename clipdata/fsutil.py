@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import BinaryIO, Callable, Iterable, Iterator
 
 from .errors import OutputError
+from .names import quoted, utf8
 
 TMP_PREFIX = ".clipdata-tmp-"
 LOCK_NAME = ".clipdata.lock"
@@ -44,7 +45,8 @@ def _named(e: OSError, path: Path) -> BaseException:
     """The error re-aimed at the real output name (never the temporary one)."""
     if e.errno in _FULL:
         return OutputError(f"{_FULL[e.errno]} while writing", file=path,
-                           hint="free some space or choose another output folder, then run again with --resume")
+                           hint="free some space or choose another output folder, then run the command again "
+                                "(convert and review apply: with --resume, to keep what was done)")
     return OSError(e.errno, e.strerror, str(path))
 
 
@@ -79,7 +81,8 @@ def write_bytes(path: Path, data: bytes) -> None:
 
 
 def write_text(path: Path, text: str) -> None:
-    write_bytes(path, text.encode("utf-8"))
+    """UTF-8; a name's undecodable byte is spelled `\\xNN` (clipdata/names.py), never an error."""
+    write_bytes(path, utf8(text))
 
 
 def copy_file(src: Path, dst: Path) -> None:
@@ -197,7 +200,7 @@ def check_name(name: str, *, what: str, file: str | Path | None = None, where: s
     n = name_bytes(name)
     if n > NAME_MAX:
         shown = name if len(name) <= 60 else name[:40] + "…" + name[-12:]
-        raise OutputError(f"{what} gives the file or folder name {shown!r}, {n} bytes; "
+        raise OutputError(f"{what} gives the file or folder name {quoted(shown)}, {n} bytes; "
                           f"file systems allow {NAME_MAX}", file=file, where=where,
                           hint="shorten it in the source, or map it to a shorter name with --rename or an ontology")
     return name

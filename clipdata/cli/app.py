@@ -7,6 +7,7 @@ or SIGTERM). Diagnostics are one line each and never wrapped, even when piped.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from contextlib import contextmanager
 from typing import Iterator, NoReturn
@@ -20,18 +21,43 @@ from rich.text import Text
 
 from .._version import __version__
 from ..errors import ClipdataError, OptionError
+from ..names import message
 from ..procs import sigterm_as_interrupt
 
+# Help is plain text (rich_markup_mode=None): what the source says is what --help shows (rich
+# markup would eat `clipdata[ray]`), and a flag reads `--square`, never `--square <bool>`.
 app = typer.Typer(
-    add_completion=False, no_args_is_help=True, rich_markup_mode="rich", pretty_exceptions_enable=False,
+    add_completion=False, no_args_is_help=True, rich_markup_mode=None, pretty_exceptions_enable=False,
     help="Image datasets into the CLIP classification layout (split/class folders + _tokenization.txt).",
 )
-review_app = typer.Typer(help="Turn reviewed pre-labels into a CLIP layout.", no_args_is_help=True)
+review_app = typer.Typer(help="Turn reviewed pre-labels into a CLIP layout.", no_args_is_help=True,
+                         rich_markup_mode=None)
 app.add_typer(review_app, name="review")
 
-# soft_wrap: rich would otherwise break lines at 80 columns when piped, splitting paths
-out_console = Console(soft_wrap=True)
-err_console = Console(stderr=True, soft_wrap=True)
+class _Shown:
+    """The process's stdout or stderr as it is at each write (tests swap them), with every
+    name's undecodable byte spelled `\\xNN` (clipdata/names.py): printing a name never fails."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def write(self, text: str) -> int:
+        return getattr(sys, self._name).write(message(text))
+
+    def __getattr__(self, attr: str):
+        return getattr(getattr(sys, self._name), attr)
+
+
+# soft_wrap: rich would otherwise break lines at 80 columns when piped, splitting paths.
+# markup off: text from the input (a class `[red]`, a file `photo[1].jpg`, a hint naming
+# `clipdata[ray]`) is printed as it is; styles are given as `styled(("note:", "yellow"), …)`.
+out_console = Console(file=_Shown("stdout"), soft_wrap=True, markup=False, highlight=False)
+err_console = Console(file=_Shown("stderr"), soft_wrap=True, markup=False, highlight=False)
+
+
+def styled(*parts: str | tuple[str, str]) -> Text:
+    """Text with styled parts, never parsed as markup: styled(("note:", "yellow"), " ", text)."""
+    return Text.assemble(*parts)
 DEBUG = "CLIPDATA_DEBUG"
 
 
@@ -52,8 +78,8 @@ def _one_line(text: object) -> str:
     return " ".join(str(text).split("\n"))
 
 
-def _fail(message: str, code: int) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {_one_line(message)}", markup=True, highlight=False)
+def _fail(text: str, code: int) -> NoReturn:
+    err_console.print(styled(("error:", "bold red"), " ", _one_line(text)))
     raise typer.Exit(code)
 
 

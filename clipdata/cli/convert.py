@@ -9,26 +9,27 @@ import typer
 
 from . import render
 from .app import app, errors, progress
-from .options import Export, Images, Link, Overwrite, Quiet, Resume, ShardSize, Split, SplitRatios, Template
+from ..formats import REGISTRY
+from .options import (Export, Images, Link, Overwrite, Quiet, Resume, Seed, ShardSize, SkipMissing, Split, SplitRatios,
+                      Template, Workers)
 
-CONVERT_HELP = """Convert a dataset into the CLIP classification layout.
+FORMATS = ", ".join(REGISTRY)  # the registry's formats: what the unknown-format error offers too
 
-FORMAT is one of: folder, coco, yolo, voc, labelme, cvat, labelstudio, createml, or
-auto (detected from the files; refused when two match). Detection boxes become crops (or, with
+CONVERT_HELP = f"""Convert a dataset into the CLIP classification layout.
+
+FORMAT is one of: {FORMATS}, or auto (detected from the files; refused when two
+match). Detection boxes become crops (or, with
 --mode scenes, whole images foldered by their classes as Roboflow's CLIP export does);
 folder-per-class images are copied as they are. --mask fill or alpha cuts each object
 with a polygon or RLE out of its crop.
 
-[bold]Examples[/]
+Examples:
 
+\b
   clipdata convert coco samples/coco/annotations.json out/
-
-  clipdata convert folder photos/ out/ --template "a picture of a {} flower"
-
+  clipdata convert folder photos/ out/ --template "a picture of a {{}} flower"
   clipdata convert coco export/ out/ --padding 0.1 --square --ontology classes.yaml
-
   clipdata convert yolo data.yaml out/ --split-ratios 0.8,0.1,0.1 --export hf,openclip
-
   clipdata convert coco instances.json out/ --mask fill --padding 0.1
 
   clipdata convert auto export/ out/
@@ -37,14 +38,14 @@ with a polygon or RLE out of its crop.
 
 @app.command(help=CONVERT_HELP, no_args_is_help=True)
 def convert(
-    format: str = typer.Argument(..., help="Source format: folder, coco, yolo, voc, labelme, cvat, labelstudio, createml, or auto."),
-    source: Path = typer.Argument(..., help="Dataset folder, or its annotation file (COCO/LabelMe/Label Studio/Create ML JSON, CVAT XML, YOLO data.yaml or obj.data)."),
-    out: Path = typer.Argument(..., help="Output folder (new or empty)."),
+    format: str = typer.Argument(..., metavar="FORMAT", help=f"Source format: {FORMATS}, or auto."),
+    source: Path = typer.Argument(..., metavar="SOURCE", help="Dataset folder, or its annotation file (COCO/LabelMe/Label Studio/Create ML JSON, CVAT XML, YOLO data.yaml or obj.data)."),
+    out: Path = typer.Argument(..., metavar="OUT", help="Output folder (new or empty)."),
     mode: str = typer.Option("crops", "--mode", help="crops: one image per box; scenes: Roboflow's whole-image CLIP export."),
     images: Images = None,
     split: Split = None,
     split_ratios: SplitRatios = None,
-    seed: int = typer.Option(0, "--seed", help="Seed of --split-ratios."),
+    seed: Seed = 0,
     template: Template = "a photo of a {}",
     ontology: Optional[Path] = typer.Option(None, "--ontology", help="YAML file of per-class captions, renames, merges, drops."),
     rename: List[str] = typer.Option([], "--rename", help='Rename a class: --rename "OLD=NEW" (repeatable; same NEW merges).'),
@@ -60,13 +61,13 @@ def convert(
     mask: str = typer.Option("none", "--mask", help="Crops of objects with a polygon or RLE: none (the rectangle), fill (outside the object: --mask-fill), alpha (PNG with the mask as alpha)."),
     mask_fill: Optional[str] = typer.Option(None, "--mask-fill", help="--mask fill's colour, R,G,B (default 123,117,104: CLIP's mean)."),
     link: Link = False,
-    skip_missing: bool = typer.Option(False, "--skip-missing", help="Record missing images and go on."),
+    skip_missing: SkipMissing = False,
     export: Export = None,
     openclip_relative: bool = typer.Option(False, "--openclip-relative", help="open_clip CSV paths relative to OUT."),
     shard_size: ShardSize = 10_000,
     overwrite: Overwrite = False,
     resume: Resume = False,
-    workers: Optional[int] = typer.Option(None, "--workers", "-j", help="Worker processes (default: one per CPU)."),
+    workers: Workers = None,
     quiet: Quiet = False,
 ) -> None:
     from ..commands.convert import ConvertOptions
@@ -95,15 +96,16 @@ INSPECT_HELP = """Check a CLIP layout (clipdata's or Roboflow's) and show classe
 Exits 1 when the layout is broken: captions misaligned with the class folders, an empty
 class folder, an unreadable image. The same file in two splits is a warning.
 
-[bold]Example[/]
+Example:
 
+\b
   clipdata inspect out/
 """
 
 
 @app.command(help=INSPECT_HELP, no_args_is_help=True)
 def inspect(
-    layout: Path = typer.Argument(..., help="A CLIP layout folder (or one split folder)."),
+    layout: Path = typer.Argument(..., metavar="LAYOUT", help="A CLIP layout folder (or one split folder)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only problems."),
 ) -> None:
     from ..commands.inspect import inspect as api_inspect

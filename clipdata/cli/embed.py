@@ -16,10 +16,10 @@ OUT/metadata/metadata_{i}.parquet (image_path, width, height, sha256) and OUT/em
 autofaiss and clip-retrieval read it as is; search, unique and duplicates take it with
 --embeddings OUT. A second run reuses the cache; a killed run keeps its finished parts.
 
-[bold]Example[/]
+Example:
 
+\b
   clipdata embed photos/ --out photos-emb/ --model ./clip-vit-base-patch32
-
   clipdata search --embeddings photos-emb/ "a red car" --model ./clip-vit-base-patch32
 """
 
@@ -27,7 +27,7 @@ autofaiss and clip-retrieval read it as is; search, unique and duplicates take i
 @app.command(help=EMBED_HELP, no_args_is_help=True)
 @engine_options()
 def embed(
-    images: Path = typer.Argument(..., help="Folder of images (searched recursively)."),
+    images: Path = typer.Argument(..., metavar="IMAGES", help="Folder of images (searched recursively)."),
     out: Path = typer.Option(..., "--out", "-o", help="The embeddings folder to write."),
     part_size: int = typer.Option(1_000_000, "--part-size", help="Most rows per part file."),
     quiet: Quiet = False,

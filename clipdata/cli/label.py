@@ -8,20 +8,19 @@ import typer
 
 from . import render
 from .app import app, errors, progress, review_app
-from .options import (ClassList, Export, FromLayout, Images, Link, OntologyFile, Overwrite, Quiet, Resume, ShardSize,
-                      Split, SplitRatios, Template, engine_options)
+from .options import (ClassList, Export, FromLayout, Images, Link, OntologyFile, Overwrite, Quiet, Resume, Seed,
+                      ShardSize, SkipMissing, Split, SplitRatios, Template, Workers, engine_options)
 
 LABEL_HELP = """Pre-label unlabeled images with CLIP for a person to review.
 
 Writes to OUT: predictions.jsonl and .csv, review/<class>/ (hard links; move files between
 folders to correct them), labelstudio.json + labelstudio_config.xml, and index.html.
 
-[bold]Examples[/]
+Examples:
 
+\b
   clipdata label photos/ --out labeled/ --classes "daisy,dandelion" --template "a picture of a {} flower"
-
   clipdata label photos/ --out labeled/ --ontology flowers.yaml --threshold 0.6
-
   clipdata review apply labeled/ layout/
 """
 
@@ -29,7 +28,7 @@ folders to correct them), labelstudio.json + labelstudio_config.xml, and index.h
 @app.command(help=LABEL_HELP, no_args_is_help=True)
 @engine_options(cache_help="Embedding cache folder (default: OUT/cache).")
 def label(
-    images: Path = typer.Argument(..., help="Folder of unlabeled images (searched recursively)."),
+    images: Path = typer.Argument(..., metavar="IMAGES", help="Folder of unlabeled images (searched recursively)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder for the review material."),
     classes: ClassList = None,
     ontology: OntologyFile = None,
@@ -62,34 +61,37 @@ REVIEWED is the folder `clipdata label --out` wrote (its review/ tree, after you
 between class folders and emptied _uncertain), a Label Studio JSON export, or an edited
 predictions.csv (its `final` column). Prints how many pre-labels the reviewer changed.
 
-[bold]Examples[/]
+Examples:
 
+\b
   clipdata review apply labeled/ layout/
-
   clipdata review apply labeled/export.json layout/ --images photos/
 """
 
 
 @review_app.command("apply", help=REVIEW_HELP, no_args_is_help=True)
 def review_apply(
-    reviewed: Path = typer.Argument(..., help="Label output folder, Label Studio export, or predictions.csv."),
-    out: Path = typer.Argument(..., help="Output folder for the CLIP layout."),
+    reviewed: Path = typer.Argument(..., metavar="REVIEWED", help="Label output folder, Label Studio export, or predictions.csv."),
+    out: Path = typer.Argument(..., metavar="OUT", help="Output folder for the CLIP layout."),
     images: Images = None,
     split: Split = None,
     split_ratios: SplitRatios = None,
+    seed: Seed = 0,
     template: Template = "a photo of a {}",
     link: Link = False,
+    skip_missing: SkipMissing = False,
     export: Export = None,
     shard_size: ShardSize = 10_000,
     overwrite: Overwrite = False,
     resume: Resume = False,
+    workers: Workers = None,
     quiet: Quiet = False,
 ) -> None:
     from ..commands.review import review_apply as api_review_apply
 
     with errors():
-        result = api_review_apply(reviewed, out, images=images, split=split, split_ratios=split_ratios,
-                                  template=template, link=link, export=export, shard_size=shard_size,
-                                  overwrite=overwrite, resume=resume)
+        result = api_review_apply(reviewed, out, images=images, split=split, split_ratios=split_ratios, seed=seed,
+                                  template=template, link=link, skip_missing=skip_missing, export=export,
+                                  shard_size=shard_size, overwrite=overwrite, resume=resume, workers=workers)
     if not quiet:
         render.review_report(result)

@@ -6,7 +6,7 @@ from typing import List, Optional
 
 import typer
 
-from .app import app, errors, out_console, progress
+from .app import app, errors, out_console, progress, styled
 from .options import HtmlOut, JsonlOut, engine_options
 from .render import _table, footer, notes, say
 
@@ -17,8 +17,9 @@ subset (single and ensembled; --no-library leaves them out), each --template, an
 --ontology file (a class may list several captions). The choice is made on every split but
 test and reported on test; it is written as an ontology for label/eval/convert --ontology.
 
-[bold]Example[/]
+Example:
 
+\b
   clipdata prompts flowers/ --out best.yaml --template "a picture of a {} flower" --json prompts.json
 """
 
@@ -30,7 +31,7 @@ def _pct(v: float | None) -> str:
 @app.command(help=PROMPTS_HELP, no_args_is_help=True)
 @engine_options()
 def prompts(
-    layout: Path = typer.Argument(..., help="A CLIP layout with labeled images."),
+    layout: Path = typer.Argument(..., metavar="LAYOUT", help="A CLIP layout with labeled images."),
     out: Path = typer.Option(..., "--out", help="The chosen wording, as an ontology YAML file."),
     template: List[str] = typer.Option([], "--template", help="A candidate template (repeatable)."),
     ontology: List[Path] = typer.Option([], "--ontology", help="Candidate captions per class (repeatable)."),
@@ -56,7 +57,7 @@ def prompts(
             table.add_row(cls, cand.captions[0] if len(cand.captions) == 1 else cand.name, str(len(cand.captions)))
         out_console.print(table)
     rows = _table("top-1", ("prompts", f"{', '.join(r.search_splits)}", held), (", ".join(r.search_splits), held))
-    rows.add_row(f"[bold]chosen ({r.mode})[/]", f"{r.cv_top1:.1%} (cross-validated)", _pct(r.heldout_top1))
+    rows.add_row(styled((f"chosen ({r.mode})", "bold")), f"{r.cv_top1:.1%} (cross-validated)", _pct(r.heldout_top1))
     for label, s in (("layout captions", r.layout_set), (f"best template: {r.best_template.name}" if r.best_template
                                                          else "best template", r.best_template)):
         if s is not None:
@@ -73,8 +74,9 @@ Each image is scored by a few-shot probe that never saw it (k-fold cross-validat
 layout); the confident-learning rule flags an image whose label is improbable while another
 class is confidently predicted. Works on any CLIP layout: clipdata's, Roboflow's, review apply's.
 
-[bold]Example[/]
+Example:
 
+\b
   clipdata audit layout/ --jsonl suspects.jsonl --html suspects.html
 """
 
@@ -82,7 +84,7 @@ class is confidently predicted. Works on any CLIP layout: clipdata's, Roboflow's
 @app.command(help=AUDIT_HELP, no_args_is_help=True)
 @engine_options()
 def audit(
-    layout: Path = typer.Argument(..., help="A CLIP layout."),
+    layout: Path = typer.Argument(..., metavar="LAYOUT", help="A CLIP layout."),
     split: List[str] = typer.Option([], "--split", help="Audit these splits only (repeatable; default: all)."),
     top: int = typer.Option(20, "--top", help="Rows shown on the terminal."),
     folds: int = typer.Option(5, "--folds", help="Cross-validation folds."),

@@ -20,8 +20,9 @@ EVAL_HELP = """Zero-shot accuracy of a CLIP layout under several caption wording
 The layout's own _tokenization.txt is one prompt set; each --template and --ontology adds one.
 Images are embedded once: more prompt sets cost only a small text pass each.
 
-[bold]Example[/]
+Example:
 
+\b
   clipdata eval flowers/ --template "{}" --template "{} flower" --template "a picture of a {} flower"
 """
 
@@ -29,7 +30,7 @@ Images are embedded once: more prompt sets cost only a small text pass each.
 @app.command("eval", help=EVAL_HELP, no_args_is_help=True)
 @engine_options()
 def eval_(
-    layout: Path = typer.Argument(..., help="A CLIP layout."),
+    layout: Path = typer.Argument(..., metavar="LAYOUT", help="A CLIP layout."),
     split: Optional[str] = typer.Option(None, "--split", help="Split to evaluate (default: test, else all)."),
     template: List[str] = typer.Option([], "--template", help="A caption template to compare (repeatable)."),
     ontology: List[Path] = typer.Option([], "--ontology", help="Per-class captions to compare (repeatable)."),
@@ -48,12 +49,11 @@ def eval_(
 
 SEARCH_HELP = """Rank images by similarity to text queries (or to an image).
 
-[bold]Examples[/]
+Examples:
 
+\b
   clipdata search photos/ "a red car" "a bicycle" --top 10
-
   clipdata search photos/ --image query.jpg --copy-to hits/ --html hits.html
-
   clipdata search --embeddings photos-emb/ "a red car" --model ./clip-vit-base-patch32
 """
 
@@ -61,8 +61,8 @@ SEARCH_HELP = """Rank images by similarity to text queries (or to an image).
 @app.command(help=SEARCH_HELP, no_args_is_help=True)
 @engine_options()
 def search(
-    images: Optional[Path] = typer.Argument(None, help="Folder of images (searched recursively); with --embeddings, the first query."),
-    queries: List[str] = typer.Argument(None, help="Text queries."),
+    images: Optional[Path] = typer.Argument(None, metavar="IMAGES", help="Folder of images (searched recursively); with --embeddings, the first query."),
+    queries: List[str] = typer.Argument(None, metavar="QUERIES", help="Text queries."),
     image: Optional[Path] = typer.Option(None, "--image", help="An image to search by."),
     top: int = typer.Option(20, "--top", help="Hits per query."),
     jsonl: JsonlOut = None,
@@ -91,8 +91,9 @@ UNIQUE_HELP = """Images by uniqueness: mean cosine distance to their k nearest n
 With --per-class LAYOUT/split, neighbours are taken within each class: the odd ones out of a
 class are often label errors.
 
-[bold]Example[/]
+Example:
 
+\b
   clipdata unique photos/ --top 50 --html unique.html
 """
 
@@ -100,7 +101,7 @@ class are often label errors.
 @app.command(help=UNIQUE_HELP)
 @engine_options()
 def unique(
-    images: Optional[Path] = typer.Argument(None, help="Folder of images (searched recursively)."),
+    images: Optional[Path] = typer.Argument(None, metavar="IMAGES", help="Folder of images (searched recursively)."),
     per_class: Optional[Path] = typer.Option(None, "--per-class", help="Score within each class of this layout split."),
     k: int = typer.Option(5, "-k", help="Neighbours averaged."),
     top: int = typer.Option(20, "--top", help="Rows shown on the terminal."),
@@ -124,8 +125,9 @@ DUPLICATES_HELP = """Groups of duplicate images: exact (same bytes) and near (co
 
 One group per line, tab-separated full paths (never cut to the terminal's width).
 
-[bold]Example[/]
+Example:
 
+\b
   clipdata duplicates photos/ --threshold 0.02 --jsonl dups.jsonl
 """
 
@@ -133,7 +135,7 @@ One group per line, tab-separated full paths (never cut to the terminal's width)
 @app.command(help=DUPLICATES_HELP, no_args_is_help=True)
 @engine_options()
 def duplicates(
-    images: Optional[Path] = typer.Argument(None, help="Folder of images (searched recursively)."),
+    images: Optional[Path] = typer.Argument(None, metavar="IMAGES", help="Folder of images (searched recursively)."),
     threshold: float = typer.Option(0.02, "--threshold", help="Largest cosine distance (1 - cos) within a near-duplicate pair."),
     jsonl: JsonlOut = None,
     html_out: HtmlOut = None,

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from .app import err_console, out_console
+from rich.text import Text
+
+from .app import err_console, out_console, styled
 
 
 def _table(title: str, columns: tuple[str, ...], right: tuple[str, ...] = (), **kwargs) -> Table:
@@ -13,8 +15,8 @@ def _table(title: str, columns: tuple[str, ...], right: tuple[str, ...] = (), **
     return table
 
 
-def say(text: str) -> None:
-    out_console.print(text, highlight=False)
+def say(text: str | Text) -> None:
+    out_console.print(text)
 
 
 def skipped_line(by_reason: dict[str, int]) -> str:
@@ -23,7 +25,7 @@ def skipped_line(by_reason: dict[str, int]) -> str:
 
 def notes(items: list[str]) -> None:
     for note in items:
-        say(f"[yellow]note:[/] {note}")
+        say(styled(("note:", "yellow"), f" {note}"))
 
 
 def convert_report(report) -> None:
@@ -32,8 +34,8 @@ def convert_report(report) -> None:
         for cls, n in classes.items():
             table.add_row(split, cls, str(n), report.captions[cls])
     out_console.print(table)
-    say(f"[bold]{report.crops}[/] crops, [bold]{report.images}[/] whole images, "
-        f"[bold]{len(report.classes)}[/] classes in {len(report.counts)} split(s)")
+    say(styled((str(report.crops), "bold"), " crops, ", (str(report.images), "bold"), " whole images, ",
+               (str(len(report.classes)), "bold"), f" classes in {len(report.counts)} split(s)"))
     if report.exported:
         say("hand-off files: " + ", ".join(report.exported))
     resumed(report)
@@ -53,21 +55,21 @@ def inspect_report(report, quiet: bool) -> None:
     if not quiet:
         table = _table(str(report.root), ("split", "class", "images", "caption"), ("images",))
         for row in report.rows:
-            table.add_row(row.split, row.name, str(row.images), row.caption if row.caption is not None else "[red](none)[/]")
+            table.add_row(row.split, row.name, str(row.images), row.caption if row.caption is not None else styled(("(none)", "red")))
         out_console.print(table)
     for w in report.warnings:
-        say(f"[yellow]warning:[/] {w}")
+        say(styled(("warning:", "yellow"), f" {w}"))
     for e in report.errors:
-        err_console.print(f"[bold red]error:[/] {e}", highlight=False)
+        err_console.print(styled(("error:", "bold red"), f" {e}"))
     if report.ok and not quiet:
-        out_console.print("[green]layout OK[/]")
+        out_console.print(styled(("layout OK", "green")))
 
 
 def label_report(report) -> None:
     table = _table(f"{report.out}", ("class", "images"), ("images",))
     for cls, n in report.counts.items():
         table.add_row(cls, str(n))
-    table.add_row("[yellow]uncertain[/]", str(report.uncertain))
+    table.add_row(styled(("uncertain", "yellow")), str(report.uncertain))
     out_console.print(table)
     say(f"{report.images} images in {report.seconds:.1f} s ({report.images_per_second:.1f} images/s), "
         f"{report.engine}, cache hits {report.cache_hits}")
@@ -75,10 +77,10 @@ def label_report(report) -> None:
         say(f"decided by: {report.scorer} (cross-validated top-1 on the --train-from layout: "
             + ", ".join(f"{k} {v:.1%}" for k, v in report.cv_accuracies.items() if v is not None) + ")")
     if report.unreadable:
-        say(f"[yellow]unreadable:[/] {len(report.unreadable)} (listed in {report.out / 'label.json'})")
+        say(styled(("unreadable:", "yellow"), f" {len(report.unreadable)} (listed in {report.out / 'label.json'})"))
     if report.failed:
-        say(f"[red]failed:[/] {len(report.failed)} image(s) whose distributed task failed past its retries "
-            f"(listed in {report.out / 'label.json'}; run again to embed them)")
+        say(styled(("failed:", "red"), f" {len(report.failed)} image(s) whose distributed task failed past its retries "
+                   f"(listed in {report.out / 'label.json'}; run again to embed them)"))
     say(f"review: move files between the folders of {report.out / 'review'}, or open "
         f"{report.out / 'index.html'}; then: clipdata review apply {report.out} LAYOUT")
 
@@ -100,7 +102,7 @@ def review_report(result) -> None:
 def footer(report) -> None:
     say(f"{report.images} images, {report.engine}, cache hits {report.cache_hits}")
     if report.unreadable:
-        say(f"[yellow]unreadable:[/] {len(report.unreadable)}: " + ", ".join(list(report.unreadable)[:3]))
+        say(styled(("unreadable:", "yellow"), f" {len(report.unreadable)}: " + ", ".join(list(report.unreadable)[:3])))
 
 
 def eval_report(r, quiet: bool) -> None:
@@ -108,7 +110,7 @@ def eval_report(r, quiet: bool) -> None:
                    ("prompt set", "top-1", "top-5", "mean per-class recall"), ("top-1", "top-5", "mean per-class recall"))
     best = r.best
     for ps in r.sets:
-        name = f"[bold]{ps.name}[/]" if ps is best else ps.name
+        name = styled((ps.name, "bold")) if ps is best else ps.name
         table.add_row(name, f"{ps.top1:.1%}", f"{ps.top5:.1%}" if ps.top5 is not None else "—",
                       f"{ps.mean_per_class_recall:.1%}")
     out_console.print(table)
@@ -143,7 +145,10 @@ def unique_report(r, top: int) -> None:
 
 
 def duplicates_report(r, quiet: bool) -> None:
-    for g in r.groups:  # plain print: full paths, whatever the terminal's width
-        print(g["kind"], *g["paths"], sep="\t")
+    for g in r.groups:  # no table: full paths, whatever the terminal's width
+        out_console.file.write("\t".join([g["kind"], *map(str, g["paths"])]) + "\n")
     if not quiet:
-        err_console.print(f"{len(r.groups)} group(s) among {r.images} images; {r.engine}", highlight=False)
+        err_console.print(f"{len(r.groups)} group(s) among {r.images} images; {r.engine}")
+        if r.unreadable:  # on stderr: stdout is the groups, for scripts
+            err_console.print(styled(("unreadable:", "yellow"), f" {len(r.unreadable)}: "
+                                     + ", ".join(list(r.unreadable)[:3])))

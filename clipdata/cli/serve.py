@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from .app import errors, out_console, review_app
+from .app import errors, out_console, review_app, styled
 from .options import AllowHost, ClassList, FromLayout, OntologyFile, Template, engine_options
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -18,17 +18,17 @@ LABELED/decisions.jsonl as they are made (`clipdata review apply LABELED OUT` re
 The printed URL carries an access token; the server listens on 127.0.0.1 only, unless
 --host says otherwise. Ctrl+C stops it.
 
-[bold]Examples[/]
+Examples:
 
+\b
   clipdata review serve labeled/
-
   clipdata review serve labeled/ --port 8765 --no-browser
 """
 
 
 @review_app.command("serve", help=SERVE_HELP, no_args_is_help=True)
 def review_serve(
-    labeled: Path = typer.Argument(..., help="The folder clipdata label --out wrote."),
+    labeled: Path = typer.Argument(..., metavar="LABELED", help="The folder clipdata label --out wrote."),
     port: int = typer.Option(8765, "--port", min=0, max=65535, help="Port to listen on (0: any free port)."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on; other machines can connect when not 127.0.0.1."),
     allow_host: AllowHost = None,
@@ -41,8 +41,7 @@ def review_serve(
         server = api_review_serve(labeled, port=port, host=host, images=images, open_browser=not no_browser,
                                   allow_hosts=allow_host or ())
         if host not in ("127.0.0.1", "localhost", "::1"):
-            out_console.print(f"[yellow]note:[/] listening on {host}: anyone with the URL on your network can review",
-                              highlight=False)
+            out_console.print(styled(("note:", "yellow"), f" listening on {host}: anyone with the URL on your network can review"))
         out_console.print(f"review at {server.url}", highlight=False, soft_wrap=True)
         out_console.print(f"decisions go to {Path(labeled) / 'decisions.jsonl'}; Ctrl+C stops", highlight=False)
         out_console.file.flush()

@@ -4,7 +4,6 @@ an image whose given label is improbable while another class is confidently pred
 Format: formats/audit.md."""
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ from ..errors import LayoutError, OptionError, OutputError
 from ..formats import layout as clip
 from ..fsutil import is_within, write_text
 from ..scoring import Classes, class_embeddings
+from ..names import dumps
 
 EXAMPLES = 4  # per class on the html page
 
@@ -97,7 +97,7 @@ def audit(layout: str | Path, *, splits: Sequence[str] = (), folds: int = 5, see
     report = AuditReport(root, data.splits, data.classes, len(paths), sum(i.flagged for i in issues), rows,
                          fit.scorer, fit.cv_accuracy, notes, stats.unreadable, engine, stats.cache_hits)
     if jsonl is not None:
-        write_text(Path(jsonl), "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        write_text(Path(jsonl), "".join(dumps(r) + "\n" for r in rows))
     if html_path is not None:
         # typical images: the highest out-of-fold probability of their own label
         own = oof[np.arange(len(labels)), labels]

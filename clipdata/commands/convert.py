@@ -30,7 +30,9 @@ from ..pipeline.ledger import SKIPPED_FILE, Ledger, sample_by_reason, write_skip
 from ..pipeline.plan import Planned, allocate_names, parse_ratios, plan_crops, plan_scenes, resplit
 from ..pipeline.pool import default_workers, run
 from ..procs import sigterm_as_interrupt
+from ..names import NOT_UTF8, RENAME_HINT, is_utf8, problem, quoted, shown
 from ..records import SPLITS, Sample, Skip, split_name
+from ..names import dumps
 
 Progress = Callable[[int, int], None]
 MODES = ("crops", "scenes")
@@ -229,6 +231,41 @@ def _missing(samples: list[Sample], skip_missing: bool, source: Path, report: Re
     return [s for s in samples if s.path is not None]
 
 
+def _undecodable(samples: list[Sample], onto: Ontology, report: Report) -> list[Sample]:
+    """The rule of clipdata/names.py for every reader at once: an image whose name is not
+    UTF-8 is left out (`name_not_utf8`) with its labels; so is a label whose class (after
+    --rename and the ontology) or annotation id is not."""
+    kept, names = [], []
+    for s in samples:
+        why = problem(s.name, "the image's name")
+        if why:
+            report.skipped.append(Skip(NOT_UTF8, shown(s.name), why + (f"; {len(s.labels)} label(s) lost with it"
+                                                                      if s.labels else "")))
+            report.ledger.lost_image(NOT_UTF8, len(s.labels))
+            names.append(s.name)
+            continue
+        labels = []
+        for lb in s.labels:
+            target = onto.target(lb.name)
+            why = (problem(target, "the class") if target is not None else None) \
+                or (problem(lb.id, "the annotation id") if isinstance(lb.id, str) else None)
+            if why:
+                if target is not None and not is_utf8(target) and report.format != "review":  # no --rename there
+                    why += f"; or map it: --rename $'{shown(target)}=NEW'"  # bash reads \xNN back as the byte
+                names.append(target if target is not None and not is_utf8(target) else str(lb.id))
+                report.skipped.append(Skip(NOT_UTF8, s.name, why, lb.id if is_utf8(str(lb.id)) else shown(str(lb.id))))
+                report.ledger.lost_labels(NOT_UTF8, 1)
+            else:
+                labels.append(lb)
+        if len(labels) != len(s.labels):
+            s.labels[:] = labels
+        kept.append(s)
+    if names:
+        report.notes.append(f"{len(names)} item(s) left out because a name is not UTF-8 (first: "
+                            f"{quoted(names[0])}; all in skipped.jsonl): {RENAME_HINT}")
+    return kept
+
+
 def convert(
     source: str | Path,
     out: str | Path,
@@ -287,7 +324,7 @@ def convert(
 
     # an image named but not on disk is missing, labeled or not (a listed background image
     # that is not there is not a background image)
-    found = _missing(src.samples, o.skip_missing, src.path, report)
+    found = _missing(_undecodable(src.samples, onto, report), o.skip_missing, src.path, report)
     samples = found if mode == "scenes" else [s for s in found if s.labels]
     for _ in range(len(found) - len(samples)):
         report.ledger.lost_image("no_labels", 0)
@@ -321,8 +358,10 @@ def convert(
         reasons = ", ".join(f"{r} {n}" for r, n in Counter(k.reason for k in report.skipped).items())
         raise SourceError(
             f"nothing to convert: {len(src.samples)} image(s), no label left"
-            + (f" (skipped: {reasons})" if reasons else ""),
-            file=src.path, hint="check the annotations, --include-crowd, --skip-missing or the ontology's drops")
+            + (f" (skipped: {reasons})" if reasons else ""), file=src.path,
+            hint=RENAME_HINT if NOT_UTF8 in reasons else "check the annotations, "
+            + ("--include-crowd, " if "include_crowd" in formats.get(fmt).options else "")
+            + "--skip-missing or the ontology's drops")
     allocate_names(planned)
     _check_lengths(planned, mode, src.path)
 
@@ -360,7 +399,7 @@ def convert(
             files = load_export(name).export(out, _rows(ordered), export_options)
             report.exported += [f.relative_to(out).as_posix() for f in files]
         write_skipped(out, report.skipped)
-        write_text(out / clip.PROVENANCE, json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n")
+        write_text(out / clip.PROVENANCE, dumps(report.to_dict(), indent=2) + "\n")
         journal.finish([out / clip.MANIFEST, out / clip.PROVENANCE, out / SKIPPED_FILE]
                        + [out / s / clip.TOKENIZATION for s in report.counts] + [out / f for f in report.exported])
     return report

@@ -3,7 +3,6 @@ Image embeddings are computed once (and cached); each prompt set costs one small
 The JSON schema is in formats/eval.md."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -16,6 +15,7 @@ from ..errors import OptionError, SourceError
 from ..formats import layout as clip
 from ..fsutil import write_text
 from ..scoring import Classes, class_embeddings, zero_shot
+from ..names import dumps
 
 
 @dataclass
@@ -125,7 +125,7 @@ def evaluate(layout: str | Path, *, split: str | None = None, templates: Sequenc
                 report.flipped.append({"path": p.relative_to(root).as_posix(), "class": classes[t],
                                        best.name: classes[b], worst.name: classes[w]})
     if json_path is not None:
-        write_text(Path(json_path), json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n")
+        write_text(Path(json_path), dumps(report.to_dict(), indent=2) + "\n")
     if plot_path is not None:
         plot_confusion(best, classes, Path(plot_path))
     report.seconds = time.perf_counter() - t0

@@ -6,7 +6,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import inspect
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ from ..formats.review import UNCERTAIN, write_labelstudio, write_predictions, wr
 from ..fsutil import LOCK_NAME, NAME_MAX, is_within, locked, name_bytes, write_text
 from ..imagefiles import displayed_size
 from ..scoring import Classes, class_embeddings, zero_shot
+from ..names import dumps
 
 
 @dataclass
@@ -180,9 +180,9 @@ def label(images: str | Path, out: str | Path, *, classes: str | list[str] | Non
     write_review(out, root, rows, cls.names, {n: caps[0] for n, caps in zip(cls.names, cls.captions)}, copy)
     write_labelstudio(out, root, sorted(rows, key=lambda r: r["review_rank"]), cls.names, spec.model)
     _write_html(out, rows, cls, meta)
-    write_text(out / "label.json", json.dumps({**meta, "unreadable": stats.unreadable, "failed": stats.failed,
+    write_text(out / "label.json", dumps({**meta, "unreadable": stats.unreadable, "failed": stats.failed,
                                                "counts": report.counts, "uncertain": report.uncertain},
-                                              indent=2, ensure_ascii=False) + "\n")
+                                              indent=2) + "\n")
     report.seconds = time.perf_counter() - t0
     return report
 

@@ -18,6 +18,7 @@ from ..errors import LayoutError, OptionError, OutputError
 from ..formats import layout as clip
 from ..fsutil import is_within, write_text
 from ..templates import ENSEMBLES, IMAGENET_80
+from ..names import dumps
 
 LAYOUT_SET = "_tokenization.txt"
 
@@ -221,6 +222,6 @@ def prompts(layout: str | Path, out_yaml: str | Path, *, templates: Sequence[str
               f"on {nfc(root.name)} ({', '.join(search)}); formats/prompts.md")
     write_text(out, _yaml(chosen, header))
     if json_path is not None:
-        write_text(Path(json_path), json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n")
+        write_text(Path(json_path), dumps(report.to_dict(), indent=2) + "\n")
     report.seconds = time.perf_counter() - t0
     return report

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..errors import SourceError, first_line
 from ..imagefiles import sha256_file, walk_images
+from ..names import problem
 from .cache import EmbeddingCache, text_hash
 from .engine import Engine, ModelError, ModelSpec
 from .local import Measure, cache_mode
@@ -188,9 +189,14 @@ def measure_images(engine: Engine, paths: Sequence[str | Path], measure: Measure
 
 
 def _not_files(paths: Sequence[str]) -> dict[str, str]:
-    """The paths that must never be opened (a pipe would block the run for ever), with why."""
+    """The paths that must never be opened (a pipe would block the run for ever), and those
+    whose name is not UTF-8 (clipdata/names.py: no output could name them), with why."""
     bad = {}
     for p in paths:
+        why = problem(p, "its path")
+        if why:
+            bad[p] = why
+            continue
         try:
             st = os.stat(p)
         except OSError as e:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import SourceError
+from ..names import dumps
 
 FILE = "decisions.jsonl"
 REJECTED = "_rejected"
@@ -101,7 +102,7 @@ class DecisionLog:
                         row["undo"] = True
                     rows.append(row)
                     self.state[path] = row
-                data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
+                data = "".join(dumps(r) + "\n" for r in rows).encode("utf-8")
                 os.lseek(fd, self._offset, os.SEEK_SET)
                 written = 0
                 while written < len(data):

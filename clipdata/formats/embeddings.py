@@ -20,6 +20,7 @@ import numpy as np
 
 from ..errors import SourceError, first_line
 from ..fsutil import write_bytes, write_text, write_with
+from ..names import dumps
 
 EMB_DIR, META_DIR, INFO_FILE = "img_emb", "metadata", "embed.json"
 COLUMNS = ("image_path", "width", "height", "sha256")
@@ -64,10 +65,10 @@ class EmbedInfo:
     complete: bool = True  # False while a run is writing parts
 
     def to_json(self) -> str:
-        return json.dumps({"format": FORMAT_VERSION, "model": self.model, "identity": self.identity,
+        return dumps({"format": FORMAT_VERSION, "model": self.model, "identity": self.identity,
                            "dtype": self.dtype, "mode": self.mode, "dim": self.dim, "count": self.count,
                            "parts": self.parts, "part_size": self.part_size, "unreadable": self.unreadable,
-                           "complete": self.complete}, indent=2, ensure_ascii=False) + "\n"
+                           "complete": self.complete}, indent=2) + "\n"
 
 
 @dataclass

@@ -8,7 +8,6 @@ label/eval commands). The contract lives here and in formats/clip.md, nowhere el
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Sequence
 
 from ..errors import ClassNameError, LayoutError, OptionError
 from ..fsutil import write_text
+from ..names import dumps
 from ..records import SPLITS
 from ..captions import line_break
 from ..textfiles import read_text
@@ -78,7 +78,7 @@ def write_tokenization(split_dir: Path, captions_by_folder: dict[str, str]) -> N
 
 
 def manifest_line(row: dict) -> str:
-    return json.dumps(row, ensure_ascii=False, sort_keys=False) + "\n"
+    return dumps(row) + "\n"
 
 
 @dataclass

@@ -8,7 +8,6 @@ from __future__ import annotations
 import csv
 import html
 import io
-import json
 from pathlib import Path
 
 from ..errors import SourceError
@@ -18,6 +17,7 @@ from ..records import Label, Sample, Skip, Source
 from ..textfiles import load_json, loads, read_text, split_lines
 from . import decisions
 from .layout import write_tokenization
+from ..names import dumps
 
 UNCERTAIN = "_uncertain"  # the review tree's folder of images the pre-labeler was unsure of
 PREDICTIONS = "predictions.jsonl"
@@ -32,7 +32,7 @@ def review_name(rel: str) -> str:
 def write_predictions(out: Path, rows: list[dict], meta: dict, top_k: int) -> None:
     """predictions.jsonl (one row per image) and predictions.csv (with an empty `final` column)."""
     write_text(out / PREDICTIONS, "".join(
-        json.dumps({**r, "model": meta["model"]}, ensure_ascii=False) + "\n" for r in rows))
+        dumps({**r, "model": meta["model"]}) + "\n" for r in rows))
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["path", "decision", "uncertain", "review_rank"]
@@ -70,7 +70,7 @@ def write_labelstudio(out: Path, root: Path, rows: list[dict], names: list[str],
                 "from_name": "class", "to_name": "image", "type": "choices",
                 "value": {"choices": [top["class"]]}}]}],
         })
-    write_text(out / "labelstudio.json", json.dumps(tasks, indent=1, ensure_ascii=False) + "\n")
+    write_text(out / "labelstudio.json", dumps(tasks, indent=1) + "\n")
     choices = "\n".join(f'    <Choice value="{html.escape(n, quote=True)}"/>' for n in names)
     write_text(out / "labelstudio_config.xml",
                f'<View>\n  <Image name="image" value="$image"/>\n'

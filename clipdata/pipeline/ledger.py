@@ -4,7 +4,6 @@ run and written to clipdata.json. Skipped items: all of them in OUT/skipped.json
 sample per reason in clipdata.json (a file that drops 200,000 boxes stays readable)."""
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Iterable
 
 from ..errors import ClipdataError
 from ..fsutil import write_with
+from ..names import dumps
 from ..records import Skip, Source
 
 SKIPPED_FILE = "skipped.jsonl"
@@ -77,6 +77,10 @@ class Ledger:
         self.images.skipped[reason] += 1
         self.boxes.skipped[reason] += n_labels
 
+    def lost_labels(self, reason: str, n: int) -> None:
+        """Labels left out before their image was planned (the image itself goes on)."""
+        self.boxes.skipped[reason] += n
+
     def check(self) -> None:
         """The rule itself: an imbalance is a bug in clipdata, never the user's input."""
         for name, tally in (("boxes", self.boxes), ("images", self.images)):
@@ -111,5 +115,5 @@ def write_skipped(out: Path, skipped: list[Skip]) -> Path | None:
         return None
     path = out / SKIPPED_FILE
     write_with(path, lambda f: f.writelines(
-        (json.dumps(skip_row(s), ensure_ascii=False) + "\n").encode("utf-8", "surrogateescape") for s in skipped))
+        (dumps(skip_row(s)) + "\n").encode("utf-8") for s in skipped))
     return path

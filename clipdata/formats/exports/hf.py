@@ -2,12 +2,12 @@
 `load_dataset("imagefolder", data_dir=OUT)` gives image, label and text. See formats/hf.md."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Iterable
 
 from . import ExportOptions
 from ...fsutil import write_text
+from ...names import dumps
 
 METADATA = "metadata.jsonl"
 
@@ -17,7 +17,7 @@ def export(out: Path, rows: Iterable[dict], options: ExportOptions) -> list[Path
     by_split: dict[str, list[str]] = {}
     for r in rows:
         line = {"file_name": r["path"].split("/", 1)[1], "label": r["class"], "text": r["caption"]}
-        by_split.setdefault(r["split"], []).append(json.dumps(line, ensure_ascii=False) + "\n")
+        by_split.setdefault(r["split"], []).append(dumps(line) + "\n")
     written = []
     for split, lines in by_split.items():
         path = out / split / METADATA

@@ -13,6 +13,7 @@ from typing import BinaryIO, Iterable
 from . import ExportOptions
 from ...errors import OptionError, OutputError
 from ...fsutil import write_text, write_with
+from ...names import dumps
 
 FOLDER = "webdataset"
 SIZES = "sizes.json"  # shard name -> samples; open_clip reads it for the dataset size
@@ -91,7 +92,7 @@ def _write_shard(f: BinaryIO, out: Path, split: str, first: int, rows: list[dict
             members: list[tuple[str, bytes | Path]] = [
                 ("cls", str(cls).encode("ascii")),
                 (ext, image),
-                ("json", json.dumps(row, ensure_ascii=False).encode("utf-8")),
+                ("json", dumps(row).encode("utf-8")),
                 ("txt", row["caption"].encode("utf-8")),
             ]
             for member_ext, data in sorted(members, key=lambda m: m[0]):
