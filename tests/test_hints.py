@@ -30,7 +30,7 @@ FOREIGN = re.compile(r"\b(pip|convmv|iconv|open_clip|python|torchrun|huggingface
 # options of the tools we hand off to, named in the documentation as theirs
 THEIRS = {"--dataset-type", "--csv-img-key", "--csv-caption-key", "--csv-separator", "--train-data",
           "--train-num-samples", "--notest", "--index-url", "--extra-index-url"}
-NAMED = re.compile(r"clipdata ((?:review )?[a-z]+)\b([^`\n]*)")
+NAMED = re.compile(r"clipdata ((?:review )?[a-z]+)\b([^`\n]*)")  # `clipdata X …`, up to the code span's end
 
 
 def _commands(group, prefix=()):
@@ -49,7 +49,8 @@ API = {"convert": ("commands.convert", "convert"), "inspect": ("commands.inspect
        "review serve": ("commands.serve", "review_serve"), "eval": ("commands.evaluate", "evaluate"),
        "search": ("commands.rank", "search"), "unique": ("commands.rank", "unique"),
        "duplicates": ("commands.rank", "duplicates"), "embed": ("commands.embed", "embed"),
-       "prompts": ("commands.prompts", "prompts"), "audit": ("commands.audit", "audit")}
+       "prompts": ("commands.prompts", "prompts"), "audit": ("commands.audit", "audit"),
+       "check": ("commands.check", "check"), "review backend": ("commands.backend", "review_backend")}
 # Messages of convert that review apply (a convert of the review reader) cannot reach: they
 # check options it never passes. Each entry is a reviewed exception, with its reason.
 UNREACHABLE = {
@@ -145,11 +146,16 @@ def _mentions():
         for f in tree.body:
             if isinstance(f, ast.FunctionDef):
                 spans.update({n: f.name for n in range(f.lineno, f.end_lineno + 1)})
+        inside_f = {id(v) for n in ast.walk(tree) if isinstance(n, ast.JoinedStr) for v in n.values}
         for node in ast.walk(tree):
-            if not (isinstance(node, ast.Constant) and isinstance(node.value, str)) or id(node) in docs:
+            if isinstance(node, ast.JoinedStr):  # an f-string: its text, with {} for what it fills in
+                text = "".join(v.value if isinstance(v, ast.Constant) else "{}" for v in node.values)
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docs | inside_f:
+                text = node.value
+            else:
                 continue
-            text = node.value
-            named = {m.start(2) + i: m.group(1) for m in NAMED.finditer(text) for i in range(len(m.group(2)))}
+            named = {m.start(2) + i: m.group(1) for m in NAMED.finditer(text) if m.group(1) in COMMANDS
+                     for i in range(len(m.group(2)))}
             foreign = FOREIGN.search(text)
             for m in OPTION.finditer(text):
                 if foreign and foreign.start() < m.start():
@@ -183,7 +189,7 @@ def test_the_exceptions_are_still_needed():
 DOCS = [ROOT / "README.md", *sorted((ROOT / "formats").glob("*.md"))]
 
 
-SAYS_COMMAND = re.compile(r"`(?:clipdata )?(review apply|review serve|[a-z]+)\b")
+SAYS_COMMAND = re.compile(r"`(?:clipdata )?(%s)\b" % "|".join(sorted(map(re.escape, COMMANDS), key=len, reverse=True)))
 
 
 def _said(text: str) -> set[str]:
@@ -199,8 +205,11 @@ def _doc_mentions(path: Path):
     lines = path.read_text(encoding="utf-8").splitlines()
     title: set[str] = set()
     paragraph: set[str] = set()
+    fenced = False
     for n, line in enumerate(lines, 1):
-        if line.startswith("#") and (n == 1 or path.name == "README.md"):
+        if line.startswith("```"):
+            fenced = not fenced
+        if line.startswith("#") and not fenced and (n == 1 or path.name == "README.md"):
             # the commands the title names, and those that take an option it names (a page
             # about `--embeddings` is about the commands that read one)
             title = _said(line) | {c for c in COMMANDS if set(OPTION.findall(line)) & ACCEPTS[c] - {"--help"}}

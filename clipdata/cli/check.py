@@ -8,7 +8,7 @@ from typing import Iterator, List, Optional
 
 import typer
 
-from .app import app, err_console, errors, out_console
+from .app import app, err_console, errors, out_console, styled
 from .rank import Embeddings
 from .options import engine_options
 from .render import _table, notes, say
@@ -21,10 +21,10 @@ odd size), labels that look wrong, outliers, classes CLIP confuses, and thin cla
 Without --fail-on it exits 0 whatever it finds; with it, 1 when a finding of those kinds
 exists (with --baseline: one that the earlier report did not have).
 
-[bold]Examples[/]
+Examples:
 
+\b
   clipdata check layout/ --html report.html --json report.json
-
   clipdata check layout/ --fail-on leakage,label --baseline main-report.json
 """
 
@@ -98,9 +98,9 @@ def check(
         + (f"; wrote {html_out}" if html_out else "") + (f"; wrote {json_path}" if json_path else ""))
     if r.gate.get("fail_on"):
         n = len(r.gate["failing"])
-        verdict = (f"[red]gate failed[/]: {n} {'new ' if r.gate['baseline'] else ''}finding(s) of "
-                   f"{', '.join(r.gate['fail_on'])}") if r.failed else \
-            f"[green]gate passed[/]: no {'new ' if r.gate['baseline'] else ''}finding of {', '.join(r.gate['fail_on'])}"
+        verdict = styled(("gate failed", "red"), f": {n} {'new ' if r.gate['baseline'] else ''}finding(s) of "
+                         f"{', '.join(r.gate['fail_on'])}") if r.failed else \
+            styled(("gate passed", "green"), f": no {'new ' if r.gate['baseline'] else ''}finding of {', '.join(r.gate['fail_on'])}")
         say(verdict)
         if r.failed:
             raise typer.Exit(1)

@@ -60,10 +60,10 @@ LABEL_STUDIO_URL, with the token in LABEL_STUDIO_API_KEY) or from --images; neve
 hosts unless --allow-remote-images. In Label Studio: Settings > Model > Connect model, URL
 as printed. Ctrl+C stops.
 
-[bold]Examples[/]
+Examples:
 
+\b
   LABEL_STUDIO_API_KEY=... clipdata review backend --classes "cat,dog" --label-studio-url http://localhost:8080
-
   clipdata review backend --ontology classes.yaml --images /data/photos --port 9091
 """
 
@@ -104,8 +104,8 @@ def review_backend(
                                     cache_dir=cache, auth_user=auth_user, auth_password=auth_password,
                                     allow_hosts=allow_host or ())
         if host not in LOOPBACK:
-            out_console.print(f"[yellow]warning:[/] listening on {host}: every machine that can reach this one can ask "
-                              "for predictions" + ("" if auth_user else " (no --auth-user set)"), highlight=False)
+            out_console.print(styled(("warning:", "yellow"), f" listening on {host}: every machine that can reach this one can ask "
+                                     "for predictions" + ("" if auth_user else " (no --auth-user set)")))
         out_console.print(f"Label Studio backend at {server.url} (Label Studio: Settings > Model > Connect model)",
                           highlight=False, soft_wrap=True)
         out_console.file.flush()

@@ -76,7 +76,7 @@ def get(name: str) -> Format:
         return REGISTRY[name.lower()]
     except KeyError:
         choices = "; ".join(f"{f.name} ({f.summary})" for f in REGISTRY.values())
-        raise OptionError(f"unknown format {name!r}", hint=f"choose one of: {choices}") from None
+        raise OptionError(f"unknown format {name!r}", hint=f"choose one of: {choices}; or auto (told from the files)") from None
 
 
 def load(name: str) -> ModuleType:
