@@ -173,6 +173,28 @@ def sync_tree(folder: str | Path, files: Iterable[str | Path] = ()) -> None:
         fsync_path(d)
 
 
+def remove(path: str | Path) -> None:
+    """Delete a file, a link, or a folder with everything in it (links are removed, never
+    followed), by an explicit stack: a tree of any depth, where shutil.rmtree recurses."""
+    path = Path(path)
+    if path.is_symlink() or not path.is_dir():
+        path.unlink(missing_ok=True)
+        return
+    stack: list[tuple[str, bool]] = [(str(path), False)]
+    while stack:
+        folder, emptied = stack.pop()
+        if emptied:
+            os.rmdir(folder)
+            continue
+        stack.append((folder, True))
+        with os.scandir(folder) as it:
+            for e in it:
+                if e.is_dir(follow_symlinks=False):
+                    stack.append((e.path, False))
+                else:
+                    os.unlink(e.path)
+
+
 def is_within(child: Path, parent: Path) -> bool:
     """True when `child` is `parent` or lies under it (both resolved)."""
     c, p = child.resolve(), parent.resolve()

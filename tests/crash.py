@@ -9,6 +9,7 @@ Kill points (each the n-th occurrence in the run, counted in the process that di
 - `commit`         at the n-th journal batch, before its lines are written (files written,
                    their journal entries not),
 - `cut-line`       in the middle of writing the n-th journal batch (a cut last line).
+- a scenario's own points: before the n-th call of a function it names (a cache write).
 Damage, after the kill (what a power cut can leave, as well as a kill):
 - `missing`, `empty`, `truncated` (half its bytes): one output file, chosen by the seed,
 - `cut-journal`:   the journal's last line cut short.
@@ -26,9 +27,10 @@ import shutil
 import signal
 import sys
 import traceback
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 KILLS = ("rename", "before-rename", "partial-write", "commit", "cut-line")
 DAMAGES = ("none", "missing", "empty", "truncated", "cut-journal")
@@ -59,6 +61,7 @@ class Scenario:
     journal: str | None = ".clipdata-journal.jsonl"
     skip: frozenset[str] = frozenset()
     refusals: tuple[str, ...] = ()  # resume messages that count as a clear refusal, not a failure
+    hooks: dict[str, tuple[object, str]] = field(default_factory=dict)  # kill point -> (owner, function): before its n-th call
 
 
 @dataclass
@@ -132,14 +135,16 @@ class _Dying:
         self._f.close()
 
 
-def _install(case: Case, main_pid: int) -> None:
-    """Patch, in this (forked) process, the one place the case kills at."""
+@contextmanager
+def _patched(case: Case, hooks: dict[str, tuple[object, str]], count, main_pid: int | None) -> Iterator[None]:
+    """Patch the one place the case kills at, counting its occurrences in `count` (shared
+    with forked workers); with `main_pid` None, count only."""
     from clipdata import fsutil
     from clipdata.pipeline import journal
 
-    count = multiprocessing.Value("l", 0)  # shared with the run's forked workers
-
     def die() -> None:
+        if main_pid is None:
+            return
         if os.getpid() != main_pid:  # a pool worker: the run dies with it
             os.kill(main_pid, signal.SIGKILL)
         os.kill(os.getpid(), signal.SIGKILL)
@@ -149,6 +154,8 @@ def _install(case: Case, main_pid: int) -> None:
             count.value += 1
             return count.value == case.n
 
+    saved = (os.replace, fsutil._open_new, journal.Journal.commit, journal.Journal.BATCH)
+    saved_hook = (hooks[case.kill], getattr(*hooks[case.kill])) if case.kill in hooks else None
     if case.kill in ("rename", "before-rename"):
         real = os.replace
 
@@ -166,14 +173,14 @@ def _install(case: Case, main_pid: int) -> None:
 
         def open_new(tmp):
             f = real_open(tmp)
-            return _Dying(f, 1 + case.n % 7 * 64, die) if hit() else f
+            return _Dying(f, 1 + case.n % 7 * 64, die) if hit() and main_pid is not None else f
 
         fsutil._open_new = open_new
     elif case.kill in ("commit", "cut-line"):
         real_commit = journal.Journal.commit
 
         def commit(self):
-            if self._pending and hit():
+            if self._pending and hit() and main_pid is not None:
                 if case.kill == "commit":
                     die()
                 data = b"".join(self._pending)
@@ -184,8 +191,33 @@ def _install(case: Case, main_pid: int) -> None:
 
         journal.Journal.commit = commit
         journal.Journal.BATCH = 1  # a batch per image: a journal commit to kill at per image
+    elif saved_hook is not None:  # the scenario's own point: before the n-th call of a function
+        (owner, name), real_fn = saved_hook
+
+        def call(*a, **k):
+            if hit():
+                die()
+            return real_fn(*a, **k)
+
+        setattr(owner, name, call)
     else:
         raise ValueError(case.kill)
+    try:
+        yield
+    finally:
+        os.replace, fsutil._open_new, journal.Journal.commit, journal.Journal.BATCH = saved
+        if saved_hook is not None:
+            setattr(*saved_hook[0], saved_hook[1])
+
+
+def _one_thread() -> int | None:
+    """Run torch (where loaded) on one thread; returns the count it had."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return None
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    return threads
 
 
 def run_killed(scenario: Scenario, case: Case, out: Path) -> str:
@@ -198,8 +230,9 @@ def run_killed(scenario: Scenario, case: Case, out: Path) -> str:
         code = 0
         try:
             os.setpgid(0, 0)
-            _install(case, os.getpid())
-            scenario.run(out)
+            _one_thread()  # torch's thread pool does not survive a fork: it would hang
+            with _patched(case, scenario.hooks, multiprocessing.Value("l", 0), os.getpid()):
+                scenario.run(out)
         except BaseException:
             os.write(w, traceback.format_exc()[-2000:].encode())
             code = 3
@@ -223,35 +256,11 @@ def run_killed(scenario: Scenario, case: Case, out: Path) -> str:
 def count_events(scenario: Scenario, out: Path) -> dict[str, int]:
     """How many of each kill point an uninterrupted run passes (so cases can name them all)."""
     counts = {}
-    for kill in KILLS:
+    for kill in KILLS + tuple(scenario.hooks):
         shutil.rmtree(out, ignore_errors=True)
-        from clipdata import fsutil
-        from clipdata.pipeline import journal
         n = multiprocessing.Value("l", 0)  # workers forked by the run count here too
-
-        def bump() -> None:
-            with n.get_lock():
-                n.value += 1
-        saved = (os.replace, fsutil._open_new, journal.Journal.commit, journal.Journal.BATCH)
-        try:
-            if kill in ("rename", "before-rename"):
-                real = os.replace
-                os.replace = lambda *a, **k: (bump(), real(*a, **k))[1]
-            elif kill == "partial-write":
-                real_open = fsutil._open_new
-                fsutil._open_new = lambda tmp: (bump(), real_open(tmp))[1]
-            else:
-                real_commit = journal.Journal.commit
-                journal.Journal.BATCH = 1
-
-                def commit(self, real_commit=real_commit):
-                    if self._pending:
-                        bump()
-                    return real_commit(self)
-                journal.Journal.commit = commit
+        with _patched(Case(kill, 0), scenario.hooks, n, None):
             scenario.run(out)
-        finally:
-            os.replace, fsutil._open_new, journal.Journal.commit, journal.Journal.BATCH = saved
         counts[kill] = n.value
     shutil.rmtree(out, ignore_errors=True)
     return counts
@@ -274,7 +283,9 @@ def damage(out: Path, case: Case, journal: str | None) -> str:
         keep = last + (len(data) - last) * (case.pick % 5 + 1) // 6  # cut somewhere inside the last line
         j.write_bytes(data[:keep])
         return f"cut the journal's last line at byte {keep - last}"
-    files = sorted(p for p in tree_paths(out) if not p.name.startswith(".") and p.name not in IGNORED)
+    # a file hard-linked to an input shares its data, on disk before the run: no crash damages it
+    files = sorted(p for p in tree_paths(out) if not p.name.startswith(".") and p.name not in IGNORED
+                   and p.stat().st_nlink == 1)
     if not files:
         return ""
     victim = files[case.pick % len(files)]
@@ -341,13 +352,13 @@ def _diff(expected: dict[str, bytes], got: dict[str, bytes]) -> str:
 def cases(counts: dict[str, int], budget: int | None, seed: int, damages=DAMAGES) -> list[Case]:
     """Every (kill point, occurrence, damage) the run offers, or a seeded sample of `budget`
     of them that covers each kill point and each damage at least once where it can."""
-    every = [Case(kill, n, d, pick) for kill in KILLS for n in range(1, counts.get(kill, 0) + 1)
+    every = [Case(kill, n, d, pick) for kill in counts for n in range(1, counts[kill] + 1)
              for d in damages for pick in ((0,) if d in ("none", "cut-journal") else (n * 7 + 3,))]
     if budget is None or budget >= len(every):
         return every
     rng = random.Random(seed)
     chosen: list[Case] = []
-    for kill in KILLS:  # each kill point and each damage at least once
+    for kill in counts:  # each kill point and each damage at least once
         for d in damages:
             pool = [c for c in every if c.kill == kill and c.damage == d]
             if pool and len(chosen) < budget:
@@ -360,6 +371,16 @@ def cases(counts: dict[str, int], budget: int | None, seed: int, damages=DAMAGES
 def sweep(scenario: Scenario, work: Path, budget: int | None, seed: int = 0,
           log: Callable[[str], None] | None = None) -> Tally:
     """Run the scenario's cases under `work`: a reference run, the events it passes, then each case."""
+    threads = _one_thread()  # every run on one thread, like the forked ones: the same floats
+    try:
+        return _sweep(scenario, work, budget, seed, log)
+    finally:
+        if threads is not None:
+            sys.modules["torch"].set_num_threads(threads)
+
+
+def _sweep(scenario: Scenario, work: Path, budget: int | None, seed: int,
+           log: Callable[[str], None] | None) -> Tally:
     work.mkdir(parents=True, exist_ok=True)
     out = work / "out"  # the reference is made where every case runs: outputs may name OUT
     scenario.run(out)

@@ -92,6 +92,63 @@ def test_convert_yolo_with_worker_processes(tmp_path: Path) -> None:
                           lambda out: clipdata.convert(src, out, resume=True, **opts)), tmp_path / "work", 16)
 
 
+# ---- label, review apply ----------------------------------------------------------------------
+
+def unlabeled(root: Path, n: int = 10) -> Path:
+    for i in range(n):
+        make_image(root / ("sub" if i % 3 == 0 else "") / f"u{i}.jpg", (32 + i, 30), color=(i * 25, 90, 30))
+    return root
+
+
+def test_label(tmp_path: Path, spec) -> None:
+    """Killed while embedding (before a batch reaches the cache) or while writing: --resume
+    keeps the cached embeddings and writes the rest again."""
+    from clipdata.embedding.cache import EmbeddingCache
+    images = unlabeled(tmp_path / "images")
+    spec = spec.__class__(**{**spec.__dict__, "batch_size": 3})
+    opts = dict(classes="red,green,blue", spec=spec, copy=True)
+    _sweep(crash.Scenario("label", lambda out: clipdata.label(images, out, **opts),
+                          lambda out: clipdata.label(images, out, resume=True, **opts),
+                          skip=frozenset({"cache"}), hooks={"cache-put": (EmbeddingCache, "put")}),
+           tmp_path / "work", 16)
+
+
+def test_a_killed_label_run_is_finished_with_resume_or_overwrite(tmp_path: Path, spec, monkeypatch) -> None:
+    """It used to be stuck: no label.json, so --overwrite refused the folder as not label's."""
+    from clipdata.commands import label as lb
+    from clipdata.errors import ClipdataError
+    images = unlabeled(tmp_path / "images", 4)
+    opts = dict(classes="red,green", spec=spec)
+    clipdata.label(images, tmp_path / "reference", **opts)
+    out = tmp_path / "out"
+    for finish in ("resume", "overwrite"):
+        with monkeypatch.context() as m:  # killed after the review tree, before label.json
+            m.setattr(lb, "write_labelstudio", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
+            with pytest.raises(KeyboardInterrupt):
+                clipdata.label(images, out, overwrite=True, **opts)
+        with pytest.raises(ClipdataError, match="holds an interrupted clipdata label run.*--resume"):
+            clipdata.label(images, out, **opts)
+        with pytest.raises(ClipdataError, match="another source or other options"):
+            clipdata.label(images, out, resume=True, **{**opts, "classes": "red,blue"})
+        report = clipdata.label(images, out, **{finish: True}, **opts)
+        assert report.cache_hits == 4  # nothing embedded twice
+        assert crash.tree(out, frozenset({"cache"})) == crash.tree(tmp_path / "reference", frozenset({"cache"}))
+    with pytest.raises(ClipdataError, match="nothing to resume"):
+        clipdata.label(images, out, resume=True, **opts)
+
+
+def test_review_apply(tmp_path: Path, spec) -> None:
+    from clipdata.formats.decisions import DecisionLog
+    images = unlabeled(tmp_path / "images")
+    labeled = tmp_path / "labeled"
+    clipdata.label(images, labeled, classes="red,green,blue", spec=spec)
+    DecisionLog(labeled).append([("u1.jpg", "green"), ("u2.jpg", "_rejected"), ("sub/u3.jpg", "blue")])
+    opts = dict(split_ratios="0.5,0.25,0.25", export="hf")
+    _sweep(crash.Scenario("review apply", lambda out: clipdata.review_apply(labeled, out, **opts),
+                          lambda out: clipdata.review_apply(labeled, out, resume=True, **opts)),
+           tmp_path / "work", 16)
+
+
 # ---- the listed defect, as a table: resume checks the disk, not only its journal -------------
 
 def _killed_after_images(source: Path, out: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -41,6 +41,7 @@ def label(
     margin: float = typer.Option(0.1, "--margin", help="Uncertain when top-1 leads top-2 by less than this."),
     copy: bool = typer.Option(False, "--copy", help="Copy images into review/ instead of hard-linking."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier label output in OUT (its cache is kept)."),
+    resume: bool = typer.Option(False, "--resume", help="Finish a label run that was killed: cached embeddings are kept, the rest is written again."),
     quiet: Quiet = False,
     spec=None, cache=None,
 ) -> None:
@@ -50,7 +51,7 @@ def label(
         report = api_label(images, out, classes=classes, ontology=ontology, from_layout=from_layout,
                            train_from=train_from, folds=folds,
                            template=template, top_k=top_k, threshold=threshold, margin=margin, copy=copy,
-                           spec=spec, cache_dir=cache, overwrite=overwrite, progress=update)
+                           spec=spec, cache_dir=cache, overwrite=overwrite, resume=resume, progress=update)
     if not quiet:
         render.label_report(report)
 

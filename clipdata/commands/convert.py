@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from collections import Counter
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -23,7 +22,7 @@ from ..errors import MissingImagesError, OptionError, OutputError, SourceError
 from ..formats import layout as clip
 from ..formats.detect import detect
 from ..formats.exports import ExportOptions, load_export, parse_exports
-from ..fsutil import LOCK_NAME, check_name, is_within, locked, write_text, write_with
+from ..fsutil import LOCK_NAME, check_name, is_within, locked, remove, write_text, write_with
 from ..pipeline.jobs import COPIED, Options, Result, Task, init, process
 from ..pipeline.journal import JOURNAL, Journal, fingerprint_inputs, replay, verify
 from ..pipeline.ledger import SKIPPED_FILE, Ledger, sample_by_reason, write_skipped
@@ -204,7 +203,7 @@ def _prepare_out(out: Path, overwrite: bool, inputs: list[Path], read: list[Path
                                   hint="move that file out of the output folder first")
         for child in out.iterdir():
             if child.name != LOCK_NAME:
-                shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+                remove(child)
     out.mkdir(parents=True, exist_ok=True)
 
 

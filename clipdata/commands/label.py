@@ -13,14 +13,16 @@ from typing import Callable
 
 import numpy as np
 
+from .._version import __version__
 from ..captions import DEFAULT_TEMPLATE
 from ..classes import classes_and_training, resolve_classes, review_ranks  # noqa: F401  (resolve_classes: imported from here too)
 from ..embedding.spec import EngineSpec
 from ..errors import OptionError, OutputError
 from ..formats import layout as clip
 from ..formats.review import UNCERTAIN, write_labelstudio, write_predictions, write_review
-from ..fsutil import LOCK_NAME, NAME_MAX, is_within, locked, name_bytes, write_text
+from ..fsutil import LOCK_NAME, NAME_MAX, is_within, locked, name_bytes, remove, write_text
 from ..imagefiles import displayed_size
+from ..pipeline.journal import JOURNAL, Journal, interrupted, replay
 from ..scoring import Classes, class_embeddings, zero_shot
 from ..names import dumps
 
@@ -107,11 +109,13 @@ def label(images: str | Path, out: str | Path, *, classes: str | list[str] | Non
           template: str = DEFAULT_TEMPLATE, spec: EngineSpec = EngineSpec(), top_k: int = 3,
           threshold: float = 0.5, margin: float = 0.1, copy: bool = False,
           cache_dir: str | Path | None = None, overwrite: bool = False,
-          train_from: str | Path | None = None, folds: int = 5,
+          train_from: str | Path | None = None, folds: int = 5, resume: bool = False,
           progress: Callable[[int, int], None] | None = None) -> LabelReport:
     """Pre-label the images under `images`; write the review material to `out`. With
     `train_from` (a labeled CLIP layout, or one split of it), a few-shot probe fitted on its
-    images scores them, blended with zero-shot as cross-validation on the layout chooses."""
+    images scores them, blended with zero-shot as cross-validation on the layout chooses.
+    `resume`: finish a killed run of the same command in `out` (its cached embeddings are
+    kept; every other file is written again)."""
     from .. import probe as fewshot
     from ..embedding import Engine, cache_mode, embed_images, model_scalars, open_cache, scan_images
 
@@ -123,7 +127,14 @@ def label(images: str | Path, out: str | Path, *, classes: str | list[str] | Non
     if not 0 <= threshold <= 1 or not 0 <= margin <= 1:
         raise OptionError("--threshold and --margin are probabilities, between 0 and 1")
     paths = scan_images(root)
-    _prepare(out, overwrite, root)
+    fingerprint = hashlib.sha256(json.dumps(
+        [__version__, str(root.resolve()), cls.names, cls.captions, top_k, threshold, margin, copy,
+         str(Path(train_from).resolve()) if train_from is not None else None, folds,
+         spec.model, spec.dtype, spec.exact_preprocess]).encode()).hexdigest()
+    if resume:
+        replay(out, fingerprint, "label.json")  # the same command, or a clear refusal
+    _prepare(out, overwrite or (resume and interrupted(out)), root)
+    Journal(out, fingerprint, fresh=True).close()  # marks OUT unfinished until label.json is written
     engine = Engine(spec.check())
     # label keeps its own cache in OUT (kept by --overwrite) unless told otherwise
     with open_cache(engine, cache_dir if cache_dir is not None else out / "cache") as cache:
@@ -183,22 +194,33 @@ def label(images: str | Path, out: str | Path, *, classes: str | list[str] | Non
     write_text(out / "label.json", dumps({**meta, "unreadable": stats.unreadable, "failed": stats.failed,
                                                "counts": report.counts, "uncertain": report.uncertain},
                                               indent=2) + "\n")
+    Journal(out, fingerprint, fresh=False).finish([out / f for f in OUTPUT_FILES])
     report.seconds = time.perf_counter() - t0
     return report
 
 
+# What label writes at the top of OUT (review/ aside), made durable before its journal goes.
+OUTPUT_FILES = ("predictions.jsonl", "predictions.csv", "labelstudio.json", "labelstudio_config.xml",
+                "index.html", "label.json", "review/_tokenization.txt")
+
+
 def _prepare(out: Path, overwrite: bool, root: Path) -> None:
+    """OUT new, empty, or (with --overwrite, or --resume after a kill) emptied of an earlier
+    label's output. The cache stays (the point of it); so does a killed run's journal until
+    the new one replaces it, so a kill while emptying still leaves a folder marked as ours."""
     _check_overlap(out, root)
     if out.is_dir() and any(p.name not in ("cache", LOCK_NAME) for p in out.iterdir()):
         if not overwrite:
+            if interrupted(out):
+                raise OutputError("holds an interrupted clipdata label run", file=out,
+                                  hint="pass --resume to finish it, or --overwrite to start again")
             raise OutputError("already holds files", file=out, hint="choose an empty folder, or pass --overwrite")
-        if not (out / "label.json").is_file():
+        if not (out / "label.json").is_file() and not interrupted(out):
             raise OutputError("holds files that clipdata label did not write; --overwrite only replaces its own output",
                               file=out)
-        import shutil
         for child in out.iterdir():
-            if child.name not in ("cache", LOCK_NAME):  # embeddings stay: the point of the cache
-                shutil.rmtree(child) if child.is_dir() else child.unlink()
+            if child.name not in ("cache", LOCK_NAME, JOURNAL):
+                remove(child)
     out.mkdir(parents=True, exist_ok=True)
 
 

@@ -105,8 +105,8 @@ def replay(out: Path, fingerprint: str, provenance: str, inputs: dict[str, str] 
     journal = out / JOURNAL
     if not journal.is_file():
         if (out / provenance).is_file():
-            raise OutputError("holds a finished conversion: nothing to resume", file=out,
-                              hint="pass --overwrite to convert again")
+            raise OutputError("holds a finished run: nothing to resume", file=out,
+                              hint="pass --overwrite to run again")
         return {}
     data = journal.read_bytes()
     whole = data.rfind(b"\n") + 1
@@ -176,8 +176,14 @@ def verify(out: Path, results: dict[int, Result], relpaths: Callable[[int], list
     return redo
 
 
+def interrupted(out: Path) -> bool:
+    """Whether OUT holds a run that was stopped before its end (its journal is still there)."""
+    return (out / JOURNAL).exists()
+
+
 class Journal:
-    """Appends results as they are folded in. Lines are written in batches: before each, the
+    """Appends results as they are folded in (a command that redoes all its outputs on resume,
+    such as `label`, keeps the header alone: the mark of an unfinished run and its fingerprint). Lines are written in batches: before each, the
     files its results name are made durable (data and renames, `sync_tree`), then the lines
     are written and the journal fsynced; so a line on disk always means its files are."""
 
@@ -187,7 +193,7 @@ class Journal:
     def __init__(self, out: Path, fingerprint: str, fresh: bool, inputs: dict[str, str] | None = None) -> None:
         self.out = out
         self.path = out / JOURNAL
-        self._file = open(self.path, "ab")
+        self._file = open(self.path, "wb" if fresh else "ab")
         self._pending: list[bytes] = []
         self._written: list[Path] = []
         self._due = time.monotonic() + self.INTERVAL
