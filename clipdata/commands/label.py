@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import inspect
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
