@@ -117,9 +117,10 @@ def test_review_tree_round_trip(spec, photos, tmp_path):
     src = out / moved["review_file"]
     src.rename(out / "review" / wrong / src.name)
     result = clipdata.review_apply(out, layout)
-    assert sum(c["changed"] for c in result.changes.values()) == 1
-    assert sum(c["kept"] for c in result.changes.values()) == 11
-    assert result.accuracy == pytest.approx(11 / 12)
+    assert sum(c["changed"] for c in result.changes.values()) == result.moved == 1
+    # the other 11 stay where label put them: nothing says anyone looked at them, and a move
+    # alone measures no accuracy
+    assert result.unreviewed == 11 and result.accuracy is None
     manifest = [json.loads(l) for l in (layout / "manifest.jsonl").read_text().splitlines()]
     assert {m["source_image"]: m["class"] for m in manifest}[moved["path"]] == wrong
     assert clipdata.inspect(layout).ok
@@ -236,7 +237,9 @@ def test_cli_label_and_review(tiny, photos, tmp_path):
     assert "12 images" in text and "cache hits 0" in text and "on cpu in" in text
     r = runner.invoke(app, ["review", "apply", str(out), str(tmp_path / "layout")])
     assert r.exit_code == 0, r.output
-    assert "pre-labels were 100.0% right" in " ".join(r.output.split())
+    # right after label nothing was reviewed: no accuracy is claimed
+    said = " ".join(r.output.split())
+    assert "nothing was reviewed: 12 applied as label proposed" in said and "right" not in said
     r = runner.invoke(app, ["label", str(photos), "--out", str(tmp_path / "o2"), "--classes", "a,b",
                             "--model", str(tmp_path / "missing")])
     assert r.exit_code == 1 and "error:" in r.output and "Traceback" not in r.output

@@ -47,7 +47,8 @@ def test_label_studio_exports(tmp_path, kind):
     name, text = EXPORTS[kind]
     (labeled / name).write_text(text, encoding="utf-8")
     applied, skipped = _apply(tmp_path, labeled / name)
-    assert applied == {"a.jpg": "dog", "sub/c.png": "fox"} and skipped == {"not_reviewed": 1}
+    # d, e and link.jpg, listed by label, are in no export: counted as absent, never lost silently
+    assert applied == {"a.jpg": "dog", "sub/c.png": "fox"} and skipped == {"not_reviewed": 1, "absent": 3}
 
 
 @pytest.mark.parametrize("kind", ["json", "json_min", "csv"])
@@ -92,3 +93,28 @@ def test_a_damaged_predictions_file_names_its_line(tmp_path, cut):
     with pytest.raises(SourceError) as e:
         clipdata.review_apply(labeled / "export.json", tmp_path / "layout")
     assert e.value.file.endswith("predictions.jsonl") and "7" in (e.value.where or "")
+
+
+REAL = Path(__file__).parent / "fixtures" / "labelstudio" / "review-exports"
+
+
+@pytest.mark.parametrize("name, b_skipped_as", [("export.json", "cancelled"), ("export_min.json", "absent"),
+                                                 ("export.csv", "absent")])
+def test_every_export_kind_takes_the_latest_annotation_and_counts_every_listed_image(tmp_path, name, b_skipped_as):
+    """Real JSON_MIN and CSV exports list a task's annotations newest first (a.jpg: dog, then
+    the older cat) and leave out a task whose annotations were all cancelled (b.jpg): the
+    latest is taken in every kind, with a note, and every image label listed is accounted for."""
+    labeled = make_labeled(tmp_path)
+    (labeled / name).write_bytes((REAL / name).read_bytes())
+    result = clipdata.review_apply(labeled / name, tmp_path / "layout")
+    rows = [json.loads(l) for l in (tmp_path / "layout" / "manifest.jsonl").read_text().splitlines()]
+    assert {r["source_image"]: r["class"] for r in rows} == {"a.jpg": "dog", "sub/c.png": "fox"}
+    skipped = result.layout.skipped_by_reason
+    # b: cancelled (the JSON export says so) or absent (the others leave it out); d: no choice;
+    # e and link.jpg: label listed them, the export never had them
+    assert skipped == ({b_skipped_as: 1, "not_reviewed": 1, "absent": 2} if b_skipped_as == "cancelled"
+                       else {"not_reviewed": 1, "absent": 3})
+    assert result.layout.images + sum(skipped.values()) == 6  # every image label listed
+    assert any("1 task(s) have several annotations: the latest non-cancelled one was taken" in n
+               for n in result.layout.notes)
+    assert (result.reviewed, result.accuracy) == (2, 0.0)  # a: cat proposed, dog chosen; c: dog proposed, fox

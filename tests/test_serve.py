@@ -565,10 +565,14 @@ def test_review_apply_decisions_win_over_the_review_tree(tmp_path):
         f.write(json.dumps({"path": "zzz.jpg", "class": "cat"}) + "\n")
     applied, result = _applied(tmp_path, labeled)
     assert applied == {"d.jpg": "dog", "b.jpg": "fox", "sub/c.png": "dog"}
-    assert result.layout.skipped_by_reason == {"rejected": 1, "not_reviewed": 1, "not_listed": 1}
-    # against label's proposals: d (fox) changed, b (uncertain, top-1 cat) changed, c kept
-    assert result.changes == {"cat": {"kept": 0, "changed": 1}, "dog": {"kept": 1, "changed": 0},
-                              "fox": {"kept": 0, "changed": 1}}
+    # link.jpg: listed by label, its file not in the tree (the helper left it out): counted
+    assert result.layout.skipped_by_reason == {"rejected": 1, "not_reviewed": 1, "not_listed": 1, "absent": 1}
+    # against label's proposals: d (fox) changed, b (uncertain, top-1 cat) changed, c left
+    # where label put it (no record that anyone looked: not reviewed)
+    zero = {"kept": 0, "changed": 0, "moved": 0, "unreviewed": 0}
+    assert result.changes == {"cat": {**zero, "changed": 1}, "dog": {**zero, "unreviewed": 1},
+                              "fox": {**zero, "changed": 1}}
+    assert result.reviewed == 2 and result.accuracy == 0.0
 
 
 def test_review_apply_decisions_win_over_the_csv_final_column(tmp_path):
@@ -579,7 +583,9 @@ def test_review_apply_decisions_win_over_the_csv_final_column(tmp_path):
     decisions.DecisionLog(labeled).append([("a.jpg", "fox"), ("e.jpg", "dog")])
     applied, result = _applied(tmp_path, labeled / "predictions.csv")
     assert applied == {"a.jpg": "fox", "sub/c.png": "dog", "d.jpg": "cat", "e.jpg": "dog"}
-    assert result.layout.skipped_by_reason == {"not_reviewed": 1}
+    assert result.layout.skipped_by_reason == {"not_reviewed": 1, "absent": 1}  # link.jpg: no row
+    # a: chosen (fox), d: final (cat), e: chosen (dog); c: only the decision column, not reviewed
+    assert (result.reviewed, result.unreviewed, result.moved) == (3, 1, 0)
 
 
 @pytest.mark.parametrize("meta_path", ["../secret.jpg", "sub/../../secret.jpg", "link.jpg", "ABSOLUTE"])
@@ -593,7 +599,8 @@ def test_review_apply_label_studio_paths_stay_inside_the_image_root(tmp_path, me
     (labeled / "export.json").write_text(json.dumps(tasks))
     applied, result = _applied(tmp_path, labeled / "export.json")
     assert applied == {"a.jpg": "dog"}
-    assert result.layout.skipped_by_reason == {"outside_image_root": 1}
+    listed = 2 if meta_path == "link.jpg" else 1  # the other images label listed are absent from the export
+    assert result.layout.skipped_by_reason == {"outside_image_root": 1, "absent": 6 - listed}
 
 
 def test_a_missing_image_folder_is_one_clear_error(tmp_path):

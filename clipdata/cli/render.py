@@ -86,14 +86,20 @@ def label_report(report) -> None:
 
 
 def review_report(result) -> None:
-    table = _table("reviewer's corrections", ("proposed class", "kept", "changed"), ("kept", "changed"))
+    table = _table("reviewer's corrections", ("proposed class", "kept", "changed", "not reviewed"),
+                   ("kept", "changed", "not reviewed"))
     for cls, c in result.changes.items():
-        table.add_row(cls, str(c["kept"]), str(c["changed"]))
+        table.add_row(cls, str(c["kept"]), str(c["changed"]), str(c["unreviewed"]))
     out_console.print(table)
     acc = result.accuracy
+    chosen = result.reviewed - result.moved
     say(f"{result.layout.images} images into {result.layout.out} ({len(result.layout.classes)} classes)"
-        + (f"; the pre-labels were {acc:.1%} right" if acc is not None else ""))
-    resumed(result.layout)
+        + (f"; on the {chosen} you reviewed, the pre-labels were {acc:.1%} right" if acc is not None else ""))
+    if result.moved:
+        say(f"{result.moved} changed by moving files in the review tree")
+    if result.unreviewed:
+        say(f"{'nothing was reviewed: ' if not result.reviewed else ''}{result.unreviewed} applied as label "
+            "proposed, with no record of a review")
     if result.layout.skipped:
         say(skipped_line(result.layout.skipped_by_reason))
     notes(result.layout.notes)

@@ -13,13 +13,33 @@ from .convert import Report, convert
 @dataclass
 class ReviewReport:
     layout: Report
-    changes: dict[str, dict[str, int]]  # proposed class -> {"kept": n, "changed": n}
+    # proposed class -> {"kept", "changed", "moved", "unreviewed"}: formats/review.md
+    changes: dict[str, dict[str, int]]
+
+    def _sum(self, key: str) -> int:
+        return sum(c.get(key, 0) for c in self.changes.values())
+
+    @property
+    def reviewed(self) -> int:
+        """Applied images whose class a person gave or confirmed (kept + changed)."""
+        return self._sum("kept") + self._sum("changed")
+
+    @property
+    def unreviewed(self) -> int:
+        """Applied as label proposed, with no record that anyone looked."""
+        return self._sum("unreviewed")
+
+    @property
+    def moved(self) -> int:
+        return self._sum("moved")
 
     @property
     def accuracy(self) -> float | None:
-        kept = sum(c["kept"] for c in self.changes.values())
-        total = kept + sum(c["changed"] for c in self.changes.values())
-        return kept / total if total else None
+        """The pre-labels' accuracy on what a person chose (a move in the review tree says
+        "wrong", but leaving a file says nothing, so moves are left out); None when nothing
+        was chosen."""
+        chosen = self.reviewed - self.moved
+        return self._sum("kept") / chosen if chosen else None
 
 
 def review_apply(reviewed: str | Path, out: str | Path, *, images: str | Path | None = None,
@@ -31,4 +51,4 @@ def review_apply(reviewed: str | Path, out: str | Path, *, images: str | Path | 
     for line in (Path(out) / clip.MANIFEST).read_text(encoding="utf-8").splitlines():
         row = json.loads(line)
         final[row["source_image"]] = row["class"]
-    return ReviewReport(report, review.changes(reviewed, final))
+    return ReviewReport(report, review.changes(reviewed, final, images=images))

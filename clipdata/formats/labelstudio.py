@@ -63,7 +63,9 @@ def read(path: str | Path, *, images: str | Path | None = None, split: str | Non
     return src
 
 
-def _stamp(a: dict) -> tuple:
+def annotation_order(a: dict) -> tuple:
+    """Sorts a task's annotations (or JSON_MIN/CSV records) oldest first: by `updated_at`,
+    else `created_at` (ISO times), then id; the latest is the largest."""
     return (str(a.get("updated_at") or a.get("created_at") or ""), str(a.get("id") or ""))
 
 
@@ -86,7 +88,7 @@ def _tasks(data: list, file: Path, notes: Counter) -> list[tuple[str, object, li
             notes["several"] += len(kept) > 1
             notes["cancelled"] += bool(anns) and not kept
             notes["predictions"] += not anns and bool(task.get("predictions"))
-            best = max(kept, key=_stamp) if kept else {}
+            best = max(kept, key=annotation_order) if kept else {}
             results = best.get("result") or []
             if not isinstance(results, list):
                 raise SourceError('"result" must be a list', file=file, where=where)
@@ -95,7 +97,7 @@ def _tasks(data: list, file: Path, notes: Counter) -> list[tuple[str, object, li
             key = task.get("id", i)
             if key in minimal:
                 seen[key] += 1
-                if _stamp(task) <= _stamp(minimal[key][1]):
+                if annotation_order(task) <= annotation_order(minimal[key][1]):
                     continue
             else:
                 order.append(key)

@@ -8,6 +8,8 @@ from __future__ import annotations
 import csv
 import html
 import io
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import SourceError
@@ -16,6 +18,7 @@ from ..imagefiles import find_classes, walk_images
 from ..records import Label, Sample, Skip, Source
 from ..textfiles import load_json, loads, read_text, split_lines
 from . import decisions
+from .labelstudio import annotation_order
 from .layout import write_tokenization
 from ..names import dumps
 
@@ -178,15 +181,27 @@ def predicted(row: dict | None) -> str | None:
     return row.get("decision") or row["top_k"][0]["class"]
 
 
-def _tree(folder: Path, preds: dict[str, dict]) -> list[tuple[str, Path, str | None]]:
-    """(original path, file, class or None while still in _uncertain) for each image of the
-    review tree; a file a reviewer added is named by its path under review/."""
+def _tree(folder: Path, preds: dict[str, dict], notes: list[str]) -> dict[str, "_Found"]:
+    """Each image of the review tree by its original path: its class (None while still in
+    _uncertain), and whether it was moved from the folder label put it in. A file a
+    reviewer added is named by its path under review/."""
     review = folder / "review"
     if not review.is_dir():
         raise SourceError("no review/ folder", file=folder)
-    by_file = {r["review_file"].split("/", 2)[-1]: path for path, r in preds.items()}
-    return [(by_file.get(p.name, p.relative_to(review).as_posix()), p, None if cls == UNCERTAIN else cls)
-            for cls in find_classes(review) for p in walk_images(review / cls)]
+    by_file = {r["review_file"].split("/", 2)[-1]: path for path, r in preds.items()
+               if isinstance(r.get("review_file"), str)}
+    found: dict[str, _Found] = {}
+    twice = 0
+    for cls in find_classes(review):
+        for p in walk_images(review / cls):
+            name = by_file.get(p.name, p.relative_to(review).as_posix())
+            twice += name in found
+            label_put = (preds.get(name) or {}).get("review_file", "").split("/")[1:2]
+            how = "added" if name not in preds else "proposed" if label_put == [cls] else "moved"
+            found[name] = _Found(p, None if cls == UNCERTAIN else cls, how)
+    if twice:
+        notes.append(f"{twice} image(s) are in more than one folder of {review}: the last folder by name was taken")
+    return found
 
 
 def _inside(root: Path, rel: str) -> Path | None:
@@ -198,6 +213,20 @@ def _inside(root: Path, rel: str) -> Path | None:
 
 
 CLASS_KEY = "class"  # the Choices name of the labeling config label writes
+
+
+@dataclass
+class _Found:
+    """One image of the reviewed source: its file, its class (None: no class given), and how
+    the class came: "choice" (a person chose it: the app, an export, a CSV's `final`),
+    "moved" (its file was moved to another folder of the review tree), "proposed" (left as
+    label proposed: unmoved in the tree, or only the CSV's `decision`), "added" (a file a
+    reviewer added to the tree), "cancelled" (a Label Studio task whose annotations were all
+    cancelled)."""
+
+    file: Path | None
+    cls: str | None
+    how: str
 
 
 def _task_path(image: object, root_name: str) -> str:
@@ -221,52 +250,120 @@ def _choice(value: object, file: Path, where: str) -> str | None:
     return value.strip() or None if value else None
 
 
-def _full_task(task: dict, file: Path, i: int, root_name: str) -> tuple[str, str | None]:
-    """(path, class) of one task of Label Studio's JSON export: the last non-cancelled
-    annotation's choice."""
-    rel = (task.get("meta") or {}).get("path")
-    if rel is None:
-        rel = _task_path((task.get("data") or {}).get("image"), root_name)
-    choice = None
-    for a, ann in enumerate(task.get("annotations") or []):
+def _full_task(task: dict, file: Path, i: int, root_name: str, notes: Counter) -> tuple[str, str | None, str]:
+    """(path, class, how) of one task of Label Studio's JSON export: the choice of its latest
+    non-cancelled annotation (by time, as Label Studio's own converter takes it)."""
+    rel = (task.get("meta") or {}).get("path") if isinstance(task.get("meta"), dict) else None
+    if not isinstance(rel, str):
+        data = task.get("data") if isinstance(task.get("data"), dict) else {}
+        rel = _task_path(data.get("image"), root_name)
+    annotations = task.get("annotations") or []
+    if not isinstance(annotations, list):
+        raise SourceError('"annotations" is not a list', file=file, where=f"[{i}]",
+                          hint="export again as JSON from Label Studio")
+    kept = []
+    for a, ann in enumerate(annotations):
         if not isinstance(ann, dict) or not isinstance(ann.get("result") or [], list):
             raise SourceError("an annotation is not a Label Studio annotation object", file=file,
                               where=f"[{i}].annotations[{a}]", hint="export again as JSON from Label Studio")
-        if ann.get("was_cancelled"):
-            continue
-        for res in ann.get("result") or []:
-            choices = (res.get("value") or {}).get("choices") if isinstance(res, dict) else None
-            if choices:
-                choice = choices[0]
-    return str(rel), choice
+        if not (ann.get("was_cancelled") or ann.get("skipped")):
+            kept.append(ann)
+    if annotations and not kept:
+        return rel, None, "cancelled"
+    notes["several"] += len(kept) > 1
+    choice = None
+    for res in (max(kept, key=annotation_order).get("result") or []) if kept else []:
+        choices = (res.get("value") or {}).get("choices") if isinstance(res, dict) else None
+        if isinstance(choices, list) and choices:
+            choice = choices[0] if isinstance(choices[0], str) else None
+    return rel, choice, "choice"
 
 
-def _final_labels(path: Path, root_name: str) -> list[tuple[str, str | None]]:
-    """(original path, final class or None) from an edited predictions.csv, or a Label
+def _latest_records(rows: list[tuple[dict, str, str | None]], notes: Counter) -> list[tuple[str, str | None, str]]:
+    """JSON_MIN and CSV exports hold one record per annotation, newest first: per task (its
+    `id`, else its image) the latest by time; on a tie the first, as the export lists them."""
+    best: dict[object, tuple[dict, str, str | None]] = {}
+    several: set = set()
+    for record, rel, cls in rows:
+        key = record.get("id") or rel
+        if key in best:
+            several.add(key)
+            if annotation_order(record) <= annotation_order(best[key][0]):
+                continue
+        best[key] = (record, rel, cls)
+    notes["several"] += len(several)
+    return [(rel, cls, "choice") for _, rel, cls in best.values()]
+
+
+def _final_labels(path: Path, root_name: str, notes: Counter) -> list[tuple[str, str | None, str]]:
+    """(original path, final class or None, how) from an edited predictions.csv, or a Label
     Studio export: JSON, JSON_MIN or CSV."""
     if path.suffix.lower() == ".csv":
         rows = csv.DictReader(io.StringIO(read_text(path), newline=""))
         header = set(rows.fieldnames or [])
         if {"path", "final"} <= header:  # predictions.csv, edited
-            return [(row["path"], (row["final"] or "").strip() or (row.get("decision") or "").strip() or None)
-                    for row in rows]
+            out = []
+            for row in rows:
+                final, decision = (row["final"] or "").strip(), (row.get("decision") or "").strip()
+                out.append((row["path"], final or decision or None, "choice" if final else "proposed"))
+            notes["predictions.csv"] = 1
+            return out
         if "image" in header:  # Label Studio's CSV export
-            return [(_task_path(row["image"], root_name), _choice(row.get(CLASS_KEY), path, f"line {n}"))
-                    for n, row in enumerate(rows, 2)]
+            return _latest_records([(row, _task_path(row["image"], root_name), _choice(row.get(CLASS_KEY), path,
+                                                                                      f"line {n}"))
+                                    for n, row in enumerate(rows, 2)], notes)
         raise SourceError("expected the columns of predictions.csv (path ... final) or of a Label Studio "
                           "CSV export (image, class)", file=path)
     tasks = load_json(path)
     if not isinstance(tasks, list):
         raise SourceError("expected a Label Studio JSON export (a list of tasks)", file=path)
-    out = []
+    full, minimal = [], []
     for i, task in enumerate(tasks):
         if not isinstance(task, dict):
             raise SourceError("a task is not an object", file=path, where=f"[{i}]")
         if "annotations" in task or "data" in task:
-            out.append(_full_task(task, path, i, root_name))
-        else:  # JSON_MIN: the task's data and each result's value, flat
-            out.append((_task_path(task.get("image"), root_name), _choice(task.get(CLASS_KEY), path, f"[{i}]")))
-    return out
+            full.append(_full_task(task, path, i, root_name, notes))
+        else:  # JSON_MIN: the task's data and each result's value, flat, one record per annotation
+            minimal.append((task, _task_path(task.get("image"), root_name), _choice(task.get(CLASS_KEY), path, f"[{i}]")))
+    return full + _latest_records(minimal, notes)
+
+
+ABSENT = {"tree": "not in review/ (its file was removed from the review tree)",
+          "csv": "not in the CSV (its row was removed)",
+          "export": "not in the export (Label Studio's JSON_MIN and CSV exports leave out a task whose "
+                    "annotations were all cancelled)"}
+
+
+def _gather(path: Path, images: str | Path | None) -> tuple[dict[str, _Found], list[Skip], list[str], Path]:
+    """Every image the reviewed source and decisions.jsonl name, with its class and how it
+    came; the skips of images the label run listed but neither names; notes; the image root."""
+    folder = path if path.is_dir() else path.parent
+    elsewhere = not path.is_dir() and images is not None and not (folder / "label.json").is_file()
+    meta, preds = ({}, {}) if elsewhere else _meta(folder)  # an export saved outside the label folder
+    root = Path(images) if images else Path(meta.get("images_root") or "")
+    notes: list[str] = []
+    skipped: list[Skip] = []
+    seen: Counter = Counter()
+    if path.is_dir():
+        found = _tree(path, preds, notes)
+        kind = "tree"
+    else:
+        found = {rel: _Found(_inside(root, rel), final, how) for rel, final, how in _final_labels(path, root.name, seen)}
+        kind = "csv" if seen["predictions.csv"] else "export"
+    if seen["several"]:
+        notes.append(f"{seen['several']} task(s) have several annotations: the latest non-cancelled one was taken")
+    for name, cls in ({} if elsewhere else decisions.read(folder)).items():
+        if cls is None:  # taken back in the app: the other source decides
+            continue
+        if name not in found and name not in preds:
+            skipped.append(Skip("not_listed", name, f"{decisions.FILE} names an image label did not list"))
+            continue
+        file = found[name].file if name in found else _inside(root, name)
+        found[name] = _Found(file, cls, "choice")
+    for name in preds:
+        if name not in found:  # listed by label, in neither source: counted, never lost silently
+            skipped.append(Skip("absent", name, ABSENT[kind]))
+    return found, skipped, notes, root
 
 
 def read(path: str | Path, *, images: str | Path | None = None, split: str | None = None) -> Source:
@@ -274,37 +371,23 @@ def read(path: str | Path, *, images: str | Path | None = None, split: str | Non
     `clipdata review serve` (decisions.jsonl beside them) taking precedence: formats/review.md."""
     path = Path(path)
     split = split or "train"
-    folder = path if path.is_dir() else path.parent
-    elsewhere = not path.is_dir() and images is not None and not (folder / "label.json").is_file()
-    meta, preds = ({}, {}) if elsewhere else _meta(folder)  # an export saved outside the label folder
-    root = Path(images) if images else Path(meta.get("images_root", ""))
-    src = Source(format="review", path=path, classes=[], samples=[])
-    if path.is_dir():
-        found = {name: (p, cls) for name, p, cls in _tree(path, preds)}
-        why = "still in review/_uncertain"
-    else:
-        found = {rel: (_inside(root, rel), final) for rel, final in _final_labels(path, root.name)}
-        why = "no final class"
-    for name, cls in ({} if elsewhere else decisions.read(folder)).items():
-        if cls is None:  # taken back in the app: the other source decides
-            continue
-        if name not in found and name not in preds:
-            src.skipped.append(Skip("not_listed", name, f"{decisions.FILE} names an image label did not list"))
-            continue
-        file = found[name][0] if name in found else _inside(root, name)
-        found[name] = (file, cls)
-    for name, (p, cls) in found.items():
-        if cls is None:
+    found, skipped, notes, root = _gather(path, images)
+    src = Source(format="review", path=path, classes=[], samples=[], skipped=skipped, notes=notes)
+    why = "still in review/_uncertain" if path.is_dir() else "no final class"
+    for name, f in found.items():
+        if f.how == "cancelled":
+            src.skipped.append(Skip("cancelled", name, "every annotation of its Label Studio task was cancelled"))
+        elif f.cls is None:
             src.skipped.append(Skip("not_reviewed", name, why))
-        elif cls == decisions.REJECTED:
+        elif f.cls == decisions.REJECTED:
             src.skipped.append(Skip("rejected", name, f"rejected in {decisions.FILE}"))
-        elif p is None:
+        elif f.file is None:
             src.skipped.append(Skip("outside_image_root", name, f"resolves outside {root}"))
         else:
-            if cls not in src.classes:
-                src.classes.append(cls)
-            src.samples.append(Sample(name=name, path=p if p.is_file() else None, split=split,
-                                      labels=[Label(cls)], searched=(str(root),)))
+            if f.cls not in src.classes:
+                src.classes.append(f.cls)
+            src.samples.append(Sample(name=name, path=f.file if f.file.is_file() else None, split=split,
+                                      labels=[Label(f.cls)], searched=(str(root),)))
     if not src.samples:
         raise SourceError("no reviewed image found", file=path,
                           hint="review with clipdata review serve, move images out of review/_uncertain, "
@@ -313,19 +396,28 @@ def read(path: str | Path, *, images: str | Path | None = None, split: str | Non
     return src
 
 
-def changes(reviewed: str | Path, final: dict[str, str]) -> dict[str, dict[str, int]]:
-    """Per proposed class: how many images the reviewer kept, and how many they moved.
-    `final` maps each applied image (its original path) to the class it ended in."""
+def changes(reviewed: str | Path, final: dict[str, str], *, images: str | Path | None = None) -> dict[str, dict[str, int]]:
+    """Per proposed class, what happened to label's proposals among the applied images
+    (`final`: each one's original path -> the class it ended in): `kept` and `changed` by a
+    person's choice (the app, an export, a CSV's `final`), `moved` to another folder of the
+    review tree (counted in `changed` too), and `unreviewed` (applied as label proposed,
+    with no record that anyone looked). Only choices measure the pre-labeler's accuracy."""
     path = Path(reviewed)
     folder = path if path.is_dir() else path.parent
     if not path.is_dir() and not (folder / "label.json").is_file():
         return {}  # an export saved elsewhere: no proposals to compare with
     _, preds = _meta(folder)
+    found = _gather(path, images)[0]
     stats: dict[str, dict[str, int]] = {}
     for name, cls in final.items():
         was = predicted(preds.get(name))
         if was is None:
             continue
-        entry = stats.setdefault(was, {"kept": 0, "changed": 0})
-        entry["kept" if cls == was else "changed"] += 1
+        entry = stats.setdefault(was, {"kept": 0, "changed": 0, "moved": 0, "unreviewed": 0})
+        how = found[name].how if name in found else "choice"
+        if how == "proposed":
+            entry["unreviewed"] += 1
+        else:
+            entry["kept" if cls == was else "changed"] += 1
+            entry["moved"] += how == "moved"
     return dict(sorted(stats.items()))
