@@ -98,6 +98,7 @@ class Learner:
         self._lock = threading.Lock()          # the projects table
         self._model = threading.Lock()         # one model call at a time
         self._uploads: OrderedDict[str, str] = OrderedDict()
+        self._fits: list[threading.Thread] = []  # running fits, waited for at close
         self._text: np.ndarray | None = None
         self._train_rows: tuple[np.ndarray, np.ndarray] | None = None
         self._tmp = Path(tempfile.mkdtemp(prefix="clipdata-backend-"))
@@ -290,8 +291,11 @@ class Learner:
                 project.fit.queued = True
                 return
             project.fit.state = "fitting"
-        threading.Thread(target=self._fit_loop, args=(project, why), name=f"clipdata-fit-{project.id}",
-                         daemon=True).start()
+        thread = threading.Thread(target=self._fit_loop, args=(project, why), name=f"clipdata-fit-{project.id}",
+                                  daemon=True)
+        with self._lock:
+            self._fits = [t for t in self._fits if t.is_alive()] + [thread]
+        thread.start()
 
     def _fit_loop(self, project: Project, why: str) -> None:
         while True:
@@ -388,5 +392,12 @@ class Learner:
         with self._lock:
             return sorted({p.scorer.version for p in self.projects.values()})
 
-    def close(self) -> None:
+    def close(self, wait: float = 60.0) -> None:
+        """Let running fits end (a thread killed inside torch at exit aborts the process), then
+        remove the scratch folder."""
+        with self._lock:
+            running = list(self._fits)
+        deadline = time.monotonic() + wait
+        for t in running:
+            t.join(max(0.0, deadline - time.monotonic()))
         shutil.rmtree(self._tmp, ignore_errors=True)
