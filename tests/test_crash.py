@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -147,6 +148,26 @@ def test_review_apply(tmp_path: Path, spec) -> None:
     _sweep(crash.Scenario("review apply", lambda out: clipdata.review_apply(labeled, out, **opts),
                           lambda out: clipdata.review_apply(labeled, out, resume=True, **opts)),
            tmp_path / "work", 16)
+
+
+def test_embed(tmp_path: Path, spec) -> None:
+    """Killed between parts, inside one, before a cache batch: the same command again keeps the
+    parts whose files the journal vouches for and writes the rest."""
+    pytest.importorskip("pyarrow")
+    from clipdata.embedding.cache import EmbeddingCache
+    images = unlabeled(tmp_path / "images", 8)
+    (images / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    spec = spec.__class__(**{**spec.__dict__, "batch_size": 2})
+    cache = tmp_path / "cache"
+
+    def resume(out: Path):
+        return clipdata.embed(images, out, spec=spec, part_size=3, cache_dir=cache)
+
+    def run(out: Path):  # from a cold cache, so that a kill can land before a batch is cached
+        shutil.rmtree(cache, ignore_errors=True)
+        return resume(out)
+
+    _sweep(crash.Scenario("embed", run, resume, hooks={"cache-put": (EmbeddingCache, "put")}), tmp_path / "work", 16)
 
 
 # ---- the listed defect, as a table: resume checks the disk, not only its journal -------------

@@ -7,6 +7,8 @@ content) is kept, so a killed run resumes where it stopped.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,10 +16,12 @@ from typing import Callable
 
 import numpy as np
 
+from .._version import __version__
 from ..embedding.spec import EngineSpec
 from ..errors import OptionError, OutputError, SourceError
 from ..formats import embeddings as ef
-from ..fsutil import LOCK_NAME, locked
+from ..fsutil import LOCK_NAME, file_digest, locked
+from ..pipeline.journal import JOURNAL, Journal, read_journal, whole
 
 
 @dataclass
@@ -27,6 +31,7 @@ class EmbedReport:
     written: int  # rows in the folder
     parts: int
     parts_kept: int  # finished parts reused from an earlier run
+    redone: int = 0  # parts a killed run finished whose files were missing or damaged: written again
     unreadable: dict[str, str] = field(default_factory=dict)  # path -> reason: found, not embedded
     engine: str = ""
     cache_hits: int = 0
@@ -56,14 +61,16 @@ def _mode(spec: EngineSpec) -> str:
     return cache_mode(spec)
 
 
-def _check_out(out: Path, identity: str, mode: str, part_size: int) -> None:
-    """OUT is new, empty, or an embeddings folder of the same model, mode and part size."""
-    if not out.exists():
+def _check_out(out: Path, identity: str, mode: str, part_size: int, resuming: bool) -> None:
+    """OUT is new, empty, or an embeddings folder of the same model, mode and part size
+    (`resuming`: a killed run's journal with this run's fingerprint says so, whatever a crash
+    left of embed.json)."""
+    if not out.exists() or resuming:
         return
     if not out.is_dir():
         raise OutputError("exists and is not a folder", file=out)
     if not (out / ef.INFO_FILE).exists():
-        if any(p.name != LOCK_NAME for p in out.iterdir()):
+        if any(p.name not in (LOCK_NAME, JOURNAL) for p in out.iterdir()):
             raise OutputError("the folder is not empty and is not an embeddings folder", file=out,
                               hint="choose a new or empty --out folder")
         return
@@ -124,23 +131,42 @@ def embed(images: str | Path, out: str | Path, *, spec: EngineSpec = EngineSpec(
     paths = [str(p.resolve()) for p in scan_images(Path(images))]
     engine = Engine(spec.check())
     mode = _mode(spec)
-    _check_out(out, engine.identity, mode, part_size)
+    if out.exists() and not out.is_dir():
+        raise OutputError("exists and is not a folder", file=out)
     chunks = [paths[a:a + part_size] for a in range(0, len(paths), part_size)]
     report = EmbedReport(out, len(paths), 0, len(chunks), 0, engine=engine.describe())
+    fingerprint = hashlib.sha256(json.dumps([__version__, engine.identity, mode, part_size]).encode()).hexdigest()
     with locked(out), open_cache(engine, cache_dir) as cache:
+        # A killed run's journal: each finished part's files by size and SHA-256, checked
+        # before the part is kept (None: no journal, a finished or new folder).
+        try:
+            lines = read_journal(out, fingerprint)
+        except OutputError:
+            raise OutputError("holds a killed embed run of another model, preprocessing mode or part size",
+                              file=out, hint="repeat that run's command to finish it, or choose another --out folder") from None
+        _check_out(out, engine.identity, mode, part_size, resuming=lines is not None)
+        journaled = {row.get("part"): row.get("files") for row in lines or []}
+        journal = Journal(out, fingerprint, fresh=lines is None)
         dim = 0
         info = ef.EmbedInfo(spec.model, engine.identity, engine.dtype, mode, 0, 0, len(chunks), part_size,
                             complete=False)
         ef.write_info(out, info)  # marks the folder unfinished until the last part is written
         done = 0
         for i, chunk in enumerate(chunks):
-            if _kept(out, i, chunk):
+            trusted = lines is None or whole(out, journaled.get(i))
+            if i in journaled and not trusted:
+                report.redone += 1
+            if trusted and _kept(out, i, chunk):
                 report.parts_kept += 1
                 dim = dim or int(np.load(ef.npy_path(out, i), mmap_mode="r").shape[1])
                 rows = len(chunk)
             else:
                 rows, dim = _write_part(out, i, chunk, engine, cache, spec, report, dim,
                                         lambda k, base=done: progress(base + k, len(paths)) if progress else None)
+                files = [ef.npy_path(out, i), ef.parquet_path(out, i)]
+                journal.record_line({"part": i, "files": {f.relative_to(out).as_posix(): list(file_digest(f))
+                                                          for f in files}}, files)
+                journal.commit()
             report.written += rows
             done += len(chunk)
             if progress:
@@ -155,5 +181,7 @@ def embed(images: str | Path, out: str | Path, *, spec: EngineSpec = EngineSpec(
                 ef.parquet_path(out, int(m.group(1))).unlink(missing_ok=True)
         ef.write_info(out, ef.EmbedInfo(spec.model, engine.identity, engine.dtype, mode, dim, report.written,
                                         len(chunks), part_size, unreadable=len(report.unreadable)))
+        journal.close()
+        journal.finish([out / ef.INFO_FILE])
     report.seconds = time.perf_counter() - t0
     return report

@@ -97,17 +97,19 @@ def _changed(old: dict[str, str], new: dict[str, str]) -> str:
     return ", ".join(shown) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
 
-def replay(out: Path, fingerprint: str, provenance: str, inputs: dict[str, str] | None = None) -> dict[int, Result]:
-    """The results a killed run recorded, after checking it was the same command over the same
-    inputs; temporary files it left are removed, and a last line cut by the kill is cut off.
-    An empty dict when there is nothing to resume (no journal, or one whose header never
-    reached the disk whole: nothing after it can have been recorded)."""
+def read_journal(out: Path, fingerprint: str, provenance: str | None = None,
+                 inputs: dict[str, str] | None = None) -> list[dict] | None:
+    """The lines a killed run recorded after its header, once the header says it was the same
+    command (and, given `inputs`, over the same inputs); temporary files it left are removed,
+    and a last line cut by the kill is cut off. None when there is no journal, or one whose
+    header never reached the disk whole (nothing after it can have been recorded). With
+    `provenance`, a folder holding that file and no journal is a finished run: refused."""
     journal = out / JOURNAL
     if not journal.is_file():
-        if (out / provenance).is_file():
+        if provenance is not None and (out / provenance).is_file():
             raise OutputError("holds a finished run: nothing to resume", file=out,
                               hint="pass --overwrite to run again")
-        return {}
+        return None
     data = journal.read_bytes()
     whole = data.rfind(b"\n") + 1
     if whole < len(data):  # the line being written when the run was killed
@@ -119,24 +121,52 @@ def replay(out: Path, fingerprint: str, provenance: str, inputs: dict[str, str] 
         header = json.loads(lines[0])
     except (json.JSONDecodeError, UnicodeDecodeError):
         header = None
+    _remove_temporaries(out)
     if not isinstance(header, dict) or "fingerprint" not in header:
-        _remove_temporaries(out)
-        return {}
+        return None
     if header.get("fingerprint") != fingerprint or header.get("clipdata_journal") != VERSION:
         raise OutputError("the interrupted run in this folder used another source or other options",
                           file=out, hint="repeat the original command with --resume, or pass --overwrite")
     if inputs is not None and header.get("inputs") != inputs:
         raise OutputError(f"the source changed since the interrupted run: {_changed(header.get('inputs') or {}, inputs)}",
                           file=out, hint="a resume would mix old and new outputs: pass --overwrite to convert again")
-    results: dict[int, Result] = {}
+    rows = []
     for line in lines[1:]:
         try:
-            r = Result.from_json(json.loads(line))
-        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
-            continue  # damaged: its image is done again
+            row = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            continue  # damaged: what it recorded is done again
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
+def replay(out: Path, fingerprint: str, provenance: str, inputs: dict[str, str] | None = None) -> dict[int, Result]:
+    """The image results a killed conversion recorded (read_journal); an empty dict when
+    there is nothing to resume."""
+    results: dict[int, Result] = {}
+    for row in read_journal(out, fingerprint, provenance, inputs) or []:
+        try:
+            r = Result.from_json(row)
+        except (KeyError, TypeError):
+            continue  # not a result: its image is done again
         results[r.index] = r
-    _remove_temporaries(out)
     return results
+
+
+def whole(out: Path, files: object) -> bool:
+    """Whether every file a journal line lists as {relative path: [size, sha256]} is on disk
+    with that size and content."""
+    if not isinstance(files, dict):
+        return False
+    for rel, want in files.items():
+        try:
+            if not (isinstance(want, list) and len(want) == 2) or (out / rel).stat().st_size != want[0] \
+                    or list(file_digest(out / rel)) != want:
+                return False
+        except OSError:
+            return False
+    return True
 
 
 def _remove_temporaries(out: Path) -> None:
@@ -154,19 +184,7 @@ def verify(out: Path, results: dict[int, Result], relpaths: Callable[[int], list
     def bad(item: tuple[int, Result]) -> bool:
         i, r = item
         paths = relpaths(i)
-        if len(paths) != len(r.outputs):
-            return True
-        for k in r.written():
-            want = r.files[k]
-            if not (isinstance(want, list) and len(want) == 2):
-                return True
-            path = out / paths[k]
-            try:
-                if path.stat().st_size != want[0] or file_digest(path) != (want[0], want[1]):
-                    return True
-            except OSError:
-                return True
-        return False
+        return len(paths) != len(r.outputs) or not whole(out, {paths[k]: r.files[k] for k in r.written()})
 
     items = sorted(results.items())
     with ThreadPoolExecutor(max(1, workers)) as pool:  # hashing releases the GIL
@@ -206,9 +224,13 @@ class Journal:
 
     def record(self, result: Result, paths: Iterable[str] = ()) -> None:
         """`paths`: the output paths of the task, relative to OUT."""
-        self._pending.append(json.dumps(result.to_json()).encode() + b"\n")
         written = set(result.written())
-        self._written += [self.out / p for k, p in enumerate(paths) if k in written]
+        self.record_line(result.to_json(), [self.out / p for k, p in enumerate(paths) if k in written])
+
+    def record_line(self, line: dict, files: Iterable[Path] = ()) -> None:
+        """Record `line` once `files` (what it says was written) are durable: at the next batch."""
+        self._pending.append(json.dumps(line).encode() + b"\n")
+        self._written += list(files)
         if len(self._pending) >= self.BATCH or time.monotonic() >= self._due:
             self.commit()
 
