@@ -46,16 +46,18 @@ def parse_labels(text: str, file: str, nc: int) -> tuple[list[tuple[int, int, tu
     return [(n, c, box) for n, c, box, _ in rows], skips
 
 
-def parse_shapes(text: str, file: str, nc: int) -> tuple[list[Row], list[Skip]]:
+def parse_shapes(text: str, file: str, nc: int, pose: bool = False) -> tuple[list[Row], list[Skip]]:
     """Parse a label file into (line number, class, (x0, y0, x1, y1) normalised, polygon or
     None) and skips. A polygon is normalised x, y pairs (3 points or more); a 4-point line
     whose corners cross (an oriented box written in another corner order) has them put in
-    order around their centre.
+    order around their centre. With `pose` (a data.yaml with `kpt_shape` or `task: pose`),
+    every line is a box followed by keypoints, which are ignored: keypoint lines would
+    otherwise read as polygons.
 
     A malformed line or a class out of range raises SourceError with file and line; a shape
     too far outside the image is skipped (`invalid_box`)."""
     rows = [(n, line.split()) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
-    polygons = any(len(cols) > 6 for _, cols in rows)
+    polygons = not pose and any(len(cols) > 6 for _, cols in rows)
     boxes: list[Row] = []
     skips = []
     for n, cols in rows:
@@ -198,7 +200,7 @@ class _Listed:
 
 
 def _add_images(src: Source, entries: list[_Listed], root: Path, names: list[str], listed: bool,
-                masks: bool = False) -> None:
+                masks: bool = False, pose: bool = False) -> None:
     """Every image the splits name, each once: an image named twice (in one list, or in two
     splits) is read the first time and skipped the next (`listed_twice`, saying where)."""
     first: dict[str, _Listed] = {}
@@ -223,7 +225,7 @@ def _add_images(src: Source, entries: list[_Listed], root: Path, names: list[str
             src.skipped.append(Skip("not_a_regular_file", rel, f"its label file {_name(lab, root)} is not a regular file"))
             continue
         text = read_text(lab) if lab.is_file() else ""
-        boxes, skips = parse_shapes(text, str(lab), len(names))
+        boxes, skips = parse_shapes(text, str(lab), len(names), pose)
         src.skipped += skips
         if not image.is_file():  # a listed pipe or link to nothing is never opened
             broken = os.path.islink(image) and not image.exists()
@@ -395,7 +397,10 @@ def read_yaml(file: Path, split: str | None, masks: bool = False) -> Source:
             found = True
     if not found:
         raise SourceError("no train/val/test entry", file=file)
-    _add_images(src, entries, root, names, listed, masks)
+    pose = data.get("kpt_shape") is not None or str(data.get("task", "")).strip() == "pose"
+    if pose:
+        src.notes.append(f"{file.name} describes pose labels: each line's box is read, its keypoints are ignored")
+    _add_images(src, entries, root, names, listed, masks, pose)
     if split:
         src.notes.append(f"--split {split} ignored: the YAML names its splits")
     return src

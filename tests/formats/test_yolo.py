@@ -263,3 +263,26 @@ def test_darknet_lists_follow_the_same_rule(tmp_path):
     (root / "data.yaml").unlink()
     report = clipdata.convert(root, tmp_path / "out", format="yolo")
     assert report.crops == 2 and report.skipped_by_reason == {"listed_twice": 1}
+
+
+@pytest.mark.parametrize("marker", ["kpt_shape: [3, 3]\n", "task: pose\n"])
+def test_pose_labels_read_as_boxes_with_their_keypoints_ignored(tmp_path, marker):
+    # Ultralytics pose lines: class cx cy w h, then keypoints (x y v each). Read as polygons they
+    # would be refused ("x y pairs") or give the wrong box; the YAML says what they are.
+    kpts = "0.3 0.3 2 0.5 0.5 2 0.7 0.7 1"
+    f = _dataset(tmp_path, f"train: images/train\nnames: [person]\n{marker}", {
+        "images/train/a.jpg": f"0 0.5 0.5 0.4 0.6 {kpts}\n0 0.2 0.2 0.2 0.2 {kpts}",
+    })
+    src = yolo.read(f, masks=True)
+    (sample,) = src.samples
+    assert [(l.name, tuple(round(v, 6) for v in l.box), l.mask) for l in sample.labels] == [
+        ("person", (6.0, 2.0, 8.0, 6.0), None), ("person", (2.0, 1.0, 4.0, 2.0), None)]  # 20x10 image
+    assert any("keypoints are ignored" in n for n in src.notes)
+
+
+def test_without_a_pose_marker_keypoint_lines_are_refused_as_polygons(tmp_path):
+    f = _dataset(tmp_path, "train: images/train\nnames: [person]\n", {
+        "images/train/a.jpg": "0 0.5 0.5 0.4 0.6 0.3 0.3 2 0.5 0.5 2 0.7 0.7 1",
+    })
+    with pytest.raises(SourceError, match="x y pairs"):
+        yolo.read(f)
