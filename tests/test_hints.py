@@ -51,8 +51,8 @@ API = {"convert": ("commands.convert", "convert"), "inspect": ("commands.inspect
        "duplicates": ("commands.rank", "duplicates"), "embed": ("commands.embed", "embed"),
        "prompts": ("commands.prompts", "prompts"), "audit": ("commands.audit", "audit"),
        "check": ("commands.check", "check"), "review backend": ("commands.backend", "review_backend")}
-# Messages of convert that review apply (a convert of the review reader) cannot reach: they
-# check options it never passes. Each entry is a reviewed exception, with its reason.
+# Messages a command cannot reach although it imports their module (review apply, a convert of
+# the review reader, never passes the options they check). Each entry is a reviewed exception, with its reason.
 UNREACHABLE = {
     ("review apply", "--mode"): "review apply always writes crops-mode whole images",
     ("review apply", "--mask"): "no masks in reviewed whole-image labels; the option is never passed",
@@ -63,6 +63,11 @@ UNREACHABLE = {
     ("review apply", "--rename"): "said only when --rename or an ontology was given, which review apply never passes",
     ("review apply", "--include-crowd"): "named by the COCO reader's hints only",
     ("review apply", "--skip-difficult"): "named by the VOC reader's hints only",
+    # label and embed keep a journal too, but never see convert's words for it:
+    ("embed", "--overwrite"): "embed catches the journal's refusal and gives its own remedy (another --out)",
+    ("embed", "--resume"): "likewise",
+    ("embed", "--link"): "the journal imports convert's Result type only; jobs' notes are convert's",
+    ("label", "--link"): "likewise",
 }
 
 
