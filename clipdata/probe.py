@@ -207,20 +207,31 @@ class LabelIssue:
     flagged: bool   # the confident-learning rule says the label is probably wrong
 
 
-def find_label_issues(proba: np.ndarray, labels: np.ndarray) -> list[LabelIssue]:
+def class_thresholds(proba: np.ndarray, labels: np.ndarray, k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(sum of p[y == j, j], count of y == j) per class j: confident learning's thresholds are
+    their ratio. Sums add up over chunks, so a set too large for one matrix is done in parts."""
+    p = np.asarray(proba, np.float64)
+    y = np.asarray(labels, np.int64)
+    k = p.shape[1] if k is None else k
+    return (np.bincount(y, weights=p[np.arange(len(y)), y], minlength=k), np.bincount(y, minlength=k).astype(np.float64))
+
+
+def find_label_issues(proba: np.ndarray, labels: np.ndarray, thresholds: np.ndarray | None = None,
+                      offset: int = 0) -> list[LabelIssue]:
     """Confident learning (Northcutt et al., cleanlab's find_label_issues): class j's threshold
     is the mean probability of j over the images labeled j. An image is flagged when its given
     label is below that label's threshold and another class reaches its own threshold; the
     suggestion is the most probable such class (else the most probable other class). Every
-    image is returned, flagged first, then by score, both most suspicious first."""
+    image is returned, flagged first, then by score, both most suspicious first. `thresholds`
+    (from `class_thresholds` over every part) and `offset` (the first row's index) let a large
+    set be judged part by part."""
     p = np.asarray(proba, np.float64)
     y = np.asarray(labels, np.int64)
     n, k = p.shape
     rows = np.arange(n)
-    thresholds = np.full(k, np.inf)
-    for j in range(k):
-        if (y == j).any():
-            thresholds[j] = p[y == j, j].mean()
+    if thresholds is None:
+        sums, counts = class_thresholds(p, y, k)
+        thresholds = np.divide(sums, counts, out=np.full(k, np.inf), where=counts > 0)
     own = p[rows, y]
     other = p.copy()
     other[rows, y] = -np.inf
@@ -230,7 +241,7 @@ def find_label_issues(proba: np.ndarray, labels: np.ndarray) -> list[LabelIssue]
     flagged = (own < thresholds[y]) & has_confident
     score = other.max(axis=1) - own
     order = sorted(range(n), key=lambda i: (not flagged[i], -score[i], i))
-    return [LabelIssue(i, int(y[i]), int(suggested[i]), float(score[i]), bool(flagged[i])) for i in order]
+    return [LabelIssue(offset + i, int(y[i]), int(suggested[i]), float(score[i]), bool(flagged[i])) for i in order]
 
 
 # --- prompt selection -------------------------------------------------------------------------

@@ -32,7 +32,7 @@ ODD_SIZE_IQR = 3.0  # sqrt(area) outside the quartiles +- 3 IQR (cleanvision's)
 ODD_SIZE_RATIO = 1.5  # ... and at least this factor from the median (cleanvision flags any difference when IQR is 0)
 TINY = 32          # shorter side below, in pixels
 BLURRY = 0.30      # sharpness at 64 px below: blurry
-GRAYSCALE = 2.0    # mean channel spread (0-255) below: grayscale, whatever the file's mode
+GRAYSCALE = 4.0    # 99th percentile of the channel spread (0-255) below: grayscale, whatever the file's mode
 QUALITY_TYPES = ("undecodable", "tiny", "dark", "light", "low_information", "blurry", "grayscale",
                  "odd_aspect_ratio", "odd_size")
 
@@ -79,7 +79,8 @@ def measure(image: Image.Image, shown: tuple[int, int]) -> Measured:
     rgb = np.asarray(work)
     bright = _brightness(rgb)
     p1, p5, p99 = np.percentile(bright, [1, 5, 99])
-    colour = float(np.abs(rgb.astype(np.int16) - rgb.mean(axis=2, keepdims=True, dtype=np.float32)).max(axis=2).mean())
+    spread = rgb.max(axis=2).astype(np.int16) - rgb.min(axis=2)
+    colour = float(np.percentile(spread, 99))
     ratio = max(img.width, img.height) / BLUR_SIDE
     small = img.resize((max(int(img.width // ratio), 1), max(int(img.height // ratio), 1))) if ratio > 1 else img
     gray = small.convert("L")

@@ -43,7 +43,9 @@ THRESHOLDS: dict[str, float] = {
 }
 PIXEL_NEIGHBOURS = 5  # pixel-signature neighbours per image (plain and mirrored) looked at
 LABEL_SAMPLE = 20_000  # the label probe is cross-validated on at most this many images
-MAP_POINTS = 2_000  # points drawn on the 2-D map
+LABEL_BUDGET = 64_000  # ... and images x classes (4,000 x 16 classes: about 20 s on 2 cores)
+CHUNK = 65_536  # rows scored at a time
+MAP_POINTS = 1_000  # points drawn on the 2-D map (t-SNE of 1,000 points: seconds)
 OUTLIER_K = 5
 Progress = Callable[[str, int, int], None]
 
@@ -166,10 +168,9 @@ def _candidates(matrix: np.ndarray, sig: np.ndarray, flip: np.ndarray, has: np.n
             pairs.append(cand[cand[:, 0] != cand[:, 1]] if self_match else cand)
     if not pairs:
         return np.zeros((0, 2), np.int64)
-    allp = np.concatenate(pairs)
-    allp = np.sort(allp, axis=1)
-    allp = allp[allp[:, 0] != allp[:, 1]]
-    return np.unique(allp, axis=0) if len(allp) else np.zeros((0, 2), np.int64)
+    allp = np.sort(np.concatenate(pairs).astype(np.int64), axis=1)
+    keys = np.unique(allp[allp[:, 0] != allp[:, 1]] @ np.array([n, 1], np.int64))
+    return np.stack([keys // n, keys % n], axis=1)
 
 
 def _near(d: _Data, th: dict, sha: list[str] | None, index_dir, notes: list[str],
@@ -293,42 +294,67 @@ def _rel(p: Path, root: Path) -> str:
 
 def _label(d: _Data, text: np.ndarray, scale: float, folds: int, seed: int, report: CheckReport) -> list[dict]:
     """audit's rule: out-of-fold probabilities of the text-initialised probe, then confident
-    learning. Above LABEL_SAMPLE images the probe is cross-validated on a stratified sample
-    and scores the rest with its fit on that sample (which never saw them)."""
-    n = len(d.label)
+    learning. The probe is cross-validated on at most LABEL_SAMPLE images and LABEL_BUDGET
+    image-classes (a stratified sample); the images outside the sample are scored by its fit
+    on the sample, which never saw them. A sample of fewer than two images per class is no
+    probe: zero-shot scores every image (it never saw any). Scored in chunks: the matrix of
+    probabilities is never whole."""
+    n, k = len(d.label), len(d.classes)
     if n < 2:
         report.notes.append("label: fewer than two images, nothing to cross-validate")
         return []
-    counts = np.bincount(d.label, minlength=len(d.classes))
+    counts = np.bincount(d.label, minlength=k)
     for c in np.flatnonzero((counts > 0) & (counts < probe.MIN_PER_CLASS)):
         report.notes.append(f"label: class {d.classes[c]!r} has {counts[c]} image: it is scored zero-shot (its caption)")
+    size = min(n, LABEL_SAMPLE, LABEL_BUDGET // k)
     rng = np.random.default_rng(seed)
-    if n > LABEL_SAMPLE:
-        sample = np.sort(np.concatenate([rng.permutation(np.flatnonzero(d.label == c))[
-            :max(probe.MIN_PER_CLASS, int(round(LABEL_SAMPLE * counts[c] / n)))] for c in np.flatnonzero(counts)]))
-        report.notes.append(f"label: the probe is cross-validated on a stratified sample of {len(sample)} images; "
-                            f"the other {n - len(sample)} are scored by its fit on that sample")
+    fit, oof, sample = None, None, np.zeros(0, np.int64)
+    if size >= min(n, 2 * k):
+        if size < n:
+            by_class = np.argsort(d.label, kind="stable")
+            starts = np.searchsorted(d.label[by_class], np.arange(k + 1))
+            sample = np.sort(np.concatenate([
+                rng.permutation(by_class[starts[c]:starts[c + 1]])[:max(probe.MIN_PER_CLASS, int(size * counts[c] / n))]
+                for c in range(k)]))
+            report.notes.append(f"label: the probe is cross-validated on a stratified sample of {len(sample)} images; "
+                                f"the other {n - len(sample)} are scored by its fit on that sample")
+        else:
+            sample = np.arange(n)
+        feats = d.matrix[sample].astype(np.float64)
+        fit = probe.fit_probe(feats, d.label[sample], text, scale, folds=folds, seed=seed)
+        oof = probe.out_of_fold_proba(feats, d.label[sample], text, scale, fitted=fit)
+        report.label_scorer = fit.scorer + (f", cross-validated top-1 {fit.cv_accuracy:.1%}"
+                                            if fit.cv_accuracy is not None else "")
     else:
-        sample = np.arange(n)
-    feats = d.matrix[sample].astype(np.float64)
-    fit = probe.fit_probe(feats, d.label[sample], text, scale, folds=folds, seed=seed)
-    proba = np.empty((n, len(d.classes)), np.float64)
-    proba[sample] = probe.out_of_fold_proba(feats, d.label[sample], text, scale, fitted=fit)
-    rest = np.setdiff1d(np.arange(n), sample)
-    for a in range(0, len(rest), 65536):
-        chunk = rest[a:a + 65536]
-        proba[chunk] = fit.proba(d.matrix[chunk].astype(np.float64))
-    report.label_scorer = fit.scorer + (f", cross-validated top-1 {fit.cv_accuracy:.1%}" if fit.cv_accuracy is not None else "")
-    out = []
-    for issue in probe.find_label_issues(proba, d.label):
-        if not issue.flagged:
-            break  # flagged come first
-        i = issue.index
-        out.append(_finding("label", "suspect", [d.rel[i]],
-                            f"{d.rel[i]}: labeled {d.classes[issue.label]}, looks like {d.classes[issue.suggested]}",
-                            label=d.classes[issue.label], suggested=d.classes[issue.suggested],
-                            score=round(issue.score, 4)))
-    return out
+        report.label_scorer = "zero-shot"
+        report.notes.append(f"label: {k} classes are too many to cross-validate a probe within its budget; "
+                            "zero-shot probabilities (which saw no image) are judged instead")
+    where = np.full(n, -1, np.int64)
+    where[sample] = np.arange(len(sample))
+
+    def chunks():
+        for a in range(0, n, CHUNK):
+            x = d.matrix[a:a + CHUNK].astype(np.float64)
+            p = fit.proba(x) if fit is not None else probe.zero_shot_proba(x, text, scale)
+            inside = where[a:a + CHUNK] >= 0
+            if inside.any():
+                p[inside] = oof[where[a:a + CHUNK][inside]]
+            yield a, p
+
+    sums, cnt = np.zeros(k), np.zeros(k)
+    for a, p in chunks():
+        s_, c_ = probe.class_thresholds(p, d.label[a:a + CHUNK], k)
+        sums += s_
+        cnt += c_
+    thresholds = np.divide(sums, cnt, out=np.full(k, np.inf), where=cnt > 0)
+    flagged = []
+    for a, p in chunks():
+        flagged += [i for i in probe.find_label_issues(p, d.label[a:a + CHUNK], thresholds, offset=a) if i.flagged]
+    flagged.sort(key=lambda i: (-i.score, i.index))
+    return [_finding("label", "suspect", [d.rel[i.index]],
+                     f"{d.rel[i.index]}: labeled {d.classes[i.label]}, looks like {d.classes[i.suggested]}",
+                     label=d.classes[i.label], suggested=d.classes[i.suggested], score=round(i.score, 4))
+            for i in flagged]
 
 
 def _outliers(d: _Data, th: dict, index_dir, notes: list[str]) -> list[dict]:
@@ -336,8 +362,10 @@ def _outliers(d: _Data, th: dict, index_dir, notes: list[str]) -> list[dict]:
     when far above the class's own median (robust z-score, median absolute deviation)."""
     out = []
     small = []
+    by_class = np.argsort(d.label, kind="stable")
+    starts = np.searchsorted(d.label[by_class], np.arange(len(d.classes) + 1))
     for c, name in enumerate(d.classes):
-        idx = np.flatnonzero(d.label == c)
+        idx = by_class[starts[c]:starts[c + 1]]
         if len(idx) < 4:
             if len(idx):
                 small.append(name)
@@ -360,11 +388,12 @@ def _outliers(d: _Data, th: dict, index_dir, notes: list[str]) -> list[dict]:
     return sorted(out, key=lambda f: -f["z"])
 
 
-def _captions(d: _Data, text: np.ndarray, probs: np.ndarray, th: dict, report: CheckReport) -> list[dict]:
+def _captions(d: _Data, text: np.ndarray, th: dict, report: CheckReport) -> list[dict]:
     """Zero-shot with the layout's captions: the confusion matrix, per-class accuracy, the
     closest caption pairs, and a finding per class pair that zero-shot confuses."""
     k = len(d.classes)
-    pred = probs.argmax(axis=1)
+    pred = np.concatenate([(d.matrix[a:a + CHUNK] @ text.T.astype(np.float32)).argmax(axis=1)
+                           for a in range(0, len(d.label), CHUNK)]) if len(d.label) else np.zeros(0, np.int64)
     conf = np.zeros((k, k), np.int64)
     np.add.at(conf, (d.label, pred), 1)
     per = {d.classes[c]: (round(float(conf[c, c] / conf[c].sum()), 4) if conf[c].sum() else None) for c in range(k)}
@@ -444,7 +473,7 @@ def _map(d: _Data, findings: list[dict], seed: int) -> dict:
             from sklearn.manifold import TSNE
 
             xy = TSNE(n_components=2, init="pca", random_state=seed, perplexity=min(30.0, (len(take) - 1) / 3),
-                      metric="cosine").fit_transform(x)
+                      metric="cosine", max_iter=500).fit_transform(x)
             method = "t-SNE (scikit-learn)"
         except ImportError:
             c = x - x.mean(axis=0)
@@ -571,11 +600,6 @@ def check(layout: str | Path, *, kinds: Sequence[str] | str | None = None, spec:
         tick("near-duplicates")(1, 1)
     if "quality" in chosen:
         findings += _quality(d, th, report.unreadable, root)
-    probs = None
-    if needs_text and len(d.paths):
-        from ..scoring import scores
-
-        probs = scores(d.matrix, text, "clip", scale)
     if "label" in chosen and needs_text and len(d.paths):
         tick("label")(0, 1)
         findings += _label(d, text, scale, folds, seed, report)
@@ -584,8 +608,8 @@ def check(layout: str | Path, *, kinds: Sequence[str] | str | None = None, spec:
         tick("outliers")(0, 1)
         findings += _outliers(d, th, index_dir, report.notes)
         tick("outliers")(1, 1)
-    if "captions" in chosen and probs is not None:
-        findings += _captions(d, text, probs, th, report)
+    if "captions" in chosen and needs_text and len(d.paths):
+        findings += _captions(d, text, th, report)
     if "balance" in chosen:
         findings += _balance(counts, lab.classes, th)
     report.findings = findings
@@ -649,18 +673,19 @@ def _from_embeddings(root: Path, lab: clip.Labeled, folder, spec: EngineSpec, ca
 
     e = ef.read(folder)
     report.engine = f"{e.info.model} embeddings ({e.info.dtype}, {e.info.mode}) from {folder}"
-    real = root.resolve()
+    real = str(root.resolve())
     row_of: dict[str, int] = {}
     for r, p in enumerate(e.image_path):
         row_of.setdefault(p, r)
-    rows, keep = [], []
-    for i, p in enumerate(lab.images):
-        r = row_of.get(str((real / p.relative_to(root)).resolve())) if p.is_relative_to(root) else None
+    pairs = []
+    for i, p in enumerate(lab.images):  # embed writes resolved paths: the layout's root resolved, then the rest
+        r = row_of.get(f"{real}/{p.relative_to(root).as_posix()}")
         if r is None:
             r = row_of.get(str(p))
         if r is not None:
-            rows.append(r)
-            keep.append(i)
+            pairs.append((r, i))
+    pairs.sort()  # the folder's row order: all rows in order need no copy of the matrix
+    rows, keep = [r for r, _ in pairs], [i for _, i in pairs]
     missing = len(lab.images) - len(keep)
     if not keep:
         raise SourceError(f"none of the layout's {len(lab.images)} images is in this embeddings folder", file=folder,
