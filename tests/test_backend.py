@@ -6,15 +6,11 @@ test_backend_labelstudio.py."""
 from __future__ import annotations
 
 import base64
-import io
 import json
 import os
-import random
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 import pytest
@@ -28,15 +24,15 @@ httpx = pytest.importorskip("httpx")
 from clipdata import review_backend  # noqa: E402  (the API twin)
 from clipdata.errors import OptionError  # noqa: E402
 from clipdata.server.labelstudio import BackendError, locate, parse_config  # noqa: E402
-from helpers import FIXTURES, needs_shapes_model, shapes_spec, world  # noqa: E402
+from helpers import FIXTURES, needs_shapes_model, shapes_spec  # noqa: E402
+from labelstudio_stub import TOKEN, FakeStudio, jpeg  # noqa: E402
 
 RECORDED = FIXTURES / "labelstudio" / "requests-1.23.2.jsonl"
 EXPORT = FIXTURES / "labelstudio" / "export-1.23.2.json"
-TOKEN = "tok123"  # the token in the recorded /setup
 CODES = ["alfa", "bravo", "charlie", "delta", "echo", "foxtrot"]  # names that mean nothing to the model
 KINDS = [("red", "circle"), ("blue", "star"), ("green", "triangle"), ("yellow", "square"), ("red", "star"),
          ("blue", "circle")]
-WAIT = 120  # seconds a background fit may take on a loaded 2-core machine
+WAIT = 120  # seconds a background fit may take on a loaded 2-core machine (labelstudio_stub waits as long)
 
 
 def config(names, name="class", extra="", choice="single") -> str:
@@ -47,76 +43,6 @@ def config(names, name="class", extra="", choice="single") -> str:
 
 def recorded() -> list[dict]:
     return [json.loads(line) for line in RECORDED.read_text().splitlines()]
-
-
-def jpeg(seed: int, shape: str | None = None, colour: str | None = None) -> bytes:
-    rnd = random.Random(seed)
-    buf = io.BytesIO()
-    world.render(world.random_item(rnd, shape, colour), rnd).save(buf, "JPEG", quality=90)
-    return buf.getvalue()
-
-
-class FakeStudio:
-    """Label Studio's image and export endpoints as 1.23.2 answers them: every request needs
-    `Authorization: Token <token>` (or a Bearer token from /api/token/refresh); `files` maps
-    an upload path or a local-files `d` to bytes; `export` is the project export."""
-
-    def __init__(self, token: str = TOKEN) -> None:
-        self.token, self.files, self.export, self.seen = token, {}, {}, []
-        self.export_gate: threading.Event | None = None
-        self.export_status = 200
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
-
-            def _send(self, code, body: bytes, kind="application/json", headers=()):
-                self.send_response(code)
-                self.send_header("content-type", kind)
-                self.send_header("content-length", str(len(body)))
-                for k, v in headers:
-                    self.send_header(k, v)
-                self.end_headers()
-                self.wfile.write(body)
-
-            def _authorised(self) -> bool:
-                got = self.headers.get("authorization")
-                return got in (f"Token {fake.token}", "Bearer access-1")
-
-            def do_POST(self):
-                fake.seen.append(("POST", self.path, self.headers.get("authorization")))
-                body = json.loads(self.rfile.read(int(self.headers.get("content-length") or 0)) or b"{}")
-                if self.path == "/api/token/refresh" and body.get("refresh") == fake.token:
-                    return self._send(200, json.dumps({"access": "access-1"}).encode())
-                self._send(401, b'{"detail": "no"}')
-
-            def do_GET(self):
-                fake.seen.append(("GET", self.path, self.headers.get("authorization")))
-                if not self._authorised():
-                    return self._send(401, b'{"detail": "Authentication credentials were not provided."}')
-                parts = urlsplit(self.path)
-                if parts.path.startswith("/api/projects/") and parts.path.endswith("/export"):
-                    if fake.export_gate is not None:
-                        fake.export_gate.wait(WAIT)
-                    pid = int(parts.path.split("/")[3])
-                    if fake.export_status != 200:
-                        return self._send(fake.export_status, b'{"detail": "broken"}')
-                    return self._send(200, json.dumps(fake.export.get(pid, [])).encode())
-                if parts.path == "/redirect-out":
-                    return self._send(302, b"", headers=[("location", "http://127.0.0.2:9/x.jpg")])
-                key = parse_qs(parts.query)["d"][0] if parts.path == "/data/local-files/" else parts.path
-                if key in fake.files:
-                    return self._send(200, fake.files[key], "image/jpeg")
-                self._send(404, b'{"detail": "not found"}')
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 @pytest.fixture
@@ -211,6 +137,9 @@ def test_image_addresses_resolve_only_inside_label_studio_or_images(tmp_path):
         str(images / "sub" / "a.jpg"): ("disk", str((images / "sub/a.jpg").resolve()), False),
         "../secret.jpg": None, str(tmp_path / "secret.jpg"): None, "link.jpg": None,
         "/data/local-files/?d=../secret.jpg": ("studio", "/data/local-files/?d=../secret.jpg", False),
+        "http://127.0.0.1:8080/data/local-files/?d=sub/a.jpg": ("disk", str((images / "sub/a.jpg").resolve()), False),
+        "http://127.0.0.1:8080/api/x.jpg": ("studio", "/api/x.jpg", False),
+        "/data/sub/a.jpg": None,  # a file path that merely starts with /data: only inside --images
         "https://example.com/a.jpg": None, "file:///etc/passwd": None, "ftp://x/a.jpg": None,
         "s3://bucket/a.jpg": ("studio", "/tasks/7/resolve/?fileuri=" + base64.urlsafe_b64encode(
             b"s3://bucket/a.jpg").decode().replace("=", "%3D"), False),

@@ -24,6 +24,7 @@ MAX_IMAGE_BYTES = 256 << 20      # one image over Label Studio's API
 MAX_EXPORT_BYTES = 1 << 30       # a project's annotations
 TIMEOUT = 30.0                   # seconds for one request to Label Studio
 SINGLE = ("single", "single-radio")
+SERVED = ("/data/upload/", "/data/local-files/")  # paths Label Studio serves (other paths are files)
 
 
 class BackendError(ClipdataError):
@@ -149,15 +150,15 @@ def locate(value: object, key: str, studio: str | None, images: Path | None, all
         raise BackendError(f"the task has no image in data.{key}")
     value = value.strip()
     parts = urllib.parse.urlsplit(value)
-    scheme = parts.scheme.lower()
+    scheme, on_studio = parts.scheme.lower(), False
     if scheme in ("http", "https"):
-        if studio is not None and origin_of(value) == origin_of(studio):
-            return ImageRef("studio", urllib.parse.urlunsplit(("", "", parts.path, parts.query, "")),
-                            parts.path.startswith("/data/upload/"))
-        if allow_remote:
-            return ImageRef("remote", value)
-        raise BackendError(f"{value} is outside Label Studio ({studio or 'no --label-studio-url given'})",
-                           hint="pass --allow-remote-images to fetch images from other hosts")
+        if studio is None or origin_of(value) != origin_of(studio):
+            if allow_remote:
+                return ImageRef("remote", value)
+            raise BackendError(f"{value} is outside Label Studio ({studio or 'no --label-studio-url given'})",
+                               hint="pass --allow-remote-images to fetch images from other hosts")
+        value = urllib.parse.urlunsplit(("", "", parts.path, parts.query, ""))  # on the origin: as a path
+        parts, scheme, on_studio = urllib.parse.urlsplit(value), "", True
     if scheme in ("s3", "gs", "azure-blob", "azure-spi"):
         if studio is None or not isinstance(task_id, int):
             raise BackendError(f"{value} is in cloud storage: Label Studio resolves it, and no --label-studio-url was given")
@@ -165,7 +166,7 @@ def locate(value: object, key: str, studio: str | None, images: Path | None, all
         return ImageRef("studio", f"/tasks/{task_id}/resolve/?fileuri={urllib.parse.quote(uri)}")
     if scheme and len(scheme) > 1:  # (a one-letter scheme is a Windows drive: a path)
         raise BackendError(f"{value}: {scheme}: addresses are not read", hint="serve images through Label Studio")
-    if value.startswith("/data/"):
+    if on_studio or value.startswith(SERVED):
         if value.startswith("/data/local-files/") and images is not None:
             d = urllib.parse.parse_qs(parts.query).get("d", [""])[0]
             found = _under(images, d) if d else None

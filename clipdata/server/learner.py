@@ -30,6 +30,7 @@ log = logging.getLogger("clipdata.backend")
 FETCHERS = 8            # images fetched from Label Studio at once
 KNOWN_UPLOADS = 200_000  # upload address -> content hash, remembered (uploads never change)
 LOGGED = 5              # task errors logged one by one per request; the rest are counted
+CHUNK = 256             # images embedded per hold of the model lock
 
 
 @dataclass
@@ -210,10 +211,11 @@ class Learner:
                 with ThreadPoolExecutor(min(FETCHERS, len(fetch)), thread_name_prefix="clipdata-fetch") as pool:
                     list(pool.map(get, fetch))
             order = sorted(paths)
-            if order:
+            for start in range(0, len(order), CHUNK):  # the model lock is let go between chunks
+                chunk = order[start:start + CHUNK]
                 with self._model, self._cache() as cache:
-                    matrix, stats = embed_images(self.engine, [paths[i] for i in order], cache, None, self.spec)
-                for j, i in enumerate(order):
+                    matrix, stats = embed_images(self.engine, [paths[i] for i in chunk], cache, None, self.spec)
+                for j, i in enumerate(chunk):
                     bad = stats.unreadable.get(paths[i]) or stats.failed.get(paths[i])
                     if bad:
                         errors[i] = f"{refs[i].where}: not an image the model can read ({bad})"
@@ -313,11 +315,16 @@ class Learner:
             from ..embedding import embed_images
 
             assert self.train is not None
-            with self._model, self._cache() as cache:
-                m, stats = embed_images(self.engine, self.train.images, cache, None, self.spec)
-            keep = [j for j, p in enumerate(self.train.images)
-                    if str(p) not in stats.unreadable and str(p) not in stats.failed]
-            self._train_rows = (m[keep].astype(np.float64), np.array(self.train.labels)[keep])
+            images, labels = self.train.images, np.array(self.train.labels)
+            rows, keep = [], []
+            for start in range(0, len(images), CHUNK):  # predictions may use the model between chunks
+                chunk = images[start:start + CHUNK]
+                with self._model, self._cache() as cache:
+                    m, stats = embed_images(self.engine, chunk, cache, None, self.spec)
+                ok = [j for j, p in enumerate(chunk) if str(p) not in stats.unreadable and str(p) not in stats.failed]
+                rows.append(m[ok].astype(np.float64))
+                keep += [start + j for j in ok]
+            self._train_rows = (np.concatenate(rows) if rows else np.zeros((0, 0)), labels[keep])
         return self._train_rows
 
     def _fit_once(self, project: Project, why: str) -> None:
