@@ -396,3 +396,163 @@ def _sweep(scenario: Scenario, work: Path, budget: int | None, seed: int,
         log(f"{scenario.name}: events {counts}; {tally.summary()}")
     sys.stdout.flush()
     return tally
+
+
+# ---- the review server's decision file: an append-only log is its own journal --------------
+
+DECISION_KILLS = ("before-write", "partial-write", "before-fsync", "before-ack")
+
+
+def decision_batches(n: int, seed: int) -> list[list[tuple[str, str | None]]]:
+    """n appends of 1-3 rows over a few paths; every row's class is unique (`c7`), so the rows
+    on disk say exactly which decisions reached it. Some take a path back (None)."""
+    rng = random.Random(seed)
+    batches, k = [], 0
+    for _ in range(n):
+        rows = []
+        for _ in range(rng.choice((1, 1, 2, 3))):
+            rows.append((f"img{rng.randrange(4)}.jpg", None if rng.random() < 0.15 else f"c{k}"))
+            k += 1
+        batches.append(rows)
+    return batches
+
+
+def _fold(batches) -> dict[str, str | None]:
+    state: dict[str, str | None] = {}
+    for rows in batches:
+        for path, cls in rows:
+            state[path] = cls
+    return state
+
+
+def _check_rows(path: Path) -> str:
+    """'' when every line is whole JSON and each row's `previous` is the class the file gave
+    that path before it; else what is wrong."""
+    import json
+    data = path.read_bytes() if path.exists() else b""
+    if data and not data.endswith(b"\n"):
+        return "the file ends inside a row"
+    seen: dict[str, str | None] = {}
+    for number, line in enumerate(data.splitlines(), 1):
+        try:
+            row = json.loads(line)
+        except ValueError:
+            return f"line {number} is not JSON: {line[:60]!r}"
+        if row.get("previous") != seen.get(row["path"]):
+            return f"line {number}: previous {row.get('previous')!r}, the file said {seen.get(row['path'])!r}"
+        seen[row["path"]] = row["class"]
+    return ""
+
+
+def check_decisions(case: Case, folder: Path, batches) -> Outcome:
+    """Append the batches in a child killed at `case`; damage; then the server's next start
+    reads the file, the client sends again what was not confirmed, and the result must be
+    the uninterrupted sequence's."""
+    from clipdata.formats import decisions
+
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        try:
+            count = [0]
+            real_write, real_fsync = os.write, os.fsync
+
+            def hit() -> bool:
+                count[0] += 1
+                return count[0] == case.n
+
+            def write(fd, data):
+                if fd != w and case.kill in ("before-write", "partial-write") and hit():
+                    if case.kill == "partial-write":
+                        real_write(fd, bytes(data)[:max(1, len(data) // 2)])
+                    os.kill(os.getpid(), signal.SIGKILL)
+                return real_write(fd, data)
+
+            def fsync(fd):
+                if case.kill == "before-fsync" and hit():
+                    os.kill(os.getpid(), signal.SIGKILL)
+                real_fsync(fd)
+                if case.kill == "before-ack" and hit():
+                    os.kill(os.getpid(), signal.SIGKILL)
+
+            os.write, os.fsync = write, fsync
+            log = decisions.DecisionLog(folder)
+            for i, rows in enumerate(batches):
+                log.append(rows)
+                real_write(w, f"{i}\n".encode())  # confirmed to the client
+        except BaseException:
+            os.write(w, b"error " + traceback.format_exc()[-1500:].encode())
+            os._exit(3)
+        os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        said = f.read().decode()
+    _, status = os.waitpid(pid, 0)
+    if "error" in said:
+        return Outcome(case, "child-error", said)
+    acked = len(said.split())
+    file = folder / decisions.FILE
+    did = damage(folder, case, decisions.FILE) if case.damage == "cut-journal" else ""
+    flat = [row for rows in batches for row in rows]
+    whole = _whole_rows(file)
+    if whole != flat[:len(whole)]:
+        return Outcome(case, "wrong", f"{did}; the file's rows are not the decisions in order: {whole}")
+    if not did and len(whole) < sum(len(rows) for rows in batches[:acked]):  # a kill loses nothing confirmed
+        return Outcome(case, "wrong", f"{acked} append(s) confirmed, {len(whole)} row(s) on disk")
+    try:
+        on_disk = decisions.read(folder)  # the server's next start
+    except BaseException as e:  # noqa: BLE001
+        return Outcome(case, "crash", f"{did}; reading after the kill: {type(e).__name__}: {e}")
+    if on_disk != _fold([whole]):
+        return Outcome(case, "wrong", f"{did}; read {on_disk}, the file's whole rows say {_fold([whole])}")
+    # the client sends again every append not wholly on disk, from the first such
+    first, total = 0, 0
+    while first < len(batches) and total + len(batches[first]) <= len(whole):
+        total += len(batches[first])
+        first += 1
+    log = decisions.DecisionLog(folder)
+    log.refresh()
+    for rows in batches[first:]:
+        log.append(rows)
+    wrong = _check_rows(file)
+    final = decisions.read(folder)
+    if wrong or final != _fold(batches):
+        return Outcome(case, "wrong", f"{did}; {wrong or f'final {final} != {_fold(batches)}'}")
+    return Outcome(case, "ok" if os.WIFSIGNALED(status) else "finished", did)
+
+
+def _whole_rows(file: Path) -> list[tuple[str, str | None]]:
+    """(path, class) of every whole line of the file, in order."""
+    import json
+    if not file.exists():
+        return []
+    rows = []
+    for line in file.read_bytes().split(b"\n")[:-1]:
+        try:
+            row = json.loads(line)
+            rows.append((row["path"], row["class"]))
+        except (ValueError, KeyError, TypeError):
+            rows.append(("<damaged>", line.decode(errors="replace")))
+    return rows
+
+
+def decisions_sweep(work: Path, budget: int | None, seed: int = 0,
+                    log: Callable[[str], None] | None = None) -> Tally:
+    batches = decision_batches(12, seed)
+    writes = len(batches)  # one write and one fsync per append (the first also fsyncs the folder)
+    every = [Case(kill, n, d) for kill in DECISION_KILLS for n in range(1, writes + 1)
+             for d in ("none", "cut-journal")]
+    if budget is not None and budget < len(every):
+        every = random.Random(seed).sample(every, budget)
+    tally = Tally()
+    for case in every:
+        outcome = check_decisions(case, work / "labeled", batches)
+        tally.outcomes.append(outcome)
+        if log and outcome.status in ("wrong", "crash", "child-error"):
+            log(f"decisions {case}: {outcome.status}: {outcome.detail}")
+    if log:
+        log(f"review decisions: {len(batches)} appends; {tally.summary()}")
+    return tally

@@ -170,6 +170,51 @@ def test_embed(tmp_path: Path, spec) -> None:
     _sweep(crash.Scenario("embed", run, resume, hooks={"cache-put": (EmbeddingCache, "put")}), tmp_path / "work", 16)
 
 
+# ---- the review server's decision file -------------------------------------------------------
+
+def test_review_decisions_file(tmp_path: Path) -> None:
+    """A server killed before, inside or after a decision's write: the next start reads the
+    file, nothing confirmed is lost, and the client's retries end in the uninterrupted state."""
+    lines: list[str] = []
+    tally = crash.decisions_sweep(tmp_path, budget(40), SEED, log=lines.append)
+    print("\n".join(lines))
+    assert not tally.failures, "\n".join(lines)
+
+
+def test_a_decision_write_that_fails_saves_nothing(tmp_path: Path, monkeypatch) -> None:
+    import errno
+    from clipdata.formats import decisions
+    log = decisions.DecisionLog(tmp_path)
+    log.append([("a.jpg", "cat")])
+    real = os.write
+
+    def full(fd, data):
+        real(fd, bytes(data)[:7])  # a part reaches the file, then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", full)
+    with pytest.raises(OSError):
+        log.append([("a.jpg", "dog"), ("b.jpg", "dog")])
+    monkeypatch.setattr(os, "write", real)
+    assert log.current("a.jpg") == "cat" and log.current("b.jpg") is None  # not taken as saved
+    rows = log.append([("b.jpg", "fox")])
+    assert rows[0]["previous"] is None
+    assert decisions.read(tmp_path) == {"a.jpg": "cat", "b.jpg": "fox"}
+    assert crash._check_rows(tmp_path / decisions.FILE) == ""
+
+
+def test_a_decision_file_cut_while_the_server_runs_is_read_again(tmp_path: Path) -> None:
+    """Appending at the old end of a shorter file left a run of NUL bytes: a file no server could open."""
+    from clipdata.formats import decisions
+    log = decisions.DecisionLog(tmp_path)
+    log.append([("a.jpg", "cat"), ("b.jpg", "dog")])
+    file = tmp_path / decisions.FILE
+    file.write_bytes(file.read_bytes().split(b"\n")[0] + b"\n")  # someone keeps the first row only
+    log.append([("c.jpg", "fox")])
+    assert b"\0" not in file.read_bytes()
+    assert decisions.read(tmp_path) == {"a.jpg": "cat", "c.jpg": "fox"}
+
+
 # ---- the listed defect, as a table: resume checks the disk, not only its journal -------------
 
 def _killed_after_images(source: Path, out: Path, monkeypatch: pytest.MonkeyPatch) -> None:

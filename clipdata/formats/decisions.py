@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import SourceError
+from ..fsutil import fsync_dir
 from ..names import dumps
 
 FILE = "decisions.jsonl"
@@ -84,30 +85,39 @@ class DecisionLog:
 
     def append(self, decisions: list[tuple[str, str | None]], *, undo: bool = False) -> list[dict]:
         """Save (path, class) decisions; class None takes a path back to not reviewed.
-        Returns the rows as written, each with the `previous` value it replaced."""
+        Returns the rows as written, each with the `previous` value it replaced. Nothing is
+        taken as saved (in `state`) before the rows are on disk: a failed write changes
+        nothing, and the next append writes over what it left."""
         with self._lock:
+            created = not self.path.exists()
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
                 if fcntl is not None:
                     fcntl.flock(fd, fcntl.LOCK_EX)
+                if os.fstat(fd).st_size < self._offset:  # cut or replaced behind our back: read it again
+                    self.state.clear()
+                    self._offset = self.rows = 0
                 self._refresh()
-                size = os.fstat(fd).st_size
-                if size > self._offset:  # an unfinished row of a killed writer
+                if os.fstat(fd).st_size > self._offset:  # an unfinished row of a killed writer
                     os.ftruncate(fd, self._offset)
                 now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-                rows = []
+                rows, after = [], {}
                 for path, cls in decisions:
-                    row = {"path": path, "class": cls, "time": now, "previous": self.current(path)}
+                    row = {"path": path, "class": cls, "time": now,
+                           "previous": (after[path] if path in after else self.state.get(path, {})).get("class")}
                     if undo:
                         row["undo"] = True
                     rows.append(row)
-                    self.state[path] = row
+                    after[path] = row
                 data = "".join(dumps(r) + "\n" for r in rows).encode("utf-8")
                 os.lseek(fd, self._offset, os.SEEK_SET)
                 written = 0
                 while written < len(data):
                     written += os.write(fd, data[written:])
                 os.fsync(fd)
+                if created:
+                    fsync_dir(self.folder)  # the file's name, durable with its first rows
+                self.state.update(after)
                 self._offset += len(data)
                 self.rows += len(rows)
                 return rows
