@@ -10,7 +10,6 @@ may already be gone.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import signal
 import sys
@@ -28,7 +27,9 @@ def _prctl_pdeathsig(sig: int) -> bool:
     if not sys.platform.startswith("linux"):
         return False
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        # the running program's own symbols include libc's: no find_library, which starts a
+        # subprocess in every worker and so widened the window in which the parent can die
+        libc = ctypes.CDLL(None, use_errno=True)
         return libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
     except (OSError, AttributeError):
         return False
@@ -53,13 +54,30 @@ def die_with_parent(parent: int | None = None) -> str:
     return how
 
 
-def worker_init() -> None:
+def _watch_owner(owner: int) -> None:
+    while True:
+        try:
+            os.kill(owner, 0)
+        except (ProcessLookupError, PermissionError):  # gone (or its pid reused by another user)
+            os._exit(1)
+        time.sleep(_POLL_S)
+
+
+def worker_init(parent: int | None = None, owner: int | None = None) -> None:
     """For a worker: die with the parent, and leave SIGINT to the parent, which stops the pool
     (a terminal's Ctrl-C reaches the whole process group; the workers would each print a
-    traceback)."""
-    die_with_parent()
+    traceback).
+
+    `parent`: the pid that forked this worker, known before the fork (a worker whose parent
+    died while it started must not take its new parent, init, for the one to watch: it would
+    live on, blocked on its task queue, holding every descriptor it inherited). `owner`: the
+    process that runs the pool where that is not the parent (a forkserver's workers): it is
+    watched too, so a worker ends when the run ends even if the server outlives it."""
+    die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the parent's handler, inherited by fork
+    if owner is not None and owner != (parent if parent is not None else os.getppid()):
+        threading.Thread(target=_watch_owner, args=(owner,), daemon=True, name="clipdata-owner-watch").start()
 
 
 def _interrupt(signum: int, frame: object) -> None:

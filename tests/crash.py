@@ -23,9 +23,11 @@ from __future__ import annotations
 import multiprocessing
 import os
 import random
+import select
 import shutil
 import signal
 import sys
+import time
 import traceback
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -220,6 +222,64 @@ def _one_thread() -> int | None:
     return threads
 
 
+CHILD_TIMEOUT_S = float(os.environ.get("CLIPDATA_CRASH_CHILD_TIMEOUT", "300"))
+
+
+def _wait(pid: int, seconds: float) -> tuple[int, bool]:
+    """Wait for the child itself (not for its pipe's end of file, which a worker that outlived
+    it would hold open forever): (status, hung). A child still running after `seconds` is killed."""
+    deadline = time.monotonic() + seconds
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return status, False
+        if time.monotonic() >= deadline:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+            return os.waitpid(pid, 0)[1], True
+        time.sleep(0.01)
+
+
+def _lingering(pgid: int, seconds: float) -> list[int]:
+    """Live (not zombie) processes of the killed run's process group still there after
+    `seconds`: a worker the run's death did not end."""
+    deadline = time.monotonic() + seconds
+    while True:
+        alive = []
+        for entry in os.scandir("/proc") if os.path.isdir("/proc") else ():
+            if not entry.name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry.name}/stat", "rb") as f:
+                    fields = f.read().rsplit(b")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid and fields[0] != b"Z":
+                alive.append(int(entry.name))
+        if not alive or time.monotonic() >= deadline:
+            return alive
+        time.sleep(0.05)
+
+
+def _read_all(fd: int, seconds: float) -> str:
+    """What the child wrote to its pipe, waiting at most `seconds` for the end of file."""
+    deadline, chunks = time.monotonic() + seconds, []
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                break
+            data = os.read(fd, 65536)
+            if not data:
+                break
+            chunks.append(data)
+    finally:
+        os.close(fd)
+    return b"".join(chunks).decode(errors="replace")
+
+
 def run_killed(scenario: Scenario, case: Case, out: Path) -> str:
     """Run the scenario in a forked child that dies at `case`: 'killed', 'finished' (the
     point lies past the end of the run) or 'error: ...' (the child failed on its own)."""
@@ -239,13 +299,17 @@ def run_killed(scenario: Scenario, case: Case, out: Path) -> str:
         finally:
             os._exit(code)
     os.close(w)
-    with os.fdopen(r, "rb") as f:
-        message = f.read().decode(errors="replace")
-    _, status = os.waitpid(pid, 0)
+    status, hung = _wait(pid, CHILD_TIMEOUT_S)
+    survivors = [] if hung else _lingering(pid, 5.0)
     try:
         os.killpg(pid, signal.SIGKILL)  # nothing of the child's outlives it
     except (ProcessLookupError, PermissionError):
         pass
+    message = _read_all(r, 5.0)
+    if hung:
+        return f"error: the run did not end within {CHILD_TIMEOUT_S:.0f} s (a hang)"
+    if survivors:
+        return f"error: processes {survivors} outlived the killed run (they could write into OUT)"
     if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL:
         return "killed"
     if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:

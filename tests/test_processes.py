@@ -113,6 +113,27 @@ def test_worker_whose_parent_is_already_gone_exits_at_once() -> None:
     assert proc.returncode == 1 and out == ""
 
 
+
+@pytest.mark.parametrize("forked", [True, False], ids=["fork", "forkserver"])
+def test_pool_worker_whose_run_died_while_it_started_exits(forked: bool) -> None:
+    """A run killed while its pool was still starting workers: a late worker must not adopt
+    init as the parent to watch (it lived on, holding the run's descriptors, and a crash test
+    waiting for their end of file hung). Forked workers check the pid known before the fork;
+    a forkserver's workers watch the run besides their server."""
+    proc = _python("""
+        import os, sys, time
+        from clipdata.pipeline import pool
+        dead = os.fork()
+        if dead == 0:
+            os._exit(0)
+        os.waitpid(dead, 0)  # a pid that no longer runs: the run, dead before the worker armed
+        pool._init_worker(dead, sys.argv[1] == "fork", None)
+        time.sleep(10)
+        print("still running", flush=True)
+    """, "fork" if forked else "forkserver")
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 1 and out == ""
+
 def test_sigterm_handler_is_restored_and_main_thread_only() -> None:
     import threading
 

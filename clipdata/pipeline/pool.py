@@ -7,6 +7,7 @@ conversion knowing.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import threading
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
@@ -39,9 +40,10 @@ def _chunk(fn: Callable[[T], R], chunk: list[T]) -> list[R]:
     return [fn(t) for t in chunk]
 
 
-def _init_worker(initializer: Callable[..., None] | None, *initargs) -> None:
-    """Every worker dies with the process that started it and leaves Ctrl-C to the parent."""
-    worker_init()
+def _init_worker(owner: int, forked: bool, initializer: Callable[..., None] | None, *initargs) -> None:
+    """Every worker dies with the run that started it (also when the run died while this
+    worker was starting) and leaves Ctrl-C to the parent."""
+    worker_init(parent=owner if forked else None, owner=owner)
     if initializer:
         initializer(*initargs)
 
@@ -60,7 +62,9 @@ def run(fn: Callable[[T], R], tasks: Sequence[T], workers: int,
     size = max(1, min(16, len(tasks) // (workers * 8)))
     chunks = (list(tasks[i:i + size]) for i in range(0, len(tasks), size))
     ctx = _context(fn)
-    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(initializer, *initargs))
+    forked = ctx.get_start_method() == "fork"
+    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
+                               initargs=(os.getpid(), forked, initializer, *initargs))
     try:
         pending: deque = deque()
         for chunk in chunks:
