@@ -33,13 +33,15 @@ def review_serve(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on; other machines can connect when not 127.0.0.1."),
     allow_host: AllowHost = None,
     images: Optional[Path] = typer.Option(None, "--images", help="The image folder, when it moved since label ran."),
+    model: Optional[str] = typer.Option(None, "--model", help="The model label used, when it is no longer where "
+                                                              "label.json says (search and re-label need it)."),
     no_browser: bool = typer.Option(False, "--no-browser", help="Do not open a browser; only print the URL."),
 ) -> None:
     from ..commands.serve import review_serve as api_review_serve
 
     with errors():
         server = api_review_serve(labeled, port=port, host=host, images=images, open_browser=not no_browser,
-                                  allow_hosts=allow_host or ())
+                                  allow_hosts=allow_host or (), model=model)
         if host not in ("127.0.0.1", "localhost", "::1"):
             out_console.print(styled(("note:", "yellow"), f" listening on {host}: anyone with the URL on your network can review"))
         out_console.print(f"review at {server.url}", highlight=False, soft_wrap=True)

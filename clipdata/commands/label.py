@@ -119,6 +119,7 @@ def label(images: str | Path, out: str | Path, *, classes: str | list[str] | Non
     kept; every other file is written again)."""
     from .. import probe as fewshot
     from ..embedding import Engine, cache_mode, embed_images, model_scalars, open_cache, scan_images
+    from ..embedding.engine import resolve_model
 
     t0 = time.perf_counter()
     root, out = Path(images), Path(out)
@@ -177,7 +178,9 @@ def label(images: str | Path, out: str | Path, *, classes: str | list[str] | Non
     for r in rows:
         report.counts[r["decision"] or UNCERTAIN] = report.counts.get(r["decision"] or UNCERTAIN, 0) + 1
     report.uncertain = report.counts.pop(UNCERTAIN, 0)
-    meta = {"model": spec.model, "engine": engine.describe(), "dtype": engine.dtype,
+    meta = {"model": resolve_model(spec.model),  # as it resolves: review serve may run from elsewhere
+            "model_identity": engine.identity,  # the key of its cached embeddings
+            "engine": engine.describe(), "dtype": engine.dtype,
             "preprocess": cache_mode(spec),  # how the cached image embeddings were made (review serve reads them)
             "template": template,
             "classes": cls.names, "captions": cls.captions, "threshold": threshold, "margin": margin,
@@ -190,7 +193,7 @@ def label(images: str | Path, out: str | Path, *, classes: str | list[str] | Non
                               "blend_weight": fitted.weight}
     write_predictions(out, rows, meta, top_k)
     write_review(out, root, rows, cls.names, {n: caps[0] for n, caps in zip(cls.names, cls.captions)}, copy)
-    write_labelstudio(out, root, sorted(rows, key=lambda r: r["review_rank"]), cls.names, spec.model)
+    write_labelstudio(out, root, sorted(rows, key=lambda r: r["review_rank"]), cls.names, meta["model"])
     _write_html(out, rows, cls, meta)
     write_text(out / "label.json", dumps({**meta, "unreadable": stats.unreadable, "failed": stats.failed,
                                                "counts": report.counts, "uncertain": report.uncertain},

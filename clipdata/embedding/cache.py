@@ -70,6 +70,12 @@ class EmbeddingCache:
         print(f"note: {note}", file=sys.stderr)
         self.db = self._open()
 
+    def stored(self) -> dict[tuple[str, str], int]:
+        """How many embeddings the cache holds per (model identity, mode): what a lookup that
+        found nothing can name."""
+        return {(m, mode): n for m, mode, n in
+                self.db.execute("SELECT model, mode, COUNT(*) FROM embeddings GROUP BY model, mode")}
+
     def scalars(self) -> tuple[str, float, float] | None:
         """The model's kind, logit scale and bias, when a run already recorded them."""
         row = self.db.execute("SELECT kind, logit_scale, logit_bias FROM models WHERE model = ?",

@@ -78,6 +78,20 @@ class ModelSpec:
         return self
 
 
+def resolve_model(name: str) -> str:
+    """The model as it resolves: a local folder as its absolute path (what a file records,
+    so it still names the model from another working folder), anything else (a hub id) as
+    given."""
+    local = Path(name).expanduser()
+    return str(local.resolve()) if local.is_dir() else name
+
+
+def looks_like_path(name: str) -> bool:
+    """Whether a model name can only be a folder (not a hub id `org/name`): absolute, `~` or
+    `.` first, a backslash, or more than one `/`."""
+    return name.startswith(("/", "~", ".")) or "\\" in name or name.count("/") > 1
+
+
 def _fingerprint(path: Path) -> str:
     """Identify local weights cheaply: config bytes, and each weight file's size and its
     first and last MiB (a full hash of gigabytes would cost seconds per run)."""
@@ -132,8 +146,8 @@ class Engine:
     def _source_identity(name: str) -> str:
         """Which weights: a local folder's fingerprint, or the hub snapshot's commit."""
         local = Path(name).expanduser()
-        if local.is_dir():
-            return f"{name}@{_fingerprint(local)}"
+        if local.is_dir():  # the folder wherever it was named from: one identity for one folder
+            return f"{local.resolve()}@{_fingerprint(local)}"
         try:
             from huggingface_hub import try_to_load_from_cache
 

@@ -82,7 +82,7 @@ def write_labelstudio(out: Path, root: Path, rows: list[dict], names: list[str],
 
 
 
-_META_FIELDS = {"classes": list, "images_root": str, "model": str, "preprocess": str, "dtype": str,
+_META_FIELDS = {"classes": list, "images_root": str, "model": str, "model_identity": str, "preprocess": str, "dtype": str,
                 "threshold": (int, float), "margin": (int, float), "captions": list}
 
 

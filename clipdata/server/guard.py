@@ -32,13 +32,15 @@ SECURITY_HEADERS = [
     (b"x-frame-options", b"DENY"),
 ]
 WILDCARDS = ("", "0.0.0.0", "::")
+MAX_REASON = 1000
 _HOST = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<name>[A-Za-z0-9._-]+))(?::(?P<port>[0-9]{1,5}))?")
 
 
 def error(status: int, message: str) -> JSONResponse:
-    """A refusal: `{"error": one line}`; nothing a client sent is echoed past 200 characters."""
+    """A refusal: `{"error": one line}`, at most MAX_REASON characters (a client's own values
+    are cut to 200 where they are named)."""
     line = " ".join(str(message).split())
-    return JSONResponse({"error": line[:300]}, status, headers={"cache-control": "no-store"})
+    return JSONResponse({"error": line[:MAX_REASON]}, status, headers={"cache-control": "no-store"})
 
 
 def split_host(value: str) -> tuple[str, int | None] | None:

@@ -77,7 +77,7 @@ def check_port(port: int) -> int:
 
 
 def start(labeled: str | Path, *, images: str | Path | None = None, host: str = "127.0.0.1",
-          port: int = 0, allow_hosts: tuple[str, ...] | list[str] = ()) -> Server:
+          port: int = 0, allow_hosts: tuple[str, ...] | list[str] = (), model: str | None = None) -> Server:
     check_port(port)
     try:
         import jsonschema  # noqa: F401
@@ -94,7 +94,7 @@ def start(labeled: str | Path, *, images: str | Path | None = None, host: str = 
     queue = Queue(labeled, images)
     sock = _bind(host, port)
     token = secrets.token_urlsafe(24)
-    vectors = Vectors(queue)
+    vectors = Vectors(queue, model=model)
     hosts = HostRule(host, sock.getsockname()[0], allow_hosts)
     app = create_app(queue, vectors, token, sock.getsockname()[1], hosts)
     server = Server(app, sock, token)

@@ -19,8 +19,10 @@ class Vectors:
     """The queue's image embeddings (loaded once, from LABELED/cache) and the model's engine
     (made on first use; its weights load only when a query text is not cached)."""
 
-    def __init__(self, queue: Queue, cache_dir: str | Path | None = None) -> None:
+    def __init__(self, queue: Queue, cache_dir: str | Path | None = None, model: str | None = None) -> None:
+        """`model`: the model label used, when it is no longer where label.json says."""
         self.queue = queue
+        self.model = model or queue.meta.get("model")
         self.cache_dir = Path(cache_dir) if cache_dir else queue.folder / "cache"
         self._lock = threading.Lock()
         self._engine_lock = threading.Lock()
@@ -47,15 +49,34 @@ class Vectors:
 
         if not (self.cache_dir / FILE).is_file():
             raise ClipdataError("no embedding cache", file=self.cache_dir, hint=CACHE_HINT)
-        return EmbeddingCache(self.cache_dir, self.engine().identity)
+        return EmbeddingCache(self.cache_dir, self.identity())
+
+    def identity(self) -> str:
+        """The cache key of the model's embeddings: the engine's, or the one label recorded
+        when it names the same weights (the model folder moved, or was named from elsewhere)."""
+        identity, recorded = self.engine().identity, self.queue.meta.get("model_identity")
+        if isinstance(recorded, str) and "@" in recorded and recorded.rsplit("@", 1)[1] == identity.rsplit("@", 1)[-1]:
+            return recorded
+        return identity
 
     def engine(self):
         with self._engine_lock:  # the warm-up and a first request may both ask: one engine
             if self._engine is None:
                 from ..embedding import Engine, ModelSpec
+                from ..embedding.engine import looks_like_path
 
-                meta = self.queue.meta
-                self._engine = Engine(ModelSpec(model=meta["model"], dtype=meta.get("dtype", "auto")))
+                name = self.model
+                if not name:
+                    raise ClipdataError("label.json names no model", file=self.queue.folder / "label.json",
+                                        hint="start review serve with --model, the model label used")
+                if looks_like_path(name) and not Path(name).expanduser().is_dir():
+                    where = "" if Path(name).expanduser().is_absolute() else f" from {Path.cwd()}"
+                    said = "it was given" if name != self.queue.meta.get("model") else "label.json names it"
+                    raise ClipdataError(
+                        f"the model folder {name} is not there{where} ({said}; a relative path is taken from the "
+                        "folder you run in)", file=self.queue.folder / "label.json",
+                        hint="start review serve with --model, the model folder label used")
+                self._engine = Engine(ModelSpec(model=name, dtype=self.queue.meta.get("dtype", "auto")))
             return self._engine
 
     def matrix(self) -> tuple[np.ndarray, np.ndarray]:
@@ -70,12 +91,39 @@ class Vectors:
                 finally:
                     cache.close()
                 if not found:
-                    raise ClipdataError("the cache holds no embedding of these images", file=self.cache_dir,
-                                        hint=CACHE_HINT)
+                    raise self._none_found(keys)
                 dim = len(next(iter(found.values())))
                 self._present = np.array([k in found for k in keys])
                 self._matrix = np.stack([found.get(k, np.zeros(dim, np.float32)) for k in keys]).astype(np.float32)
             return self._matrix, self._present  # type: ignore[return-value]
+
+    def _none_found(self, keys: list[str]) -> ClipdataError:
+        """Why no listed image has a cached embedding, said as it is: unreadable images,
+        another model (or the same weights named from elsewhere), or changed files."""
+        readable = sum(1 for k in keys if k)
+        if not readable:
+            return ClipdataError(f"none of the {len(keys)} listed images can be read under {self.queue.root}",
+                                 hint="start review serve with --images, the folder label read")
+        identity = self.identity()
+        mode = self.queue.meta.get("preprocess", "processor")
+        cache = self._cache()
+        try:
+            stored = cache.stored()
+        finally:
+            cache.close()
+        recorded = self.queue.meta.get("model_identity")
+        if stored.get((identity, mode)):
+            return ClipdataError(f"none of the {readable} images is as label embedded it (the cache is keyed by each "
+                                 "file's SHA-256): the image files changed since label ran", file=self.cache_dir,
+                                 hint=CACHE_HINT)
+        if recorded and recorded != identity:
+            return ClipdataError(f"label embedded these images with {recorded}; the model found from here is "
+                                 f"{identity}", file=self.cache_dir,
+                                 hint="start review serve with --model, the model folder label used")
+        held = ", ".join(f"{m} ({md}, {n})" for (m, md), n in sorted(stored.items()) if md != "text") or "nothing"
+        return ClipdataError(f"the cache holds image embeddings of {held}, none of {identity} ({mode})",
+                             file=self.cache_dir, hint="start review serve with --model, the model label used, "
+                                                       "or " + CACHE_HINT)
 
     def _key(self, index: int) -> str:
         """The SHA-256 of an item's file ("" when it is gone or cannot be read: not ranked)."""
