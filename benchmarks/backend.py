@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 CLASSES = ["circle", "square", "triangle", "star", "blob"]
+FIT_WAIT = 600  # seconds one fit may take before the benchmark gives up
 
 
 def load() -> str:
@@ -45,7 +46,7 @@ def config(names: list[str]) -> str:
 def post(url: str, path: str, body: dict) -> dict:
     import httpx
 
-    r = httpx.post(url + path, json=body, timeout=3600)
+    r = httpx.post(url + path, json=body, timeout=1800)
     r.raise_for_status()
     return r.json()
 
@@ -169,19 +170,24 @@ def _learn(srv, studio, tasks, truth, picked) -> dict:
     import httpx
 
     studio.export = {1: _annotations(tasks, truth, picked)}
-    before = httpx.get(srv.url + "/health").json()["projects"]["1"]["fit"]["fits"]
+    before = httpx.get(srv.url + "/health", timeout=60).json()["projects"]["1"]["fit"]["fits"]
     post(srv.url, "/webhook", {"action": "ANNOTATION_CREATED", "project": {"id": 1}})
-    while True:
-        state = httpx.get(srv.url + "/health").json()["projects"]["1"]
+    deadline = time.monotonic() + FIT_WAIT
+    while time.monotonic() < deadline:
+        state = httpx.get(srv.url + "/health", timeout=60).json()["projects"]["1"]
         if state["fit"]["fits"] > before and state["fit"]["state"] == "idle":
             return state
         time.sleep(0.05)
+    raise SystemExit(f"no fit ended in {FIT_WAIT} s")
 
 
 def _wait_first_fit(srv) -> None:
     import httpx
 
-    while httpx.get(srv.url + "/health").json()["projects"]["1"]["fit"]["state"] != "idle":
+    deadline = time.monotonic() + FIT_WAIT
+    while httpx.get(srv.url + "/health", timeout=60).json()["projects"]["1"]["fit"]["state"] != "idle":
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the first fit did not end in {FIT_WAIT} s")
         time.sleep(0.05)
 
 

@@ -471,6 +471,30 @@ def _cli(*args: str, **kw):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 
+def _first_line(proc, seconds: float = 120) -> str:
+    """The first line the process prints, or "" when none comes in time (a start that hangs
+    fails the test instead of hanging it)."""
+    got: list[str] = []
+    reader = threading.Thread(target=lambda: got.append(proc.stdout.readline()), daemon=True)
+    reader.start()
+    reader.join(seconds)
+    return got[0] if got else ""
+
+
+def _stop(proc, seconds: float = 60) -> tuple[str, str]:
+    """SIGTERM, then SIGKILL when it has not ended in `seconds`: (stdout, stderr)."""
+    import signal
+    import subprocess
+
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.communicate(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate(timeout=30)
+        return out, err + f"\n(still running {seconds} s after SIGTERM: killed)"
+
+
 def test_cli_usage_errors_are_one_line_exit_2():
     proc = _cli("--classes", "a,b", "--model", "nowhere")
     out, err = proc.communicate(timeout=120)
@@ -479,19 +503,16 @@ def test_cli_usage_errors_are_one_line_exit_2():
 
 @needs_shapes_model
 def test_cli_prints_the_url_serves_and_stops_on_sigterm(tmp_path):
-    import signal
-
     proc = _cli("--classes", ",".join(CODES), "--model", str(shapes_spec().model), "--dtype", "float32",
                 "--port", "0", "--images", str(tmp_path), "--cache-dir", str(tmp_path / "cache"))
     try:
-        line = proc.stdout.readline()
-        assert line.startswith("Label Studio backend at http://127.0.0.1:"), line + proc.stderr.read()
+        line = _first_line(proc)
+        assert line.startswith("Label Studio backend at http://127.0.0.1:"), line
         url = line.split()[4]
         assert httpx.get(url + "/health", timeout=30).json()["status"] == "UP"
         setup = post(url, "/setup", {"project": "5.1", "schema": config(CODES[:2])})
         assert setup.status_code == 400 and "not in the project" in setup.json()["error"]
     finally:
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=60)
+        out, err = _stop(proc)
     assert proc.returncode in (0, 130) and "Traceback" not in err
     assert "not in the project" in err  # the refusal is in the log too, one line

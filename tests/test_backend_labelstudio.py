@@ -43,6 +43,7 @@ KINDS = [("red", "circle"), ("blue", "star"), ("green", "triangle"), ("yellow", 
          ("blue", "circle")]
 START_WAIT = 240  # seconds for Label Studio to start on a loaded 2-core machine
 FIT_WAIT = 180
+MIGRATE_WAIT = 360  # a fresh database migrates in about 3 minutes
 ENV = {"LABEL_STUDIO_SENTRY_DSN": "", "SENTRY_DSN": "", "COLLECT_ANALYTICS": "false", "LATEST_VERSION_CHECK": "false",
        "LABEL_STUDIO_ML_BLOCK_LOCAL_IP": "false", "LABEL_STUDIO_SSRF_PROTECTION_ENABLED": "false",
        "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true", "DJANGO_DB": "sqlite"}
@@ -74,8 +75,12 @@ def _migrated(program: str, tmp_factory) -> Path:
     shutil.rmtree(where, ignore_errors=True)
     where.mkdir(parents=True)
     env = {**os.environ, **ENV}
-    done = subprocess.run([program, "version", "--data-dir", str(where)], env=env, capture_output=True, text=True,
-                          timeout=900)
+    try:
+        done = subprocess.run([program, "version", "--data-dir", str(where)], env=env, capture_output=True,
+                              text=True, timeout=MIGRATE_WAIT)
+    except subprocess.TimeoutExpired:
+        pytest.skip(f"Label Studio did not migrate a database in {MIGRATE_WAIT} s (.ci/run migrates one ahead: "
+                    "set CLIPDATA_LABEL_STUDIO_DB)")
     if done.returncode != 0 or not (where / "label_studio.sqlite3").is_file():
         pytest.skip(f"Label Studio could not migrate a database: {(done.stderr or done.stdout).strip()[-300:]}")
     (where / ".migrated").write_text("ok\n")
@@ -375,7 +380,11 @@ def test_a_backend_killed_mid_fit_predicts_again_and_learns_every_annotation(stu
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
-            proc.wait(60)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(30)
     assert "Traceback" not in log.read_text()
 
 
