@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -269,10 +270,13 @@ def test_embeddings_of_another_folder_are_refused(spec, tmp_path):
     assert "none of the layout's 32 images is in this embeddings folder" in str(e.value)
 
 
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+CHROMIUM = Path(os.environ.get("CLIPDATA_CHROMIUM", "/usr/bin/chromium"))  # as tests/test_serve_browser.py
+CHROMEDRIVER = Path(os.environ.get("CLIPDATA_CHROMEDRIVER", "/usr/bin/chromedriver"))
 
 
-@pytest.mark.skipif(not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()), reason="needs chromium and chromedriver")
+@pytest.mark.skipif(not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()),
+                    reason=f"needs chromium and chromedriver ({CHROMIUM}, {CHROMEDRIVER}): "
+                           "apt-get install -y chromium chromium-driver (README, Quick start)")
 def test_the_page_in_a_browser(planted, tmp_path):
     """Opened from disk in headless Chromium at 1280x800: no request leaves the page; the
     first screen holds the summary, the heatmap and the map; a flagged point shows its

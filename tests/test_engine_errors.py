@@ -46,3 +46,30 @@ def test_a_query_longer_than_the_text_tower_is_cut_not_an_error(tiny):
     engine = Engine(EngineSpec(model=str(tiny), dtype="float32"))
     long, short = engine.embed_texts(["a red circle " * 200, "a red circle"])
     assert long.shape == short.shape and abs(float((long ** 2).sum()) - 1) < 1e-5
+
+
+@pytest.mark.parametrize("model, said", [
+    ("/nonexistent/dir", "no such folder"),
+    ("./models/clip", "no such folder"),
+    ("~/no-such-model-here", "no such folder"),
+    ("models/clip/v1", "no such folder"),  # more than one `/`: never a hub id
+    ("C:\\models\\clip", "no such folder"),
+    ("{file}", "is not a folder"),
+])
+def test_a_model_path_that_is_no_folder_is_said_at_once(tmp_path, monkeypatch, model, said):
+    """Never sent to the hub: offline, from_pretrained retries for ~40 s and then speaks of
+    repo ids. Nothing is loaded, no network is asked."""
+    def never(*a, **k):
+        raise AssertionError("the hub was asked")
+
+    monkeypatch.setattr(transformers.AutoModel, "from_pretrained", never)
+    (tmp_path / "weights.bin").write_bytes(b"x")
+    model = model.format(file=tmp_path / "weights.bin")
+    with pytest.raises(ModelError) as info:
+        EngineSpec(model=model).check()
+    assert said in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_hub_id_is_left_to_the_hub():
+    for name in ("openai/clip-vit-base-patch32", "clip-vit-base-patch32"):
+        assert EngineSpec(model=name).check()

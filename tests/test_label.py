@@ -174,7 +174,7 @@ def test_empty_folder_and_unknown_model(spec, tmp_path):
     with pytest.raises(ModelError) as e:
         clipdata.label(tmp_path / "imgs", tmp_path / "out2", classes="a,b",
                        spec=EngineSpec(model=str(tmp_path / "no-such-model")))
-    assert "--model" in str(e.value) and "local directory" in str(e.value)
+    assert "--model" in str(e.value) and "no such folder" in str(e.value) and "local model folder" in str(e.value)
 
 
 def test_ontology_captions_are_ensembled(tiny, spec, photos, tmp_path):

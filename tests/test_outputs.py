@@ -251,7 +251,7 @@ import json  # noqa: E402
 import clipdata  # noqa: E402
 from clipdata.errors import ClipdataError  # noqa: E402
 
-from conftest import FIXTURES, make_image, write_coco  # noqa: E402
+from conftest import FIXTURES, make_image, manifest, tree_bytes, write_coco  # noqa: E402
 
 READER_FIXTURES = [
     ("coco", "sahi/terrain_all_coco.json", {"skip_missing": True}),
@@ -328,10 +328,8 @@ def test_skipped_items_are_bounded_in_clipdata_json_and_complete_in_skipped_json
     assert sorted(r["annotation_id"] for r in full) == list(range(1, 60))
 
 
-LONG = [
+LONG = [  # a class folder is named by its caption's class: too long, it is refused, not cut
     ("class", lambda: {"cats": [{"id": 1, "name": "c" * 300}]}, "class 'ccc"),
-    ("annotation id", lambda: {"aid": "7" * 260}, "annotation id"),
-    ("image name with a suffix", lambda: {"file": "i" * 248 + ".png", "aid": 12345}, "of image 'iii"),
 ]
 
 
@@ -353,6 +351,37 @@ def test_too_long_names_are_one_clear_line_before_writing(tmp_path: Path, what: 
     text = str(e.value)
     assert said in text and "255" in text and "\n" not in text and ".clipdata-tmp" not in text
     assert not out.exists() or not [p for p in out.rglob("*") if p.is_file()]
+
+
+@pytest.mark.parametrize("fmt", ["folder", "coco"])
+def test_long_file_names_are_shortened_not_refused(tmp_path: Path, fmt: str) -> None:
+    """Two 250-byte source names in one class (and a 260-digit annotation id): each output
+    name is cut to fit with a hash of the whole name — distinct, the same on every run — and
+    the manifest keeps the full source name."""
+    root = tmp_path / "src"
+    names = ["i" * 246 + "a.png", "i" * 246 + "b.png", "short.png"]
+    try:
+        for n in names:
+            make_image(root / "cat" / n)
+    except OSError:
+        pytest.skip("this file system refuses the long source name itself")
+    if fmt == "folder":
+        source = root
+    else:
+        images = [{"id": i + 1, "file_name": f"cat/{n}", "width": 64, "height": 48} for i, n in enumerate(names)]
+        anns = [{"id": i + 1, "image_id": i + 1, "category_id": 1, "bbox": [1, 1, 10, 10]} for i in range(3)]
+        anns.append({"id": "7" * 260, "image_id": 3, "category_id": 1, "bbox": [2, 2, 10, 10]})
+        source = write_coco(root / "ann.json", images, anns, [{"id": 1, "name": "cat"}])
+    outs = []
+    for run in ("a", "b"):
+        report = clipdata.convert(source, tmp_path / run, format=fmt)
+        assert report.crops + report.images == (3 if fmt == "folder" else 4)
+        outs.append(tree_bytes(tmp_path / run))
+    assert outs[0] == outs[1]
+    files = [p for p in (tmp_path / "a" / "train" / "cat").iterdir()]
+    assert len({p.name for p in files}) == len(files) and all(name_bytes(p.name) <= NAME_MAX for p in files)
+    rows = manifest(tmp_path / "a")
+    assert sorted({r["source_image"].split("/")[-1] for r in rows}) == sorted(names)
 
 
 def test_long_scene_folder_is_named(tmp_path: Path) -> None:

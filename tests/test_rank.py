@@ -116,3 +116,23 @@ def test_cli_eval_search_duplicates(tiny, layout, tmp_path):
     assert r.exit_code == 1 and "error:" in r.output and "Traceback" not in r.output
 
 
+
+
+@pytest.mark.parametrize("command", [
+    ["search", "{photos}", "a cat"], ["unique", "{photos}"], ["duplicates", "{photos}"],
+    ["label", "{photos}", "--out", "{tmp}/labeled", "--classes", "cat,dog"],
+])
+def test_a_folder_of_unreadable_images_is_one_line_and_exit_1(tmp_path, tiny, command):
+    """Not an empty table and exit 0: a script must tell "nothing matched" from "nothing read"."""
+    from typer.testing import CliRunner
+
+    from clipdata.cli import app
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for n in ("a.jpg", "b.png", "c.jpg"):
+        (photos / n).write_bytes(b"not an image")
+    args = [a.format(photos=photos, tmp=tmp_path) for a in command]
+    r = CliRunner().invoke(app, args + ["--model", str(tiny), "--dtype", "float32", "--workers", "0"])
+    assert r.exit_code == 1, r.output
+    assert "none of the 3 image(s) could be read" in r.output and len(r.output.strip().splitlines()) == 1

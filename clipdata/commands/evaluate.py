@@ -11,7 +11,7 @@ import numpy as np
 
 from ..captions import DEFAULT_TEMPLATE, check_template, load_ontology, render
 from ..embedding.spec import EngineSpec
-from ..errors import OptionError, SourceError
+from ..errors import OptionError
 from ..formats import layout as clip
 from ..fsutil import write_text
 from ..scoring import Classes, class_embeddings, zero_shot
@@ -104,12 +104,7 @@ def evaluate(layout: str | Path, *, split: str | None = None, templates: Sequenc
     sets = prompt_sets(classes, layout_caps, templates, ontologies, use_layout)
     if plot_path is not None:
         _matplotlib()
-    with embed_paths(spec, images, cache_dir, progress) as emb:
-        if not emb.paths:
-            lost = {**emb.stats.unreadable, **emb.stats.failed}
-            first, why = next(iter(lost.items()))
-            raise SourceError(f"none of the {len(images)} image(s) could be read (e.g. {Path(first).name}: {why})",
-                              file=Path(layout), hint="check the files with clipdata inspect")
+    with embed_paths(spec, images, cache_dir, progress, source=Path(layout)) as emb:
         kept = {p: i for i, p in enumerate(images)}
         truth = np.array([truth_all[kept[p]] for p in emb.paths])
         for ps in sets:

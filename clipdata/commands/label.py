@@ -118,7 +118,7 @@ def label(images: str | Path, out: str | Path, *, classes: str | list[str] | Non
     `resume`: finish a killed run of the same command in `out` (its cached embeddings are
     kept; every other file is written again)."""
     from .. import probe as fewshot
-    from ..embedding import Engine, cache_mode, embed_images, model_scalars, open_cache, scan_images
+    from ..embedding import Engine, cache_mode, check_some_read, embed_images, model_scalars, open_cache, scan_images
     from ..embedding.engine import resolve_model
 
     t0 = time.perf_counter()
@@ -142,6 +142,7 @@ def label(images: str | Path, out: str | Path, *, classes: str | list[str] | Non
     with open_cache(engine, cache_dir if cache_dir is not None else out / "cache") as cache:
         text = class_embeddings(engine, cls, cache)
         matrix, stats = embed_images(engine, paths, cache, progress, spec)
+        check_some_read(paths, stats, root)
         ok = [i for i, p in enumerate(paths) if str(p) not in stats.unreadable and str(p) not in stats.failed]
         fitted = None
         if train is not None:

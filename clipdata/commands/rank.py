@@ -45,7 +45,7 @@ def _embed(images: str | Path, spec: EngineSpec, cache_dir, progress):
     from ..embedding import embed_paths, scan_images
 
     root = Path(images)
-    return root, embed_paths(spec, scan_images(root), cache_dir, progress)
+    return root, embed_paths(spec, scan_images(root), cache_dir, progress, source=root)
 
 
 @dataclass

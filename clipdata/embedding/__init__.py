@@ -26,7 +26,7 @@ from .spec import EngineSpec, EmbedStats
 
 __all__ = ["EngineSpec", "ModelSpec", "Engine", "ModelError", "EmbedStats", "EmbeddingCache", "Embedded",
            "embed_images", "embed_paths", "embed_texts", "measure_images", "model_scalars", "open_cache", "default_cache_dir",
-           "scan_images"]
+           "scan_images", "check_some_read"]
 
 Progress = Callable[[int, int], None]
 
@@ -218,14 +218,27 @@ class Embedded:
     cache: EmbeddingCache | None
 
 
+def check_some_read(paths: Sequence[str | Path], stats: EmbedStats, source: str | Path | None = None) -> None:
+    """Images were given and none could be embedded: one line and exit 1, for every command
+    (an empty result with exit 0 would look like "nothing matched" to a script)."""
+    lost = {**stats.unreadable, **stats.failed}
+    if paths and len(lost) >= len(paths):
+        first, why = next(iter(lost.items()))
+        raise SourceError(f"none of the {len(paths)} image(s) could be read (e.g. {Path(first).name}: {why})",
+                          file=source, hint="check the files (clipdata inspect checks a layout)")
+
+
 @contextmanager
 def embed_paths(spec: EngineSpec, paths: Sequence[Path], cache_dir: str | Path | None | bool = None,
-                progress: Progress | None = None, measure: Measure | None = None) -> Iterator[Embedded]:
+                progress: Progress | None = None, measure: Measure | None = None,
+                source: str | Path | None = None) -> Iterator[Embedded]:
     """Embed these images with a fresh engine, as a context: the cache stays open inside it
     (for caption embeddings) and is closed on the way out. `cache_dir` as in `open_cache`;
-    `measure` as in `embed_images`."""
+    `measure` as in `embed_images`. When not one image could be read, a SourceError naming
+    `source` (check_some_read)."""
     engine = Engine(spec.check())
     with open_cache(engine, cache_dir) as cache:
         matrix, stats = embed_images(engine, paths, cache, progress, spec, measure)
+        check_some_read(paths, stats, source)
         keep = [i for i, p in enumerate(paths) if str(p) not in stats.unreadable and str(p) not in stats.failed]
         yield Embedded([Path(paths[i]) for i in keep], matrix[keep], stats, engine, cache)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +63,18 @@ def cpu_has_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+_WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:[\\/]")
+
+
+def looks_like_path(model: str) -> bool:
+    """Whether --model names a folder rather than a hub id (`org/name`, `name`): an absolute
+    or home-relative path, one starting with `.`, ending with a separator, with a backslash or
+    more than one `/`, or anything on disk. Such a name that is no folder is refused at once,
+    never sent to the hub (offline, that is 40 s of retries before a misleading error)."""
+    return (model.startswith(("/", "~", ".", "\\")) or model.endswith(("/", "\\")) or "\\" in model
+            or model.count("/") > 1 or bool(_WINDOWS_DRIVE.match(model)) or os.path.lexists(model))
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """Which model, on which device, in which dtype: all an engine needs."""
@@ -71,6 +84,11 @@ class ModelSpec:
     dtype: str = "auto"
 
     def check(self) -> "ModelSpec":
+        if looks_like_path(self.model) and not Path(self.model).expanduser().is_dir():
+            what = "is not a folder" if Path(self.model).expanduser().exists() else "no such folder"
+            raise ModelError(f"--model {self.model}: {what}",
+                             hint="give a local model folder (config.json, weights, processor files), "
+                                  "or a Hugging Face id such as openai/clip-vit-base-patch32")
         if self.device not in DEVICES:
             raise OptionError(f"--device {self.device!r} is not one of {', '.join(DEVICES)}")
         if self.dtype not in DTYPES:
@@ -84,12 +102,6 @@ def resolve_model(name: str) -> str:
     given."""
     local = Path(name).expanduser()
     return str(local.resolve()) if local.is_dir() else name
-
-
-def looks_like_path(name: str) -> bool:
-    """Whether a model name can only be a folder (not a hub id `org/name`): absolute, `~` or
-    `.` first, a backslash, or more than one `/`."""
-    return name.startswith(("/", "~", ".")) or "\\" in name or name.count("/") > 1
 
 
 def _fingerprint(path: Path) -> str:

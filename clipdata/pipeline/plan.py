@@ -13,6 +13,7 @@ from pathlib import PurePosixPath
 
 from ..captions import Ontology, background_folder, scene_caption, scene_folder
 from ..errors import OptionError
+from ..fsutil import NAME_MAX, name_bytes, safe_name
 from ..records import SPLITS, Label, Sample, Skip
 
 
@@ -38,12 +39,27 @@ def _safe_component(text: str) -> str:
     return "_" + out if out.startswith(".") or out == "" else out
 
 
+# Room kept below NAME_MAX for what allocate_names may add (`_` + 8 hex, then `-N`).
+NAME_ROOM = NAME_MAX - 16
+
+
+def _fit(name: str) -> str:
+    """The name as it is when it fits; else its stem cut, with a short hash of the whole
+    name, so that it fits and distinct long names stay distinct (decided: a 250-byte source
+    name is converted, not refused; the manifest's source_image keeps the full name)."""
+    if name_bytes(name) <= NAME_ROOM:
+        return name
+    stem, dot, ext = name.rpartition(".")
+    stem, ext = (stem, "." + ext) if dot and name_bytes(ext) < 32 else (name, "")
+    return safe_name(stem, suffix=ext, limit=NAME_ROOM)
+
+
 def _file_name(sample: Sample, label: Label, fmt: str) -> str:
     base = PurePosixPath(sample.name.replace("\\", "/")).name
     if label.box is None:
-        return _safe_component(base)
+        return _fit(_safe_component(base))
     stem = base.rsplit(".", 1)[0] if "." in base else base
-    return _safe_component(f"{stem}_{label.id}.{fmt}")
+    return _fit(_safe_component(f"{stem}_{label.id}.{fmt}"))
 
 
 def _kept(s: Sample, onto: Ontology, skipped: list[Skip]) -> list[tuple[Label, str]]:
