@@ -12,7 +12,12 @@ Kill points (each the n-th occurrence in the run, counted in the process that di
 - a scenario's own points: before the n-th call of a function it names (a cache write).
 Damage, after the kill (what a power cut can leave, as well as a kill):
 - `missing`, `empty`, `truncated` (half its bytes): one output file, chosen by the seed,
-- `cut-journal`:   the journal's last line cut short.
+- `zeroed`:        one output file of its full size whose bytes are all NUL (its size reached
+                   the disk, its data did not: XFS, ext4 with data=writeback),
+- `unrenamed`:     one output file back under a temporary name of the dead run (a rename whose
+                   folder entry never reached the disk),
+- `cut-journal`:   the journal's last line cut short,
+- `lost-line`:     the journal's last whole line gone (written, never synced).
 
 A case passes when the resume ends with OUT equal to the uninterrupted run's, or refuses with
 one clear line where the scenario allows a refusal. The CI test runs a fixed sample of cases
@@ -35,8 +40,9 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 KILLS = ("rename", "before-rename", "partial-write", "commit", "cut-line")
-DAMAGES = ("none", "missing", "empty", "truncated", "cut-journal")
+DAMAGES = ("none", "missing", "empty", "truncated", "zeroed", "unrenamed", "cut-journal", "lost-line")
 IGNORED = {".clipdata.lock"}
+_JOURNAL_DAMAGES = ("none", "cut-journal", "lost-line")  # no file to pick
 
 
 @dataclass(frozen=True)
@@ -47,7 +53,7 @@ class Case:
     pick: int = 0  # which candidate file the damage hits (modulo their number)
 
     def __str__(self) -> str:
-        return f"{self.kill}#{self.n}+{self.damage}" + (f"@{self.pick}" if self.damage not in ("none", "cut-journal") else "")
+        return f"{self.kill}#{self.n}+{self.damage}" + (f"@{self.pick}" if self.damage not in _JOURNAL_DAMAGES else "")
 
 
 @dataclass
@@ -336,14 +342,17 @@ def damage(out: Path, case: Case, journal: str | None) -> str:
     """Apply the case's damage; says what it did ('' when there was nothing to damage)."""
     if case.damage == "none" or not out.is_dir():
         return ""
-    if case.damage == "cut-journal":
+    if case.damage in ("cut-journal", "lost-line"):
         j = out / journal if journal else None
         if j is None or not j.is_file():
             return ""
         data = j.read_bytes().rstrip(b"\n")
         last = data.rfind(b"\n") + 1
-        if last == 0 or last >= len(data):
+        if last == 0 or last >= len(data):  # the header alone: nothing after it to lose
             return ""
+        if case.damage == "lost-line":
+            j.write_bytes(data[:last])
+            return "the journal's last line lost"
         keep = last + (len(data) - last) * (case.pick % 5 + 1) // 6  # cut somewhere inside the last line
         j.write_bytes(data[:keep])
         return f"cut the journal's last line at byte {keep - last}"
@@ -360,6 +369,11 @@ def damage(out: Path, case: Case, journal: str | None) -> str:
     elif case.damage == "truncated":
         data = victim.read_bytes()
         victim.write_bytes(data[:len(data) // 2])
+    elif case.damage == "zeroed":
+        victim.write_bytes(bytes(victim.stat().st_size))
+    elif case.damage == "unrenamed":  # a pid no live run has: the resume's own temporaries differ
+        from clipdata.fsutil import TMP_PREFIX
+        victim.rename(victim.with_name(f"{TMP_PREFIX}4194999-{victim.name}"))
     return f"{case.damage}: {victim.relative_to(out)}"
 
 
@@ -417,16 +431,16 @@ def cases(counts: dict[str, int], budget: int | None, seed: int, damages=DAMAGES
     """Every (kill point, occurrence, damage) the run offers, or a seeded sample of `budget`
     of them that covers each kill point and each damage at least once where it can."""
     every = [Case(kill, n, d, pick) for kill in counts for n in range(1, counts[kill] + 1)
-             for d in damages for pick in ((0,) if d in ("none", "cut-journal") else (n * 7 + 3,))]
+             for d in damages for pick in ((0,) if d in _JOURNAL_DAMAGES else (n * 7 + 3,))]
     if budget is None or budget >= len(every):
         return every
     rng = random.Random(seed)
     chosen: list[Case] = []
-    for kill in counts:  # each kill point and each damage at least once
-        for d in damages:
-            pool = [c for c in every if c.kill == kill and c.damage == d]
-            if pool and len(chosen) < budget:
-                chosen.append(rng.choice(pool))
+    kills = [k for k in counts if counts[k]]
+    for t in range(max(len(kills), len(damages)) if kills else 0):  # each kill point and each damage, paired in turn
+        pool = [c for c in every if c.kill == kills[t % len(kills)] and c.damage == damages[t % len(damages)]]
+        if len(chosen) < budget:
+            chosen.append(rng.choice(pool))
     rest = [c for c in every if c not in chosen]
     rng.shuffle(rest)
     return chosen + rest[:max(0, budget - len(chosen))]
@@ -552,9 +566,10 @@ def check_decisions(case: Case, folder: Path, batches) -> Outcome:
             os._exit(3)
         os._exit(0)
     os.close(w)
-    with os.fdopen(r, "rb") as f:
-        said = f.read().decode()
-    _, status = os.waitpid(pid, 0)
+    status, hung = _wait(pid, CHILD_TIMEOUT_S)
+    said = _read_all(r, 5.0)
+    if hung:
+        return Outcome(case, "child-error", f"the writer did not end within {CHILD_TIMEOUT_S:.0f} s (a hang)")
     if "error" in said:
         return Outcome(case, "child-error", said)
     acked = len(said.split())

@@ -277,3 +277,69 @@ def test_journal_lines_name_each_file_by_size_and_hash(tmp_path: Path, monkeypat
     import hashlib
     assert first["f"][0] == [crop.stat().st_size, hashlib.sha256(crop.read_bytes()).hexdigest()]
     assert first["f"][2] is None and first["o"][2] == "empty_after_clamp"  # a skipped box wrote nothing
+
+
+# ---- two runs never mix ----------------------------------------------------------------------
+
+def _busy_runs(tmp_path: Path, spec) -> dict[str, tuple[Path, list]]:
+    """Each command that writes an output folder: (OUT it finished, its calls into that OUT
+    with each of its flags)."""
+    images = unlabeled(tmp_path / "images", 4)
+    ann = coco_source(tmp_path / "src", 2)
+    out = {name: tmp_path / name for name in ("convert", "label", "review apply", "embed")}
+    label = lambda **k: clipdata.label(images, out["label"], classes="red,green", spec=spec, **k)  # noqa: E731
+    calls = {
+        "convert": lambda **k: clipdata.convert(ann, out["convert"], workers=1, **k),
+        "label": label,
+        "review apply": lambda **k: clipdata.review_apply(out["label"], out["review apply"], **k),
+        "embed": lambda **k: clipdata.embed(images, out["embed"], spec=spec, part_size=2),
+    }
+    flags = {"embed": [{}]}  # embed has no flags: the same command again is its resume
+    for name, call in calls.items():
+        call()
+    return {name: (out[name], [lambda f=f, c=call: c(**f) for f in flags.get(name, [{}, {"overwrite": True}, {"resume": True}])])
+            for name, call in calls.items()}
+
+
+def test_a_run_into_a_busy_out_refuses_in_one_line_and_changes_nothing(tmp_path: Path, spec) -> None:
+    """Another run holds OUT (its lock): every command, with every flag, stops at once with one
+    line naming OUT, deletes or writes nothing there, and leaves the holder's lock in place."""
+    from clipdata.errors import OutputError
+    from clipdata.fsutil import LOCK_NAME, locked
+    for name, (out, calls) in _busy_runs(tmp_path, spec).items():
+        before = crash.tree(out)
+        with locked(out):  # the other run (a lock is per open file: this process counts as another)
+            for call in calls:
+                with pytest.raises(OutputError) as e:
+                    call()
+                text = str(e.value)
+                assert "another clipdata run is writing into this folder" in text and str(out) in text, (name, text)
+                assert "\n" not in text, (name, text)
+                assert (out / LOCK_NAME).exists(), name  # the holder's lock was not taken away
+                assert crash.tree(out) == before, name
+
+
+def test_a_journal_a_power_cut_brought_back_is_finished_to_the_same_bytes(tmp_path: Path, spec, monkeypatch) -> None:
+    """A run's last step removes its journal; a power cut can undo that removal (the folder
+    was not synced after it). The finished OUT then looks interrupted: the resume (for embed,
+    the same command) must end with the same bytes, not a refusal or a mix."""
+    from clipdata.errors import OutputError
+    from clipdata.pipeline import journal as jr
+    images = unlabeled(tmp_path / "images", 4)
+    ann = coco_source(tmp_path / "src", 3)
+    runs = {"convert": lambda out, **k: clipdata.convert(ann, out, workers=1, **k),
+            "label": lambda out, **k: clipdata.label(images, out, classes="red,green", spec=spec, **k),
+            "embed": lambda out, **k: clipdata.embed(images, out, spec=spec, part_size=2)}
+    real, kept = jr.Journal.finish, {}
+    monkeypatch.setattr(jr.Journal, "finish", lambda self, files=(): kept.update(j=self.path.read_bytes()) or real(self, files))
+    for name, run in runs.items():
+        reference, out = tmp_path / f"{name}-reference", tmp_path / name
+        run(reference)
+        kept.clear()
+        run(out)
+        (out / jr.JOURNAL).write_bytes(kept["j"])
+        if name != "embed":
+            with pytest.raises(OutputError, match="interrupted clipdata.*--resume"):
+                run(out)
+        run(out, resume=True)
+        assert crash.tree(out, frozenset({"cache"})) == crash.tree(reference, frozenset({"cache"})), name
