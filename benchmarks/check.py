@@ -10,7 +10,8 @@ concepts of 50 variants each, every vector a noisy copy of one variant (neighbou
 cosine ~0.7); a class is a run of concepts. Planted across splits: noisy copies of a row
 (cosine > 0.99), which must come out as near-duplicate candidates. A tiny random CLIP with
 512-d projections gives the caption embeddings. The check runs in its own process, so its
-peak RSS is its own; the figures go to benchmarks/README.md with the load average.
+peak RSS is its own; `phases` gives each progress bar's first and last report (seconds from
+the start); the figures go to benchmarks/README.md with the load average.
 """
 from __future__ import annotations
 
@@ -93,12 +94,13 @@ from clipdata.embedding import EngineSpec
 t0 = time.perf_counter()
 phases = {{}}
 def progress(phase, done, total):
-    phases.setdefault(phase, time.perf_counter())
+    now = time.perf_counter()
+    phases.setdefault(phase, [now, now])[1] = now  # first and last report of the phase
 r = clipdata.check({layout!r}, embeddings={emb!r}, spec=EngineSpec(model={model!r}, dtype="float32"),
                    cache_dir={cache!r}, json_path={out!r} + "/report.json", html_path={out!r} + "/report.html",
                    progress=progress)
 print(json.dumps({{"seconds": time.perf_counter() - t0, "rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
-                  "summary": r.by_kind, "notes": r.notes, "phases": {{k: round(v - t0, 1) for k, v in phases.items()}},
+                  "summary": r.by_kind, "notes": r.notes, "phases": {{k: [round(a - t0, 1), round(b - t0, 1)] for k, (a, b) in phases.items()}},
                   "scorer": r.label_scorer, "map": r.map.get("method")}}))
 """
 

@@ -124,9 +124,12 @@ def _bars(report) -> str | None:
     ys = np.arange(len(items))
     vals = [v for _, v in items]
     ax.barh(ys, vals, color=["#d62728" if v < 0.5 else "#1f77b4" for v in vals])
+    for y, v in zip(ys, vals):  # the value beside its bar: a class at 0 has no bar to see
+        ax.text(v + 0.01 if v < 0.85 else v - 0.01, y, f"{v:.2f}", va="center", ha="left" if v < 0.85 else "right",
+                fontsize=6, color="#222" if v < 0.85 else "white")
     ax.set_yticks(ys, [c for c, _ in items], fontsize=7)
     ax.set_xlim(0, 1)
-    ax.set_xlabel("zero-shot accuracy with the layout's captions", fontsize=8)
+    ax.set_xlabel("zero-shot accuracy with the layout's captions (red: below 0.5)", fontsize=8)
     ax.tick_params(axis="x", labelsize=7)
     ax.set_title("per-class accuracy" + (" (the worst 40)" if len(per) > 40 else ""), fontsize=9)
     fig.tight_layout()
@@ -157,7 +160,9 @@ def _map(report, thumbs: _Thumbs) -> str:
     if len(classes) <= 16:
         for c in classes:
             ax.scatter([], [], s=12, c=[colour[c]], label=c)
-        ax.legend(fontsize=5.5, loc="best", frameon=False, ncol=2, handletextpad=0.1, columnspacing=0.5)
+        # below the axes: inside, "best" still lands on points (and on the marks over them)
+        ax.legend(fontsize=5.5, loc="upper center", bbox_to_anchor=(0.5, -0.01), frameon=False,
+                  ncol=min(len(classes), 4), handletextpad=0.1, columnspacing=0.8)
     fig.tight_layout()
     fig.canvas.draw()
     width, height = fig.canvas.get_width_height()
@@ -178,9 +183,8 @@ def _map(report, thumbs: _Thumbs) -> str:
 def _summary(report) -> str:
     by = report.by_kind
     rows = []
-    for kind in ORDER:
-        if kind not in report.kinds:
-            continue
+    # kinds with findings first, each group in ORDER: a kind with none is nothing to fix first
+    for kind in sorted((k for k in ORDER if k in report.kinds), key=lambda k: not by.get(k, 0)):
         n = by.get(kind, 0)
         cls = "bad" if n and kind in ("leakage", "quality", "label") else ("warn" if n else "ok")
         rows.append(f'<li class="{cls}"><a href="#kind-{kind}"><b>{n}</b> {kind}</a> <small>{html.escape(WHY[kind])}'
@@ -243,7 +247,8 @@ def _closest(report) -> str:
         return ""
     body = "".join(f"<tr><td>{r['cosine']:.3f}</td><td>{html.escape(r['captions'][0])}</td>"
                    f"<td>{html.escape(r['captions'][1])}</td></tr>" for r in rows[:10])
-    return f'<table class="counts"><tr><th>text cosine</th><th colspan=2>closest caption pairs</th></tr>{body}</table>'
+    return (f'<h2>Closest captions</h2><table class="counts captions"><tr><th>text cosine</th><th colspan=2>caption pair'
+            f'</th></tr>{body}</table>')
 
 
 CSS = """
@@ -263,7 +268,7 @@ li.bad b, b.bad { color: #c00; } li.warn b { color: #b60; } li.ok b { color: #39
 .sr { position: absolute; width: 1px; height: 1px; overflow: hidden; clip: rect(0 0 0 0); }
 .second { display: flex; gap: 16px; flex-wrap: wrap; align-items: flex-start; margin-top: 10px; }
 table.counts { border-collapse: collapse; font-size: 12px; } .counts td, .counts th { border: 1px solid #ddd; padding: 2px 6px; }
-.counts td:not(:first-child) { text-align: right; }
+.counts td:not(:first-child) { text-align: right; } .captions td:not(:first-child) { text-align: left; }
 .scroll { max-height: 420px; overflow: auto; }
 .finding { border-top: 1px solid #eee; padding: 4px 0; } .finding p { margin: 2px 0; font-size: 13px; }
 .row { display: flex; gap: 8px; flex-wrap: wrap; }

@@ -270,6 +270,25 @@ def test_embeddings_of_another_folder_are_refused(spec, tmp_path):
     assert "none of the layout's 32 images is in this embeddings folder" in str(e.value)
 
 
+def test_the_summary_puts_the_kinds_with_findings_first(tmp_path):
+    """'What to fix first' lists the kinds that have findings (in the page's order of
+    urgency) before the kinds that have none: a clean kind is nothing to fix first."""
+    import re
+
+    from clipdata.checkpage import write_page
+    from clipdata.commands.check import KINDS, THRESHOLDS, CheckReport, _finding
+
+    findings = [_finding("outlier", "far", ["train/a/1.jpg"], "far"), _finding("balance", "too_few", [], "thin", classes=["b"]),
+                _finding("leakage", "exact", ["train/a/1.jpg", "test/a/1.jpg"], "copy", pixel_similarity=1.0, clip_cosine=1.0)]
+    report = CheckReport(tmp_path, ["train", "test"], ["a", "b"], ["a", "b"], {"train": {"a": 1}, "test": {"a": 1}}, 2,
+                         list(KINDS), findings, dict(THRESHOLDS))
+    write_page(tmp_path / "r.html", report, [], [])
+    summary = (tmp_path / "r.html").read_text().split('class="summary"')[1].split("</ol>")[0]
+    listed = re.findall(r"<b>(\d+)</b> (\w+)</a>", summary)
+    assert [k for _, k in listed] == ["leakage", "balance", "outlier", "quality", "label", "duplicates", "captions"]
+    assert [int(n) for n, _ in listed] == [1, 1, 1, 0, 0, 0, 0]
+
+
 CHROMIUM = Path(os.environ.get("CLIPDATA_CHROMIUM", "/usr/bin/chromium"))  # as tests/test_serve_browser.py
 CHROMEDRIVER = Path(os.environ.get("CLIPDATA_CHROMEDRIVER", "/usr/bin/chromedriver"))
 
