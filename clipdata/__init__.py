@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .commands.evaluate import EvalReport, evaluate
     from .commands.inspect import InspectReport, inspect
     from .commands.label import LabelReport, label
+    from .commands.models import ModelsReport, models
     from .commands.prompts import PromptsReport, prompts
     from .commands.rank import RankReport, duplicates, search, unique
     from .commands.review import ReviewReport, review_apply
@@ -40,6 +41,7 @@ _API = {
     "search": "commands.rank", "unique": "commands.rank", "duplicates": "commands.rank", "RankReport": "commands.rank",
     "embed": "commands.embed", "EmbedReport": "commands.embed",
     "check": "commands.check", "CheckReport": "commands.check",
+    "models": "commands.models", "ModelsReport": "commands.models",
     "EngineSpec": "embedding.spec", "ModelSpec": "embedding.engine",
 }
 

@@ -16,7 +16,8 @@ from typing import Annotated, Callable, Optional
 import typer
 
 DEFAULT_MODEL = "openai/clip-vit-base-patch32"  # embedding.engine.DEFAULT_MODEL, without importing numpy
-MODEL_HELP = "Hugging Face model id or local directory of a CLIP-family model."
+MODEL_HELP = ("Hugging Face model id or local directory of a model of a family `clipdata models` lists "
+              "(CLIP, SigLIP, SigLIP 2, MetaCLIP 2, ALIGN ...), or open_clip:ARCH with --weights.")
 
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")]
 Template = Annotated[str, typer.Option("--template", help="Caption template; {} is the class name, {a} the name with a/an.")]
@@ -49,6 +50,8 @@ def _opt(name: str, default, annotation, *decls: str, help: str) -> inspect.Para
 # (parameter, the EngineSpec field it fills or None)
 _ENGINE = [
     (_opt("model", DEFAULT_MODEL, str, "--model", help=MODEL_HELP), "model"),
+    (_opt("weights", None, Optional[str], "--weights",
+          help="For --model open_clip:ARCH: the checkpoint file (or an open_clip pretrained tag)."), "weights"),
     (_opt("device", "auto", str, "--device", help="auto, cpu or cuda."), "device"),
     (_opt("dtype", "auto", str, "--dtype", help="auto, float32, bfloat16 or float16."), "dtype"),
     (_opt("batch_size", 16, int, "--batch-size", help="Images per model call."), "batch_size"),

@@ -187,6 +187,9 @@ def label(images: str | Path, out: str | Path, *, classes: str | list[str] | Non
             "classes": cls.names, "captions": cls.captions, "threshold": threshold, "margin": margin,
             "images_root": str(root.resolve()), "scorer": report.scorer,
             "review_order": "review_rank: 1 = the smallest margin between the top two scores"}
+    if spec.weights:  # an open_clip model's checkpoint: review serve loads the same one
+        w = Path(spec.weights).expanduser()
+        meta["weights"] = str(w.resolve()) if w.is_file() else spec.weights  # a file from any folder
     if fitted is not None:
         meta["train_from"] = {"layout": str(Path(train_from).resolve()), "images": len(keep), "folds": folds,
                               "cv_accuracy": fitted.cv_accuracies,

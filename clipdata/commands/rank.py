@@ -75,7 +75,12 @@ def _stored(folder: str | Path, spec: EngineSpec, cache_dir, needs_model: bool) 
         yield _Stored([Path(p) for p in e.image_path], e.matrix, e.sha256, None, None, desc, Path(folder))
         return
     engine = Engine(spec.check())
-    if engine.identity.rsplit(":", 1)[0] != e.info.identity.rsplit(":", 1)[0]:
+    ours, theirs = engine.identity.rsplit(":", 1)[0], e.info.identity.rsplit(":", 1)[0]
+    if ours != theirs and ours.split("#")[0] == theirs.split("#")[0]:
+        raise OptionError(f"these embeddings of {e.info.model} were made under other rules for its family "
+                          f"({theirs.partition('#')[2] or 'before the family table'}; now {ours.partition('#')[2]})",
+                          file=Path(folder) / ef.INFO_FILE, hint="embed the images again into a new folder (clipdata embed IMAGES --out NEW_FOLDER)")
+    if ours != theirs:
         raise OptionError(f"--model {spec.model} is not the model these embeddings were made with: "
                           f"{e.info.model} ({e.info.identity.rsplit(':', 1)[0]})", file=Path(folder) / ef.INFO_FILE,
                           hint=f"pass --model {e.info.model}")

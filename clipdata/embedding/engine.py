@@ -1,6 +1,8 @@
-"""The CLIP engine: the model only. Load any CLIP-family model with transformers and turn
-pixel batches and captions into unit vectors. Caching, image loading and distribution live
-beside it in clipdata.embedding; scoring lives in clipdata.scoring.
+"""The CLIP engine: the model only. Load a model of one of the families in `families` (with
+transformers, or open_clip for `open_clip:ARCH`) and turn pixel batches and captions into
+unit vectors, tokenizing and reading the logit scale and bias the way the family's authors
+do. Caching, image loading and distribution live beside it in clipdata.embedding; scoring
+lives in clipdata.scoring.
 
 torch and transformers are imported only when an engine is made (`pip install clipdata[clip]`),
 so `import clipdata` and `clipdata convert` never load them.
@@ -18,6 +20,7 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 from ..errors import ClipdataError, OptionError, first_line
+from .families import OPEN_CLIP_PREFIX, SIGMOID, Family, family_for, read_checkpoint
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -77,11 +80,13 @@ def looks_like_path(model: str) -> bool:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """Which model, on which device, in which dtype: all an engine needs."""
+    """Which model, on which device, in which dtype: all an engine needs. `weights`: the
+    checkpoint file or hf-hub: name of an `open_clip:ARCH` model."""
 
     model: str = DEFAULT_MODEL
     device: str = "auto"
     dtype: str = "auto"
+    weights: str | None = None
 
     def check(self) -> "ModelSpec":
         if looks_like_path(self.model) and not Path(self.model).expanduser().is_dir():
@@ -93,6 +98,9 @@ class ModelSpec:
             raise OptionError(f"--device {self.device!r} is not one of {', '.join(DEVICES)}")
         if self.dtype not in DTYPES:
             raise OptionError(f"--dtype {self.dtype!r} is not one of {', '.join(DTYPES)}")
+        if self.weights is not None and not self.model.startswith(OPEN_CLIP_PREFIX):
+            raise OptionError(f"--weights is for open_clip models; --model {self.model} loads its own weights",
+                              hint="pass --model open_clip:ARCH --weights FILE, or leave --weights out")
         return self
 
 
@@ -109,7 +117,7 @@ def _fingerprint(path: Path) -> str:
     first and last MiB (a full hash of gigabytes would cost seconds per run)."""
     h = hashlib.sha256()
     for f in sorted(path.iterdir()):
-        if f.name == "config.json":
+        if f.name in ("config.json", "preprocessor_config.json", "tokenizer_config.json"):
             h.update(f.read_bytes())
         elif f.suffix in (".safetensors", ".bin", ".pt", ".pth"):
             size = f.stat().st_size
@@ -132,16 +140,16 @@ def _root_cause(e: BaseException) -> BaseException:
 
 
 class Engine:
-    """A CLIP-family model with its processor; `embed_images` and `embed_texts` return unit
-    vectors. The weights load on first use, so a run whose embeddings are all cached never
-    loads them."""
+    """A model of one of the families with its processor; `embed_images` and `embed_texts`
+    return unit vectors. The weights load on first use, so a run whose embeddings are all
+    cached never loads them (the family is read from the checkpoint's config.json)."""
 
     def __init__(self, spec=None) -> None:
         """`spec`: a ModelSpec, or anything with its fields (an EngineSpec); kept as `.spec`."""
         torch, self._transformers = _torch()
         self.spec = spec if spec is not None else ModelSpec()
         spec = self.spec
-        ModelSpec(spec.model, spec.device, spec.dtype).check()
+        ModelSpec(spec.model, spec.device, spec.dtype, getattr(spec, "weights", None)).check()
         self.torch = torch
         self.device = ("cuda" if torch.cuda.is_available() else "cpu") if spec.device == "auto" else spec.device
         if self.device == "cuda" and not torch.cuda.is_available():
@@ -151,24 +159,52 @@ class Engine:
         else:
             self.dtype = spec.dtype
         self._model = self._processor = None
-        self.identity = f"{self._source_identity(spec.model)}:{self.dtype}"
         self._scalars: tuple[str, float, float] | None = None
+        self._backend = None
+        if spec.model.startswith(OPEN_CLIP_PREFIX):
+            from .openclip import OpenClip
+
+            self._backend = OpenClip(spec.model[len(OPEN_CLIP_PREFIX):], getattr(spec, "weights", None))
+            self.family: Family | None = self._backend.family
+            source = self._backend.identity
+        else:
+            source, self.family = self._source(spec.model)
+        self._source_id = source
+        self._identity = f"{source}#{self.family.rules}:{self.dtype}" if self.family else None
+
+    @property
+    def identity(self) -> str:
+        """name@weights-fingerprint#family-rules:dtype, the embedding cache's key."""
+        if self._identity is None:  # no config.json to read: the loaded model says which family
+            self._load()
+        return self._identity  # type: ignore[return-value]
 
     @staticmethod
-    def _source_identity(name: str) -> str:
-        """Which weights: a local folder's fingerprint, or the hub snapshot's commit."""
+    def _source(name: str) -> tuple[str, Family | None]:
+        """Which weights (a local folder's fingerprint, or the hub snapshot's commit), and the
+        family its config.json names (None where no config can be read without loading)."""
         local = Path(name).expanduser()
-        if local.is_dir():  # the folder wherever it was named from: one identity for one folder
-            return f"{local.resolve()}@{_fingerprint(local)}"
-        try:
-            from huggingface_hub import try_to_load_from_cache
+        folder = None
+        source = name
+        if local.is_dir():
+            # the folder wherever it was named from: one identity for one folder
+            source, folder = f"{local.resolve()}@{_fingerprint(local)}", local
+        else:
+            try:
+                from huggingface_hub import try_to_load_from_cache
 
-            cached = try_to_load_from_cache(name, "config.json")
-            if isinstance(cached, str):
-                return f"{name}@{Path(cached).parent.name}"
-        except Exception:  # no hub library or an odd name: the name alone
-            pass
-        return name
+                cached = try_to_load_from_cache(name, "config.json")
+                if isinstance(cached, str):
+                    source, folder = f"{name}@{Path(cached).parent.name}", Path(cached).parent
+            except Exception:  # no hub library or an odd name: the name alone
+                pass
+        family = None
+        if folder is not None and (folder / "config.json").is_file():
+            try:
+                family = family_for(*read_checkpoint(folder))
+            except (ValueError, OSError, TypeError):
+                family = None  # the load says what is wrong with it
+        return source, family
 
     def _load(self) -> None:
         with IMPORT_LOCK:  # from_pretrained imports the model's own code lazily; one load at a time
@@ -176,11 +212,18 @@ class Engine:
                 self._load_unlocked()
 
     def _load_unlocked(self) -> None:
+        if self._backend is not None:
+            self._backend.load(self.device)
+            self._model, self._processor = self._backend.model, None
+            self._scalars = self._backend.scalars
+            return
         transformers, name = self._transformers, self.spec.model
         local = Path(name).expanduser()
         try:
             kwargs = {"local_files_only": True} if local.is_dir() or os.environ.get("HF_HUB_OFFLINE") else {}
             source = str(local) if local.is_dir() else name
+            if self.family is not None and self.family.attention:
+                kwargs["attn_implementation"] = self.family.attention
             model = transformers.AutoModel.from_pretrained(source, **kwargs)
             processor = transformers.AutoProcessor.from_pretrained(source, **kwargs)
         except Exception as e:  # transformers raises OSError, ValueError, HTTP errors...
@@ -198,14 +241,26 @@ class Engine:
             ) from None
         if not (hasattr(model, "get_image_features") and hasattr(model, "get_text_features")):
             raise ModelError(f"model {name!r} ({type(model).__name__}) has no image and text towers",
-                             hint="use a CLIP-family model (CLIP, SigLIP, ...)")
+                             hint="use a model of a family `clipdata models` lists")
         if not hasattr(processor, "image_processor") or not hasattr(processor, "tokenizer"):
             raise ModelError(f"model {name!r} has no image processor and tokenizer")
+        model_type = getattr(model.config, "model_type", "")
+        family = family_for(model_type, type(processor.tokenizer).__name__,
+                            int(getattr(getattr(model.config, "text_config", None), "vocab_size", 0) or 0))
+        if family is None:
+            raise ModelError(f"model {name!r} is a {model_type!r} model, not one of the families clipdata scores",
+                             hint="`clipdata models` lists them and says why others are left out")
+        if self.family is not None and family is not self.family:  # config.json and the loaded model disagree
+            raise ModelError(f"model {name!r}: its files name the {self.family.name} family, the loaded model "
+                             f"is {family.name}", hint="re-download or re-save the model folder")
+        if family.attention and not self.family:  # learnt only now: load again as the family needs
+            self.family = family
+            return self._load_unlocked()
+        self.family = family
+        if self._identity is None:
+            self._identity = f"{self._source_id}#{family.rules}:{self.dtype}"
         self._model, self._processor = model.to(self.device).eval(), processor
-        kind = "siglip" if "siglip" in getattr(model.config, "model_type", "") else "clip"
-        scale = float(model.logit_scale.exp().item()) if hasattr(model, "logit_scale") else 100.0
-        bias = getattr(model, "logit_bias", None)
-        self._scalars = (kind, scale, float(bias.item()) if bias is not None else 0.0)
+        self._scalars = (family.score, _scale(model, family), _bias(model, family))
 
     @property
     def model(self):
@@ -215,7 +270,8 @@ class Engine:
 
     @property
     def processor(self):
-        if self._processor is None:
+        """The transformers processor (None for open_clip models)."""
+        if self._model is None:
             self._load()
         return self._processor
 
@@ -249,28 +305,93 @@ class Engine:
         t = t.float()
         return (t / t.norm(dim=-1, keepdim=True).clamp_min(1e-12)).cpu().numpy()
 
+    def tokenize(self, texts: Sequence[str]) -> dict:
+        """The text tower's inputs for these captions, as the family's authors make them: padded
+        to the longest caption where the tower masks padding, to a fixed length where it was
+        trained so (SigLIP: 64); lowercased where the authors lowercase. A caption's tokens never
+        depend on the other captions of its batch."""
+        model = self.model
+        if self._backend is not None:
+            return self._backend.tokenize(texts)
+        family = self.family
+        if family.lowercase:
+            texts = [t.lower() for t in texts]
+        length = min(family.text_length or self._text_length(), self._text_length())
+        padding = "max_length" if family.padding == "max_length" else True
+        tok = self.processor.tokenizer(list(texts), padding=padding, truncation=True, max_length=length,
+                                       return_tensors="pt")
+        accepted = _accepted(model.get_text_features)
+        return {k: v for k, v in tok.items() if accepted is None or k in accepted}
+
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
-        """Unit text embeddings, in batches padded to the longest caption (not to 77 tokens)."""
+        """Unit text embeddings, tokenized by the family's rules (`tokenize`)."""
         torch = self.torch
         out = []
         with torch.inference_mode(), self._autocast():
             for i in range(0, len(texts), 256):
-                tok = self.processor.tokenizer(list(texts[i:i + 256]), padding=True, truncation=True,
-                                               max_length=self._text_length(), return_tensors="pt").to(self.device)
-                out.append(self._unit(self._features(self.model.get_text_features(**tok))))
+                tok = {k: v.to(self.device) for k, v in self.tokenize(texts[i:i + 256]).items()}
+                if self._backend is not None:
+                    out.append(self._unit(self._backend.text_features(tok)))
+                else:
+                    out.append(self._unit(self._features(self.model.get_text_features(**tok))))
         return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
     def _text_length(self) -> int:
         """The text tower's positions: a longer query is cut there, never an error (tokenizers
-        saved without model_max_length would not cut at all)."""
+        saved without model_max_length would not cut at all). RoBERTa-style towers (AltCLIP)
+        number positions from 2."""
         config = getattr(self.model.config, "text_config", self.model.config)
-        return int(getattr(config, "max_position_embeddings", 77))
+        positions = int(getattr(config, "max_position_embeddings", 77))
+        return positions - 2 if self.family.key == "altclip" else positions
 
     def embed_pixels(self, pixel_values) -> np.ndarray:
+        """Unit image embeddings of one batch: a pixel tensor, or a dict of the image tower's
+        inputs (SigLIP 2 NaFlex: pixel_values, pixel_attention_mask, spatial_shapes)."""
         torch = self.torch
+        inputs = pixel_values if isinstance(pixel_values, dict) else {"pixel_values": pixel_values}
+        inputs = {k: v.to(self.device) for k, v in inputs.items()}
         with torch.inference_mode(), self._autocast():
-            return self._unit(self._features(self.model.get_image_features(pixel_values=pixel_values.to(self.device))))
+            if self._backend is not None:
+                return self._unit(self._backend.image_features(inputs["pixel_values"]))
+            return self._unit(self._features(self.model.get_image_features(**inputs)))
+
+    def preparer(self, exact: bool):
+        """path -> the image tower's input for one file (the loader's job, picklable): the
+        fast path unless `exact` or the family's preprocessing has no fast path with parity."""
+        model = self.model  # noqa: F841  (loads the processor)
+        if self._backend is not None:
+            return self._backend.preparer(exact)
+        from .local import preparer
+
+        return preparer(self.processor.image_processor, exact, self.family.image_inputs)
 
     def describe(self) -> str:
-        return f"{self.spec.model} on {self.device} in {self.dtype}"
+        family = f" ({self.family.name})" if self.family else ""
+        return f"{self.spec.model}{family} on {self.device} in {self.dtype}"
 
+
+def _accepted(method) -> set[str] | None:
+    """The keyword names a model method takes (None: it takes any)."""
+    import inspect
+
+    params = inspect.signature(method).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()) and len(params) <= 1:
+        return None
+    return {n for n, p in params.items() if p.kind is not inspect.Parameter.VAR_KEYWORD}
+
+
+def _scale(model, family: Family) -> float:
+    """The factor on the cosine similarity, read as the family's model applies it."""
+    if family.scale == "1/temperature":
+        return float(1.0 / model.temperature.item())
+    if not hasattr(model, "logit_scale"):
+        return 100.0
+    value = model.logit_scale
+    if family.scale.startswith("exp(clamped") and hasattr(model, "max_log_logit_scale"):
+        value = value.clamp(0.0, model.max_log_logit_scale)
+    return float(value.exp().item())
+
+
+def _bias(model, family: Family) -> float:
+    bias = getattr(model, "logit_bias", None) if family.score == SIGMOID else None
+    return float(bias.item()) if bias is not None else 0.0

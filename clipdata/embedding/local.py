@@ -11,7 +11,7 @@ import numpy as np
 from ..errors import first_line
 from ..machine import default_workers
 from .engine import Engine
-from .preprocess import FAST_MODE, FastPreprocess, Observer, UnsupportedProcessor
+from .preprocess import FAST_MODE, FastPreprocess, Observer, UnsupportedProcessor, to_rgb
 from .spec import EngineSpec
 
 Vectors = dict[int, np.ndarray]
@@ -27,28 +27,32 @@ def load_image(path: str):
 
 
 class _Processor:
-    """The model's own processor on the fully decoded image (--exact-preprocess), bit for bit."""
+    """The model's own processor on the fully decoded image (--exact-preprocess), bit for bit.
+    One tensor, or a dict of them for an image tower with several inputs (NaFlex)."""
 
-    def __init__(self, image_processor) -> None:
-        self.image_processor = image_processor
+    def __init__(self, image_processor, inputs: tuple[str, ...] = ("pixel_values",)) -> None:
+        self.image_processor, self.inputs = image_processor, inputs
 
     def __call__(self, path: str, observe: Observer | None = None):
-        img = load_image(path)
+        img = to_rgb(load_image(path))
         if observe is not None:
             observe(img, (img.height, img.width))
-        return self.image_processor(images=img, return_tensors="pt")["pixel_values"][0]
+        out = self.image_processor(images=img, return_tensors="pt")
+        if self.inputs == ("pixel_values",):
+            return out["pixel_values"][0]
+        return {k: out[k][0] for k in self.inputs}
 
 
-def preparer(image_processor, exact: bool) -> Callable[[str], object]:
-    """path -> the model's input tensor: the fast path (reduced-scale JPEG decode, then the
+def preparer(image_processor, exact: bool, inputs: tuple[str, ...] = ("pixel_values",)) -> Callable[[str], object]:
+    """path -> the model's input: the fast path (reduced-scale JPEG decode, then the
     processor's own resize, crop and normalisation) unless `exact`, or unless the processor
-    has steps the fast path does not reproduce."""
+    has steps the fast path does not reproduce. `inputs`: what the image tower takes."""
     if not exact:
         try:
             return FastPreprocess.from_processor(image_processor)
         except UnsupportedProcessor:
             pass
-    return _Processor(image_processor)
+    return _Processor(image_processor, inputs)
 
 
 def cache_mode(spec: EngineSpec) -> str:
@@ -87,6 +91,8 @@ def _collate(items):
     ok = [(i, t) for i, t, err, _ in items if t is not None]
     bad = [(i, err) for i, t, err, _ in items if t is None]
     measured = {i: m for i, t, _, m in items if t is not None and m is not None}
+    if ok and isinstance(ok[0][1], dict):  # several inputs per image: one batch tensor each
+        return [i for i, _ in ok], {k: torch.stack([t[k] for _, t in ok]) for k in ok[0][1]}, bad, measured
     return [i for i, _ in ok], (torch.stack([t for _, t in ok]) if ok else None), bad, measured
 
 
@@ -120,7 +126,7 @@ def embed_local(engine: Engine, spec: EngineSpec, paths: Sequence[str],
     """Embed `paths`; after each batch, `on_batch(vectors by index, unreadable by index)`, and
     with `measure`, `on_measured(measure's value by index)` from the same decode."""
     torch = engine.torch
-    data = _Images(list(paths), preparer(engine.processor.image_processor, spec.exact_preprocess), measure)
+    data = _Images(list(paths), engine.preparer(spec.exact_preprocess), measure)
     n_workers = min(spec.workers if spec.workers is not None else _default_loaders(engine, paths),
                     max(0, len(paths) // spec.batch_size))
     loader = torch.utils.data.DataLoader(data, batch_size=spec.batch_size, num_workers=n_workers,

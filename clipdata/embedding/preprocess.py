@@ -7,6 +7,10 @@ resample filter, mean/std, RGB conversion) and applies them with the same arithm
 decodes JPEGs at a reduced DCT scale (libjpeg's 1/2, 1/4, 1/8) that never goes below twice
 the size the image is resized to, and resizes straight from the decoded pixels to the crop.
 Pixels differ from the processor's only through that reduced decode; other formats match it.
+
+SigLIP 2 NaFlex keeps the aspect ratio: the image is resized to the largest grid of whole
+patches within `max_num_patches` (the processor's own size search), cut into patches and
+padded, with the mask and grid shape the image tower takes beside the pixels.
 """
 from __future__ import annotations
 
@@ -85,6 +89,19 @@ def _normalising_table(processor, backend: str) -> np.ndarray:
     return np.stack(rows)
 
 
+# Processors whose own steps are the backend's resize and crop, then only per-value arithmetic
+# (ALIGN's EfficientNet: a rescale with an offset, and a second division by the std), so the
+# processor itself, run on every 8-bit value once, gives the whole normalising table.
+_POINTWISE_STEPS = {"EfficientNetImageProcessorPil": "PilBackend"}
+
+
+def _probed_table(processor) -> np.ndarray:
+    """(3, 256): the processor's output for each 8-bit value of each channel, without resizing."""
+    ramp = np.repeat(np.arange(256, dtype=np.uint8)[None, :, None], 3, axis=2)  # 1 x 256, RGB
+    out = processor(images=Image.fromarray(ramp), do_resize=False, do_center_crop=False, return_tensors="np")
+    return np.ascontiguousarray(out["pixel_values"][0][:, 0, :], dtype=np.float32)
+
+
 def _resample(value, backend: str) -> int:
     if value is None:
         return Image.Resampling.BILINEAR
@@ -120,7 +137,7 @@ class FastPreprocess:
     size: tuple[int, ...]  # short: (shortest, longest or 0); fixed: (height, width)
     crop: tuple[int, int] | None  # (height, width)
     resample: int
-    convert_rgb: bool
+    convert_rgb: bool  # the processor's setting; images reach the model as RGB either way (`to_rgb`)
     table: np.ndarray  # (3, 256) normalising table
     draft_factor: float = 2.0  # decode JPEGs no smaller than this times the resize target
     max_reduction: int = 4  # and at most 1/4 scale: libjpeg's 1/8 keeps only each block's mean
@@ -132,8 +149,19 @@ class FastPreprocess:
         """Read the settings of a transformers image processor (`processor.image_processor`);
         raises UnsupportedProcessor for one whose steps this path does not reproduce."""
         kind = type(processor)
+        if kind.__name__ == "Siglip2ImageProcessorPil":  # NaFlex: its own steps, reproduced here
+            if not processor.do_resize:
+                raise UnsupportedProcessor(f"{kind.__name__} without its resize")
+            return cls(backend="PilBackend", resize="patches",
+                       size=(int(processor.patch_size), int(processor.max_num_patches)), crop=None,
+                       resample=_resample(processor.resample, "PilBackend"), convert_rgb=True,
+                       table=_normalising_table(processor, "PilBackend"), draft_factor=draft_factor,
+                       max_reduction=max_reduction, decoder=decoder)
         backend = next((b for b in _BACKENDS if getattr(getattr(kind, "_preprocess", None), "__qualname__", "")
                         == f"{b}._preprocess"), None)
+        pointwise = kind.__name__ in _POINTWISE_STEPS  # its own steps after the crop act on each value alone
+        if pointwise:
+            backend = _POINTWISE_STEPS[kind.__name__]
         if backend is None or any(getattr(kind, m).__qualname__.split(".")[0] not in (backend, "BaseImageProcessor")
                                   for m in ("preprocess", "resize", "center_crop", "process_image")):
             raise UnsupportedProcessor(f"{kind.__name__} has its own preprocessing steps")
@@ -157,8 +185,8 @@ class FastPreprocess:
             crop = (int(ch), int(cw))
         return cls(backend=backend, resize=resize, size=dims if resize else (), crop=crop,
                    resample=_resample(processor.resample, backend), convert_rgb=bool(processor.do_convert_rgb),
-                   table=_normalising_table(processor, backend), draft_factor=draft_factor,
-                   max_reduction=max_reduction, decoder=decoder)
+                   table=_probed_table(processor) if pointwise else _normalising_table(processor, backend),
+                   draft_factor=draft_factor, max_reduction=max_reduction, decoder=decoder)
 
     @property
     def mode(self) -> str:
@@ -172,13 +200,33 @@ class FastPreprocess:
             return _aspect_size(height, width, self.size[0], self.size[1] or None)
         if self.resize == "fixed":
             return self.size
+        if self.resize == "patches":
+            return _naflex_size(height, width, *self.size)
         return height, width
 
-    def __call__(self, path: str | Path, observe: Observer | None = None) -> "torch.Tensor":  # noqa: F821
-        """The (3, H, W) float32 input for one image file; Unreadable when it cannot be decoded."""
+    def __call__(self, path: str | Path, observe: Observer | None = None):
+        """The (3, H, W) float32 input for one image file (NaFlex: a dict of the patches, their
+        mask and the grid shape); Unreadable when it cannot be decoded."""
         import torch
 
+        if self.resize == "patches":
+            return {k: torch.from_numpy(v) for k, v in self.patches(self.pixels(path, observe)).items()}
         return torch.from_numpy(self.pixels(path, observe))
+
+    def patches(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
+        """NaFlex's inputs from (3, H, W) pixels: (max_num_patches, patch*patch*3) patches in
+        row order, each patch's pixels row by row with channels last (the processor's layout),
+        zero-padded; the mask (1: a patch, 0: padding); the (rows, columns) of the grid."""
+        patch, most = self.size
+        c, h, w = pixels.shape
+        rows, cols = h // patch, w // patch
+        grid = pixels.reshape(c, rows, patch, cols, patch).transpose(1, 3, 2, 4, 0).reshape(rows * cols, -1)
+        values = np.zeros((most, grid.shape[1]), np.float32)
+        values[:len(grid)] = grid
+        mask = np.zeros(most, np.int32)
+        mask[:len(grid)] = 1
+        return {"pixel_values": values, "pixel_attention_mask": mask,
+                "spatial_shapes": np.array([rows, cols], np.int64)}
 
     def pixels(self, path: str | Path, observe: Observer | None = None) -> np.ndarray:
         """`observe(decoded RGB image, full displayed (height, width))` sees the decode this
@@ -237,15 +285,7 @@ class FastPreprocess:
         return img, box, shown
 
     def _rgb(self, img: Image.Image) -> Image.Image:
-        """transformers' conversion: transparency composited on white, else Pillow's convert."""
-        if not self.convert_rgb or img.mode == "RGB":
-            if img.mode != "RGB":
-                raise ValueError(f"image mode {img.mode}: the model's processor does not convert to RGB")
-            return img
-        if "A" in img.getbands() or img.info.get("transparency") is not None:
-            rgba = img.convert("RGBA")
-            return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
-        return img.convert("RGB")
+        return to_rgb(img)
 
     # -- resize, crop, normalise ---------------------------------------------------------------
     def _finish(self, img: Image.Image, box, shown: tuple[int, int]) -> np.ndarray:
@@ -291,6 +331,27 @@ class FastPreprocess:
         for c in range(3):
             np.take(self.table[c], arr[..., c], out=out[c])
         return out
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """transformers' conversion: transparency composited on white, else Pillow's convert. Done
+    for every family, also where a processor leaves conversion to its caller (SigLIP 2's does:
+    the zero-shot pipeline converts first), so a transparent image means the same to each."""
+    if img.mode == "RGB":
+        return img
+    if "A" in img.getbands() or img.info.get("transparency") is not None:
+        rgba = img.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def _naflex_size(height: int, width: int, patch: int, most: int) -> tuple[int, int]:
+    """The processor's own size search (its function, so the grid is always the same)."""
+    try:
+        from transformers.models.siglip2.image_processing_pil_siglip2 import get_image_size_for_max_num_patches
+    except ImportError:  # transformers before the PIL backends
+        from transformers.models.siglip2.image_processing_siglip2 import get_image_size_for_max_num_patches
+    return get_image_size_for_max_num_patches(height, width, patch, most)
 
 
 def _center_crop(arr: np.ndarray, crop: tuple[int, int], torchvision: bool) -> np.ndarray:

@@ -18,6 +18,7 @@ class EngineSpec:
     model: str = DEFAULT_MODEL
     device: str = "auto"
     dtype: str = "auto"
+    weights: str | None = None  # an open_clip:ARCH model's checkpoint file (or pretrained tag)
     # the loader
     batch_size: int = 16
     workers: int | None = None  # image decode/preprocess processes; None: chosen for the machine
@@ -29,7 +30,7 @@ class EngineSpec:
 
     @property
     def model_spec(self) -> ModelSpec:
-        return ModelSpec(self.model, self.device, self.dtype)
+        return ModelSpec(self.model, self.device, self.dtype, self.weights)
 
     def check(self) -> "EngineSpec":
         if self.backend not in BACKENDS:

@@ -76,7 +76,8 @@ class Vectors:
                         f"the model folder {name} is not there{where} ({said}; a relative path is taken from the "
                         "folder you run in)", file=self.queue.folder / "label.json",
                         hint="start review serve with --model, the model folder label used")
-                self._engine = Engine(ModelSpec(model=name, dtype=self.queue.meta.get("dtype", "auto")))
+                self._engine = Engine(ModelSpec(model=name, dtype=self.queue.meta.get("dtype", "auto"),
+                                               weights=self.queue.meta.get("weights")))
             return self._engine
 
     def matrix(self) -> tuple[np.ndarray, np.ndarray]:
