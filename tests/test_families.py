@@ -27,6 +27,16 @@ TEMPLATE = "a photo of a {}."
 SIZES = [(320, 240)] * 9 + [(640, 480)] * 9 + [(1024, 768)] * 4 + [(1920, 1080)] * 3 + [(4000, 3000)]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny models: one torch thread does the work; two only wait on each other (and on a busy
+    machine, spin)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory) -> list[Path]:
     """30 photos: JPEGs of five sizes at random EXIF orientations, two grey, two transparent."""
@@ -181,3 +191,11 @@ def test_scores_follow_the_family(models, photos):
     align = Engine(_spec(models("align")))
     assert align.scalars[:2] == ("clip", pytest.approx(50.0))
 
+
+
+@pytest.mark.parametrize("key", TRANSFORMERS_FAMILIES)
+def test_every_command_runs_with_the_family(models, tmp_path, key):
+    pytest.importorskip("httpx")
+    from family_commands import run_every_command
+
+    run_every_command(_spec(models(key)), tmp_path)

@@ -64,8 +64,9 @@ def _save(model, folder: Path, config: dict, name: str = "open_clip_model.safete
     from safetensors.torch import save_file
 
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": config, "preprocess_cfg": config.get(
-        "preprocess_cfg", {})}))
+    model_cfg = {k: v for k, v in config.items() if k != "preprocess_cfg"}
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": model_cfg,
+                                                              "preprocess_cfg": config.get("preprocess_cfg", {})}))
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, folder / name)
     return folder
 
@@ -94,8 +95,9 @@ def models(tmp_path_factory):
     tok = GemmaTokenizer(vocab=_gemma_vocab(), merges=[])
     cfg = _siglip_cfg(len(tok))
     siglip = _create_from_cfg(cfg)
-    with torch.no_grad():
-        siglip.logit_scale.fill_(math.log(50.0))
+    with torch.no_grad():  # scores that spread (random towers give cosines near 0)
+        siglip.logit_scale.fill_(math.log(10.0))
+        siglip.logit_bias.fill_(-0.5)
     folder = _save(siglip, root / "siglip", cfg)
     tok.save_pretrained(folder)
     return {"clip": ("open_clip:tiny-clip-test", str(weights)), "siglip": (f"open_clip:local-dir:{folder}", None)}
@@ -166,7 +168,7 @@ def test_fast_path_moves_scores_no_more_than_a_resave(models, photos, tmp_path, 
 def test_scoring_kind_follows_the_checkpoint(models):
     clip = Engine(EngineSpec(model=models["clip"][0], weights=models["clip"][1], dtype="float32"))
     siglip = Engine(EngineSpec(model=models["siglip"][0], dtype="float32"))
-    assert clip.scalars[0] == "clip" and siglip.scalars[0] == "siglip" and siglip.scalars[2] == pytest.approx(-3.0)
+    assert clip.scalars[0] == "clip" and siglip.scalars[0] == "siglip" and siglip.scalars[2] == pytest.approx(-0.5)
     assert clip.identity.startswith("open_clip:tiny-clip-test@") and "#open_clip:" in clip.identity
 
 
@@ -177,3 +179,12 @@ def test_a_captions_embedding_does_not_depend_on_its_batch(models):
         alone = np.concatenate([engine.embed_texts([c]) for c in captions])
         batched = engine.embed_texts(captions + ["a very long caption about a big green triangle " * 4])
         assert (alone * batched[:len(captions)]).sum(1).min() >= 1 - 1e-5
+
+
+@pytest.mark.parametrize("which", ["clip", "siglip"])
+def test_every_command_runs_with_an_open_clip_model(models, tmp_path, which):
+    pytest.importorskip("httpx")
+    from family_commands import run_every_command
+
+    name, weights = models[which]
+    run_every_command(EngineSpec(model=name, weights=weights, dtype="float32", workers=0, batch_size=8), tmp_path)

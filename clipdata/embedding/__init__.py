@@ -170,10 +170,8 @@ def measure_images(engine: Engine, paths: Sequence[str | Path], measure: Measure
     """`measure` on images the embedding step did not decode (cache hits), decoded exactly as
     the model's loader decodes them, so a value never depends on whether the cache was warm:
     ({path: value}, {path: why unreadable})."""
-    from .local import preparer
-
     spec = spec or engine.spec
-    prepare = preparer(engine.processor.image_processor, getattr(spec, "exact_preprocess", False))
+    prepare = engine.preparer(getattr(spec, "exact_preprocess", False))
     paths = [str(p) for p in paths]
     bad = _not_files(paths)
     values: dict[str, object] = {}

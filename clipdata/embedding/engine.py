@@ -113,11 +113,12 @@ def resolve_model(name: str) -> str:
 
 
 def _fingerprint(path: Path) -> str:
-    """Identify local weights cheaply: config bytes, and each weight file's size and its
-    first and last MiB (a full hash of gigabytes would cost seconds per run)."""
+    """Identify local weights cheaply: the config files' bytes, and each weight file's size and
+    its first and last MiB (a full hash of gigabytes would cost seconds per run). `path`: a
+    model folder, or one weight file."""
     h = hashlib.sha256()
-    for f in sorted(path.iterdir()):
-        if f.name in ("config.json", "preprocessor_config.json", "tokenizer_config.json"):
+    for f in sorted(path.iterdir()) if path.is_dir() else [path]:
+        if f.name in ("config.json", "preprocessor_config.json", "tokenizer_config.json", "open_clip_config.json"):
             h.update(f.read_bytes())
         elif f.suffix in (".safetensors", ".bin", ".pt", ".pth"):
             size = f.stat().st_size
@@ -164,7 +165,7 @@ class Engine:
         if spec.model.startswith(OPEN_CLIP_PREFIX):
             from .openclip import OpenClip
 
-            self._backend = OpenClip(spec.model[len(OPEN_CLIP_PREFIX):], getattr(spec, "weights", None))
+            self._backend = OpenClip(spec.model[len(OPEN_CLIP_PREFIX):], getattr(spec, "weights", None), _fingerprint)
             self.family: Family | None = self._backend.family
             source = self._backend.identity
         else:
@@ -361,7 +362,7 @@ class Engine:
         model = self.model  # noqa: F841  (loads the processor)
         if self._backend is not None:
             return self._backend.preparer(exact)
-        from .local import preparer
+        from .preprocess import preparer
 
         return preparer(self.processor.image_processor, exact, self.family.image_inputs)
 

@@ -35,7 +35,8 @@ def _open_clip():
 class OpenClip:
     family = BY_KEY["open_clip"]
 
-    def __init__(self, name: str, weights: str | None) -> None:
+    def __init__(self, name: str, weights: str | None, fingerprint) -> None:
+        """`fingerprint(path)`: the engine's cheap identity of weight files (a file or folder)."""
         if not name:
             raise OptionError("--model open_clip: names no architecture",
                               hint="pass --model open_clip:ViT-B-32 --weights FILE, or open_clip:hf-hub:ORG/NAME")
@@ -48,17 +49,15 @@ class OpenClip:
                               "pretrained tag)", hint="or name a hub model: --model open_clip:hf-hub:ORG/NAME")
         if weights and (Path(weights).expanduser().suffix or "/" in weights) and not Path(weights).expanduser().is_file():
             raise OptionError(f"--weights {weights}: no such file", hint="pass the checkpoint file open_clip saved")
-        self.identity = f"open_clip:{name}@{self._fingerprint()}"
+        self.identity = f"open_clip:{name}@{self._fingerprint(fingerprint)}"
         self.model = self.transform = self.tokenizer = None
 
-    def _fingerprint(self) -> str:
-        from .engine import _fingerprint
-
-        if self.weights and Path(self.weights).expanduser().is_file():
-            return _fingerprint(Path(self.weights).expanduser())
+    def _fingerprint(self, fingerprint) -> str:
+        if self._is_file():
+            return fingerprint(Path(self.weights).expanduser())
         if self.name.startswith("local-dir:"):
             folder = Path(self.name[len("local-dir:"):]).expanduser()
-            return _fingerprint(folder) if folder.is_dir() else "missing"
+            return fingerprint(folder) if folder.is_dir() else "missing"
         return self.weights or "hub"
 
     def load(self, device: str) -> None:
@@ -107,23 +106,28 @@ class OpenClipPreprocess:
         self.draft_factor, self.max_reduction = draft_factor, max_reduction
         self.target = _resize_target(transform)
 
-    def __call__(self, path: str):
+    def __call__(self, path: str, observe=None):
+        """`observe(decoded RGB image, full displayed (height, width))`, as FastPreprocess."""
         import warnings
 
         from PIL import Image, ImageOps
 
-        from ..images import Unreadable
-        from .preprocess import JPEG_MAGIC, to_rgb
+        from ..images import ORIENTATION, Unreadable
+        from .preprocess import _SWAPS, JPEG_MAGIC, to_rgb
 
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
                 img = Image.open(path)
+                w, h = img.size
+                shown = (w, h) if img.getexif().get(ORIENTATION, 1) in _SWAPS else (h, w)
                 if self.reduce and self.target and img.format in ("JPEG", "MPO"):
                     with open(path, "rb") as fh:
                         if fh.read(3) == JPEG_MAGIC:
                             img.draft(img.mode if img.mode in ("RGB", "L") else None, self._needed(img))
                 img = to_rgb(ImageOps.exif_transpose(img))
+                if observe is not None:
+                    observe(img, shown)
         except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
             raise Unreadable(f"larger than Pillow's safety limit ({e})") from None
         except (OSError, SyntaxError, ValueError) as e:

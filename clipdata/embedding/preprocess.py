@@ -379,3 +379,41 @@ def _simplejpeg(data: bytes, width: int, height: int, need: tuple[int, int]):
         return Image.fromarray(arr), None
     n = next((n for n in range(1, 17) if math.ceil(width * n / 8) == out_w and math.ceil(height * n / 8) == out_h), 8)
     return Image.fromarray(arr), (0.0, 0.0, width * n / 8, height * n / 8)
+
+
+def load_image(path: str):
+    """Decode fully, with EXIF orientation applied: what the model's own processor is given."""
+    from PIL import ImageOps
+
+    from ..images import open_image
+
+    return ImageOps.exif_transpose(open_image(Path(path)))
+
+
+class _Processor:
+    """The model's own processor on the fully decoded image (--exact-preprocess), bit for bit.
+    One tensor, or a dict of them for an image tower with several inputs (NaFlex)."""
+
+    def __init__(self, image_processor, inputs: tuple[str, ...] = ("pixel_values",)) -> None:
+        self.image_processor, self.inputs = image_processor, inputs
+
+    def __call__(self, path: str, observe: Observer | None = None):
+        img = to_rgb(load_image(path))
+        if observe is not None:
+            observe(img, (img.height, img.width))
+        out = self.image_processor(images=img, return_tensors="pt")
+        if self.inputs == ("pixel_values",):
+            return out["pixel_values"][0]
+        return {k: out[k][0] for k in self.inputs}
+
+
+def preparer(image_processor, exact: bool, inputs: tuple[str, ...] = ("pixel_values",)) -> Callable[[str], object]:
+    """path -> the model's input: the fast path (reduced-scale JPEG decode, then the
+    processor's own resize, crop and normalisation) unless `exact`, or unless the processor
+    has steps the fast path does not reproduce. `inputs`: what the image tower takes."""
+    if not exact:
+        try:
+            return FastPreprocess.from_processor(image_processor)
+        except UnsupportedProcessor:
+            pass
+    return _Processor(image_processor, inputs)
