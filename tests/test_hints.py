@@ -50,7 +50,8 @@ API = {"convert": ("commands.convert", "convert"), "inspect": ("commands.inspect
        "search": ("commands.rank", "search"), "unique": ("commands.rank", "unique"),
        "duplicates": ("commands.rank", "duplicates"), "embed": ("commands.embed", "embed"),
        "prompts": ("commands.prompts", "prompts"), "audit": ("commands.audit", "audit"),
-       "check": ("commands.check", "check"), "review backend": ("commands.backend", "review_backend")}
+       "check": ("commands.check", "check"), "review backend": ("commands.backend", "review_backend"),
+       "models": ("commands.models", "models")}
 # Messages a command cannot reach although it imports their module (review apply, a convert of
 # the review reader, never passes the options they check). Each entry is a reviewed exception, with its reason.
 UNREACHABLE = {
