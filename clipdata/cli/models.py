@@ -4,18 +4,17 @@ from __future__ import annotations
 import json
 
 import typer
-from rich.markup import escape
 
-from .app import app, errors, out_console
+from .app import app, errors, out_console, styled
 from .render import _table, say
 
 MODELS_HELP = """List the model families clipdata scores: how each tokenizes captions, prepares
 images and makes scores (as its authors do), what it needs installed, and a --model value.
 
-[bold]Example[/]
+Example:
 
+\b
   clipdata models
-
   clipdata label photos/ --out labeled/ --classes "cat,dog" --model google/siglip2-base-patch16-naflex
 """
 
@@ -35,9 +34,8 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print the table a
         return
     table = _table("model families", ("family", "--model example", "captions", "images", "scores", "needs"))
     for f in r.families:
-        needs = escape(f.needs) + ("" if r.installed[f.key] else " [red](not installed)[/]")
-        table.add_row(f"{escape(f.name)}\n[dim]{escape(f.checkpoints)}[/]", escape(f.example), escape(_tokens(f)),
-                      escape(f.image), escape(f.scoring), needs)
+        needs = styled(f.needs, ("" if r.installed[f.key] else " (not installed)", "red"))
+        table.add_row(styled(f.name, "\n", (f.checkpoints, "dim")), f.example, _tokens(f), f.image, f.scoring, needs)
     out_console.print(table)
     say("left out: " + "; ".join(f"{k} ({why})" for k, why in r.left_out.items()))
     say("details: formats/models.md")
