@@ -73,7 +73,10 @@ def looks_like_path(model: str) -> bool:
     """Whether --model names a folder rather than a hub id (`org/name`, `name`): an absolute
     or home-relative path, one starting with `.`, ending with a separator, with a backslash or
     more than one `/`, or anything on disk. Such a name that is no folder is refused at once,
-    never sent to the hub (offline, that is 40 s of retries before a misleading error)."""
+    never sent to the hub (offline, that is 40 s of retries before a misleading error).
+    `open_clip:…` names an open_clip model (its own `local-dir:` path included), never a folder."""
+    if model.startswith(OPEN_CLIP_PREFIX):
+        return False
     return (model.startswith(("/", "~", ".", "\\")) or model.endswith(("/", "\\")) or "\\" in model
             or model.count("/") > 1 or bool(_WINDOWS_DRIVE.match(model)) or os.path.lexists(model))
 
