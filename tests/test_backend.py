@@ -505,14 +505,17 @@ def test_cli_usage_errors_are_one_line_exit_2():
 def test_cli_prints_the_url_serves_and_stops_on_sigterm(tmp_path):
     proc = _cli("--classes", ",".join(CODES), "--model", str(shapes_spec().model), "--dtype", "float32",
                 "--port", "0", "--images", str(tmp_path), "--cache-dir", str(tmp_path / "cache"))
+    says = "Label Studio backend at http://127.0.0.1:"
+    health = setup = None
     try:
-        line = _first_line(proc)
-        assert line.startswith("Label Studio backend at http://127.0.0.1:"), line
-        url = line.split()[4]
-        assert httpx.get(url + "/health", timeout=30).json()["status"] == "UP"
-        setup = post(url, "/setup", {"project": "5.1", "schema": config(CODES[:2])})
-        assert setup.status_code == 400 and "not in the project" in setup.json()["error"]
+        line = _first_line(proc, 300)
+        if line.startswith(says):
+            url = line.split()[4]
+            health = httpx.get(url + "/health", timeout=60).json()["status"]
+            setup = post(url, "/setup", {"project": "5.1", "schema": config(CODES[:2])})
     finally:
-        out, err = _stop(proc)
-    assert proc.returncode in (0, 130) and "Traceback" not in err
+        out, err = _stop(proc, 120)  # (the log is read whatever happened, for the messages below)
+    assert line.startswith(says), line + err
+    assert health == "UP" and setup.status_code == 400 and "not in the project" in setup.json()["error"], err
+    assert proc.returncode in (0, 130) and "Traceback" not in err, (proc.returncode, err)
     assert "not in the project" in err  # the refusal is in the log too, one line
