@@ -174,8 +174,9 @@ class Learner:
         errors: dict[int, str] = {}
         refs: dict[int, ImageRef] = {}
         for i, task in enumerate(tasks):
+            data = task.get("data")  # a task whose data is not an object has no image: its own error
             try:
-                refs[i] = locate((task.get("data") or {}).get(key), key, self.studio.url if self.studio else None,
+                refs[i] = locate(data.get(key) if isinstance(data, dict) else None, key, self.studio.url if self.studio else None,
                                  self.images, self.allow_remote, task.get("id"))
             except BackendError as e:
                 errors[i] = str(e)
