@@ -124,7 +124,7 @@ def signatures(thumbs: list[bytes], crop: int = 0) -> np.ndarray:
 
 def flipped(sig: np.ndarray) -> np.ndarray:
     """The signatures of the left-right mirrored thumbnails."""
-    return np.ascontiguousarray(sig.reshape(len(sig), THUMB, THUMB, 3)[:, :, ::-1, :].reshape(len(sig), -1))
+    return np.ascontiguousarray(sig.reshape(len(sig), THUMB, THUMB, 3)[:, :, ::-1, :].reshape(sig.shape))
 
 
 def crop_similarity(thumbs: list[bytes], pairs: np.ndarray, chunk: int = 65536) -> np.ndarray:

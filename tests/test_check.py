@@ -270,6 +270,24 @@ def test_embeddings_of_another_folder_are_refused(spec, tmp_path):
     assert "none of the layout's 32 images is in this embeddings folder" in str(e.value)
 
 
+def test_rows_without_pixels_get_no_signature():
+    """From an embeddings folder almost no row is decoded: the pixel signatures (768 floats
+    and their mirror per row) are made for the decoded rows only, not as zero rows for every
+    image (6 GB at 1,000,000 images, over check's 4 GB budget)."""
+    from clipdata import quality
+    from clipdata.commands.check import _signature_bank
+
+    img = Image.new("RGB", (40, 30), (10, 200, 30))
+    img.paste((250, 20, 20), (0, 0, 20, 15))
+    measured = [None] * 1_000_000
+    measured[7] = measured[999_999] = quality.measure(img, (30, 40))
+    live, sig, flip = _signature_bank(measured)
+    assert live.tolist() == [7, 999_999] and sig.shape == flip.shape == (2, quality.SIG)
+    assert abs(float(sig[0] @ sig[1]) - 1) < 1e-5
+    live, sig, flip = _signature_bank([None] * 3)  # none decoded
+    assert len(live) == 0 and sig.shape == flip.shape == (0, quality.SIG)
+
+
 def test_the_summary_puts_the_kinds_with_findings_first(tmp_path):
     """'What to fix first' lists the kinds that have findings (in the page's order of
     urgency) before the kinds that have none: a clean kind is nothing to fix first."""

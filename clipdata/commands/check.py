@@ -136,18 +136,20 @@ def _counts(lab: clip.Labeled, lay_splits: list[str]) -> dict[str, dict[str, int
 # ---------------------------------------------------------------- near-duplicates and leakage
 
 def _signature_bank(measured: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(signatures, mirrored signatures, has pixels) per row; rows without pixels are zero."""
-    blank = bytes(quality.THUMB * quality.THUMB * 3)
-    has = np.array([m is not None for m in measured], bool)
-    sig = quality.signatures([m.thumb if m is not None else blank for m in measured]) if measured \
+    """(rows with pixels, their signatures, their mirrored signatures). Only measured rows get
+    one: from an embeddings folder almost none are, and a zero row for each of 1,000,000 images
+    (and its mirror) would take 6 GB."""
+    live = np.array([i for i, m in enumerate(measured) if m is not None], np.int64)
+    sig = quality.signatures([measured[i].thumb for i in live]) if len(live) \
         else np.zeros((0, quality.THUMB * quality.THUMB * 3), np.float32)
-    return sig, quality.flipped(sig), has
+    return live, sig, quality.flipped(sig)
 
 
-def _candidates(matrix: np.ndarray, sig: np.ndarray, flip: np.ndarray, has: np.ndarray, th: dict,
+def _candidates(matrix: np.ndarray, live: np.ndarray, sig: np.ndarray, flip: np.ndarray, th: dict,
                 index_dir, notes: list[str]) -> np.ndarray:
     """Candidate pairs (i < j), as an (m, 2) array: each image's CLIP neighbours above the
-    candidate cosine, and its neighbours by pixel signature (plain and mirrored)."""
+    candidate cosine, and its neighbours by pixel signature (plain and mirrored) among the
+    rows `live` whose signatures `sig` are."""
     n = len(matrix)
     pairs = []
     k = int(th["neighbours"])
@@ -156,11 +158,13 @@ def _candidates(matrix: np.ndarray, sig: np.ndarray, flip: np.ndarray, has: np.n
         rows = np.repeat(np.arange(n), idx.shape[1])
         keep = (idx.reshape(-1) >= 0) & (sim.reshape(-1) >= th["clip_candidate"])
         pairs.append(np.stack([rows[keep], idx.reshape(-1)[keep]], axis=1))
-    live = np.flatnonzero(has & (np.abs(sig).sum(axis=1) > 0))
+    some = np.abs(sig).sum(axis=1) > 0  # a constant picture correlates with nothing
+    if not some.all():
+        live, sig, flip = live[some], sig[some], flip[some]
     if len(live) > 1:
         kp = min(PIXEL_NEIGHBOURS, len(live) - 1)
-        for queries, self_match in ((sig[live], True), (flip[live], False)):
-            idx, _ = top_k(sig[live], queries, kp + 1, exact=None, notes=None)
+        for queries, self_match in ((sig, True), (flip, False)):
+            idx, _ = top_k(sig, queries, kp + 1, exact=None, notes=None)
             rows = np.repeat(live, idx.shape[1])
             cols = idx.reshape(-1)
             ok = cols >= 0
@@ -177,8 +181,7 @@ def _near(d: _Data, th: dict, sha: list[str] | None, index_dir, notes: list[str]
           decode_missing: Callable[[list[int]], None] | None) -> tuple[list[dict], list[dict]]:
     """(leakage findings, duplicates findings)."""
     n = len(d.paths)
-    sig, flip, has = _signature_bank(d.measured)
-    cand = _candidates(d.matrix, sig, flip, has, th, index_dir, notes)
+    cand = _candidates(d.matrix, *_signature_bank(d.measured), th, index_dir, notes)
     if decode_missing is not None and len(cand):
         need = sorted({int(i) for i in cand.reshape(-1) if d.measured[i] is None})
         if need:
