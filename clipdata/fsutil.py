@@ -263,7 +263,8 @@ def locked(folder: Path) -> Iterator[Path]:
         except BlockingIOError:
             os.close(fd)
             raise OutputError("another clipdata run is writing into this folder", file=folder,
-                              hint="wait for it to finish, or choose another output folder") from None
+                              hint="wait for it to finish (a review server of this folder: stop it), "
+                                   "or choose another output folder") from None
         try:  # the holder before us may have removed the file after we opened it: lock the live one
             if os.stat(path).st_ino == os.fstat(fd).st_ino:
                 break
@@ -283,11 +284,57 @@ def locked(folder: Path) -> Iterator[Path]:
                 pass
 
 
+def hold_shared(folder: Path) -> Callable[[], None]:
+    """A shared lock on `folder`'s lock file, held until the returned function is called: for
+    a process that adds to a finished output rather than makes it (the review server, which
+    appends decisions to a label folder). Any number share it; a run holding `locked` (label
+    --overwrite or --resume into the folder) and it exclude each other, so neither sees the
+    other's half-done work. A folder where no lock file can be made is served unlocked (it is
+    read-only: no run can write there either). The last holder removes the file."""
+    path = Path(folder) / LOCK_NAME
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            return lambda: None
+        try:
+            _lock_shared(fd)
+        except BlockingIOError:
+            os.close(fd)
+            raise OutputError("a clipdata run is writing into this folder", file=folder,
+                              hint="wait for it to finish, then start again") from None
+        try:  # a run that held it may have removed the file after we opened it: lock the live one
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+
+    def release() -> None:
+        try:
+            _lock(fd)
+        except BlockingIOError:  # another holder: the file stays
+            pass
+        else:  # no one else: the file goes (one who opened it meanwhile sees the inode change)
+            path.unlink(missing_ok=True)
+        finally:
+            try:
+                _unlock(fd)
+            except OSError:
+                pass
+            os.close(fd)
+
+    return release
+
+
 try:
     import fcntl
 
     def _lock(fd: int) -> None:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    def _lock_shared(fd: int) -> None:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
 
     def _unlock(fd: int) -> None:
         fcntl.flock(fd, fcntl.LOCK_UN)
@@ -302,6 +349,9 @@ except ImportError:  # Windows
 
     def _unlock(fd: int) -> None:
         msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+
+    def _lock_shared(fd: int) -> None:
+        """msvcrt has no shared lock: an exclusive one would keep out a second server."""
 
 
 # Errors that mean "no hard link here" (another file system, not permitted, too many links,

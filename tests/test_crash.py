@@ -343,3 +343,29 @@ def test_a_journal_a_power_cut_brought_back_is_finished_to_the_same_bytes(tmp_pa
                 run(out)
         run(out, resume=True)
         assert crash.tree(out, frozenset({"cache"})) == crash.tree(reference, frozenset({"cache"})), name
+
+
+def test_a_review_server_and_a_label_run_into_its_folder_exclude_each_other(tmp_path: Path, spec) -> None:
+    """`label --overwrite` under a running server deleted the folder it served (and the
+    decisions being made); a server started during a label run served half its files. Two
+    servers of one folder still share it."""
+    pytest.importorskip("uvicorn")
+    pytest.importorskip("starlette")
+    from clipdata.errors import ClipdataError, OutputError
+    from clipdata.fsutil import LOCK_NAME, locked
+    images = unlabeled(tmp_path / "images", 3)
+    labeled = tmp_path / "labeled"
+    label = lambda **k: clipdata.label(images, labeled, classes="red,green", spec=spec, **k)  # noqa: E731
+    label()
+    before = crash.tree(labeled)
+    with clipdata.review_serve(labeled), clipdata.review_serve(labeled):
+        for flags in ({}, {"overwrite": True}, {"resume": True}):
+            with pytest.raises(OutputError, match="another clipdata run is writing into this folder.*review server"):
+                label(**flags)
+        assert crash.tree(labeled) == before
+    assert not (labeled / LOCK_NAME).exists()  # the last server out removes it
+    with locked(labeled):  # a label run at work in the folder
+        with pytest.raises(ClipdataError) as e:
+            clipdata.review_serve(labeled)
+        assert "a clipdata run is writing into this folder" in str(e.value) and "\n" not in str(e.value)
+    label(overwrite=True)  # with no server, the folder is label's again

@@ -7,8 +7,10 @@ import socket
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 from ..errors import ClipdataError, OptionError
+from ..fsutil import hold_shared
 
 INSTALL_HINT = "pip install 'clipdata[serve]'"
 
@@ -16,8 +18,11 @@ INSTALL_HINT = "pip install 'clipdata[serve]'"
 class Server:
     """A running review server: `url` (with its token), `stop()`, `wait()`."""
 
-    def __init__(self, app, sock: socket.socket, token: str | None, name: str = "review server") -> None:
+    def __init__(self, app, sock: socket.socket, token: str | None, name: str = "review server",
+                 release: Callable[[], None] = lambda: None) -> None:
         import uvicorn
+
+        self._release = release  # called once the server has stopped (a folder lock it holds)
 
         host, port = sock.getsockname()[:2]
         shown = f"[{host}]" if ":" in host else host
@@ -39,6 +44,8 @@ class Server:
         self._server.should_exit = True
         self._thread.join(timeout=10)
         self._sock.close()
+        release, self._release = self._release, lambda: None
+        release()
 
     def wait(self) -> None:
         """Block until the server stops; Ctrl+C stops it."""
@@ -91,12 +98,20 @@ def start(labeled: str | Path, *, images: str | Path | None = None, host: str = 
     from .queue import Queue
     from .vectors import Vectors
 
-    queue = Queue(labeled, images)
-    sock = _bind(host, port)
-    token = secrets.token_urlsafe(24)
-    vectors = Vectors(queue, model=model)
-    hosts = HostRule(host, sock.getsockname()[0], allow_hosts)
-    app = create_app(queue, vectors, token, sock.getsockname()[1], hosts)
-    server = Server(app, sock, token)
+    # Shared with other servers of the folder; a label run into it (--overwrite, --resume)
+    # and this server exclude each other: nothing half-written is served, and decisions
+    # never land in a folder being rewritten.
+    release = hold_shared(Path(labeled))
+    try:
+        queue = Queue(labeled, images)
+        sock = _bind(host, port)
+        token = secrets.token_urlsafe(24)
+        vectors = Vectors(queue, model=model)
+        hosts = HostRule(host, sock.getsockname()[0], allow_hosts)
+        app = create_app(queue, vectors, token, sock.getsockname()[1], hosts)
+        server = Server(app, sock, token, release=release)
+    except BaseException:
+        release()
+        raise
     vectors.warm()
     return server
