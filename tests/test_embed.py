@@ -160,6 +160,9 @@ def test_embed_then_search_embeddings_equals_search_images(spec, embedded, tmp_p
     assert e.sha256 == [sha256_file(p) for p in files]
     info = json.loads((out / "embed.json").read_text())
     assert info["model"] == spec.model and info["dtype"] == "float32" and info["complete"] is True
+    # how the run used the machine is on record (workers=0 in the test spec: decoding in this process)
+    assert info["run"]["batch_size"] == spec.batch_size and info["run"]["loaders"] == 0
+    assert info["run"]["cpu"] and isinstance(info["run"]["native_bfloat16"], bool)
 
     queries = ["a cat", "a rocket"]
     from_images = clipdata.search(photos, queries, top=6, spec=spec)

@@ -184,6 +184,7 @@ def test_ontology_captions_are_ensembled(tiny, spec, photos, tmp_path):
     clipdata.label(photos, out, ontology=onto, spec=spec)
     meta = json.loads((out / "label.json").read_text())
     assert meta["classes"] == ["grass", "gravel"]
+    assert meta["run"]["batch_size"] == spec.batch_size and meta["run"]["cpus"] >= 1  # the machine's plan, on record
     assert meta["captions"] == [["a photo of grass", "a close-up of a lawn"], ["a photo of gravel"]]
     engine = Engine(spec)
     t = engine.embed_texts(["a photo of grass", "a close-up of a lawn"])

@@ -355,19 +355,19 @@ def test_preparer_uses_the_processor_itself_when_asked_or_needed(files, make, ex
         assert np.array_equal(got, reference(processor, path))
 
 
-@pytest.mark.parametrize("cpus, device, size, loaders", [
-    (2, "cpu", (640, 480), 0),     # the model keeps both cores busy: decode between batches
-    (2, "cpu", (1920, 1080), 1),   # decoding is a large share: one loader, one model thread
-    (1, "cpu", (1920, 1080), 0),
-    (16, "cpu", (640, 480), 4),
-    (16, "cuda", (640, 480), 16),  # on a GPU every CPU decodes
+@pytest.mark.parametrize("cpus, device, workers, batch, plan", [
+    # 2 cores: decode a batch on both, then the model on both (no loader process fighting it)
+    (2, "cpu", None, None, (32, 0, 2, 2)),
+    (1, "cpu", None, None, (32, 0, 1, 1)),
+    (2, "cpu", 1, 16, (16, 1, 1, 1)),  # a loader asked for: the model keeps the other core
+    (16, "cpu", None, None, (32, 4, 1, 12)),
+    (16, "cuda", None, None, (32, 16, 1, 8)),  # on a GPU every CPU decodes
 ])
-def test_loader_processes_by_machine_and_photo_size(tmp_path, monkeypatch, cpus, device, size, loaders):
-    from types import SimpleNamespace
-
+def test_plan_by_machine(monkeypatch, cpus, device, workers, batch, plan):
     import clipdata.embedding.local as local
+    from clipdata.embedding.spec import EngineSpec
 
     monkeypatch.setattr(local, "default_workers", lambda: cpus)
-    path = tmp_path / "p.jpg"
-    Image.new("RGB", size).save(path)
-    assert local._default_loaders(SimpleNamespace(device=device), [str(path)]) == loaders
+    got = local.plan_for(device, EngineSpec(workers=workers, batch_size=batch), model_threads=8)
+    assert (got.batch_size, got.loaders, got.decode_threads, got.model_threads) == plan
+    assert got.record()["cpus"] == cpus and f"batch {plan[0]}" in got.describe()

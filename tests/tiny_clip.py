@@ -23,6 +23,8 @@ TINY_VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, nu
                    image_size=32, patch_size=8)
 # OpenAI's ViT-B/32 architecture (the weights stay random: speed does not depend on them)
 VIT_B32_TEXT = dict(hidden_size=512, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=8)
+# ... with OpenAI's vocabulary size, for tools that tokenize with OpenAI's own BPE (clip-retrieval)
+VIT_B32_TEXT_FULL_VOCAB = dict(VIT_B32_TEXT, vocab_size=49408)
 VIT_B32_VISION = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
                       image_size=224, patch_size=32)
 
@@ -41,8 +43,8 @@ def make_tiny_clip(folder: Path, seed: int = 0, text: dict = TINY_TEXT, vision: 
     torch.manual_seed(seed)
     config = CLIPConfig(
         # CLIP pools text at the end-of-text token: its id must be the tokenizer's
-        text_config=dict(vocab_size=len(vocab), max_position_embeddings=77, bos_token_id=tokenizer.bos_token_id,
-                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **text),
+        text_config={**dict(vocab_size=len(vocab), max_position_embeddings=77, bos_token_id=tokenizer.bos_token_id,
+                            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id), **text},
         vision_config=vision,
         projection_dim=projection_dim)
     CLIPModel(config).save_pretrained(folder)

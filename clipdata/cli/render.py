@@ -72,7 +72,8 @@ def label_report(report) -> None:
     table.add_row(styled(("uncertain", "yellow")), str(report.uncertain))
     out_console.print(table)
     say(f"{report.images} images in {report.seconds:.1f} s ({report.images_per_second:.1f} images/s), "
-        f"{report.engine}, cache hits {report.cache_hits}")
+        f"{report.engine}, cache hits {report.cache_hits}"
+        + (f"; {report.plan.describe()}" if report.plan is not None else ""))
     if report.cv_accuracies:
         say(f"decided by: {report.scorer} (cross-validated top-1 on the --train-from layout: "
             + ", ".join(f"{k} {v:.1%}" for k, v in report.cv_accuracies.items() if v is not None) + ")")
@@ -106,7 +107,9 @@ def review_report(result) -> None:
 
 
 def footer(report) -> None:
-    say(f"{report.images} images, {report.engine}, cache hits {report.cache_hits}")
+    plan = getattr(report, "plan", None)  # how the run used the machine, where the command records it
+    say(f"{report.images} images, {report.engine}, cache hits {report.cache_hits}"
+        + (f"; {plan.describe()}" if plan is not None else ""))
     if report.unreadable:
         say(styled(("unreadable:", "yellow"), f" {len(report.unreadable)}: " + ", ".join(list(report.unreadable)[:3])))
 

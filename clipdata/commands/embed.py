@@ -36,22 +36,35 @@ class EmbedReport:
     engine: str = ""
     cache_hits: int = 0
     seconds: float = 0.0
+    plan: object = None  # embedding.local.Plan: batch size, loaders and threads chosen for the machine
 
 
-def _kept(out: Path, i: int, paths: list[str]) -> bool:
-    """Part i on disk is finished and holds exactly these files, with today's contents."""
+def _hashes(paths: list[str], cache) -> dict[str, str]:
+    """Each readable file's SHA-256: through the cache's stat record where there is a cache
+    (only changed files are read), else read."""
     from ..imagefiles import sha256_file
 
+    if cache is not None:
+        return cache.file_hashes(paths, sha256_file)
+    out = {}
+    for p in paths:
+        try:
+            out[p] = sha256_file(p)
+        except OSError:
+            continue
+    return out
+
+
+def _kept(out: Path, i: int, paths: list[str], cache) -> bool:
+    """Part i on disk is finished and holds exactly these files, with today's contents."""
     if ef.part_rows(out, i) != len(paths):
         return False
     _, pq = ef._pyarrow()
     table = pq.read_table(ef.parquet_path(out, i), columns=["image_path", "sha256"])
     if table.column("image_path").to_pylist() != paths:
         return False
-    try:
-        return table.column("sha256").to_pylist() == [sha256_file(p) for p in paths]
-    except OSError:
-        return False
+    hashes = _hashes(paths, cache)
+    return table.column("sha256").to_pylist() == [hashes.get(p) for p in paths]
 
 
 def _mode(spec: EngineSpec) -> str:
@@ -89,14 +102,16 @@ def _write_part(out: Path, i: int, chunk: list[str], engine, cache, spec: Engine
     """Embed one part's images slice by slice into one preallocated matrix, then write the
     part. Unreadable images are left out and named in the report. Returns (rows, dim)."""
     from ..embedding import embed_images
-    from ..imagefiles import displayed_size, sha256_file
+    from ..imagefiles import displayed_size
 
     part: np.ndarray | None = None
     keep: list[str] = []
     sizes: list[tuple[int, int]] = []
+    hashes: dict[str, str] = {}
     for a in range(0, len(chunk), SLICE):
         paths = chunk[a:a + SLICE]
         matrix, stats = embed_images(engine, paths, cache, lambda k, _total, a=a: tick(a + k), spec)
+        hashes.update(stats.sha256)
         report.cache_hits += stats.cache_hits
         bad = {**stats.unreadable, **stats.failed}
         if part is None and matrix.shape[1]:
@@ -114,7 +129,14 @@ def _write_part(out: Path, i: int, chunk: list[str], engine, cache, spec: Engine
             keep.append(p)
         report.unreadable.update(bad)
     vectors = part[:len(keep)] if part is not None else np.zeros((0, dim), np.float32)
-    ef.write_part(out, i, vectors, keep, [w for w, _ in sizes], [h for _, h in sizes], [sha256_file(p) for p in keep])
+    missing = [p for p in keep if p not in hashes]  # runs without a cache hash here, once
+    hashes.update(_hashes(missing, None))
+    keep_hashed = [p for p in keep if p in hashes]  # a file that vanished since it was embedded
+    if len(keep_hashed) != len(keep):
+        rows = [j for j, p in enumerate(keep) if p in hashes]
+        report.unreadable.update({p: "cannot be read" for p in keep if p not in hashes})
+        vectors, sizes, keep = vectors[rows], [sizes[j] for j in rows], keep_hashed
+    ef.write_part(out, i, vectors, keep, [w for w, _ in sizes], [h for _, h in sizes], [hashes[p] for p in keep])
     return len(keep), dim
 
 
@@ -123,6 +145,7 @@ def embed(images: str | Path, out: str | Path, *, spec: EngineSpec = EngineSpec(
           progress: Callable[[int, int], None] | None = None) -> EmbedReport:
     """Embed every image under `images` into the embeddings folder `out`."""
     from ..embedding import Engine, open_cache, scan_images
+    from ..embedding.local import plan_for
 
     if part_size < 1:
         raise OptionError(f"--part-size {part_size} must be at least 1")
@@ -134,7 +157,8 @@ def embed(images: str | Path, out: str | Path, *, spec: EngineSpec = EngineSpec(
     if out.exists() and not out.is_dir():
         raise OutputError("exists and is not a folder", file=out)
     chunks = [paths[a:a + part_size] for a in range(0, len(paths), part_size)]
-    report = EmbedReport(out, len(paths), 0, len(chunks), 0, engine=engine.describe())
+    report = EmbedReport(out, len(paths), 0, len(chunks), 0, engine=engine.describe(),
+                         plan=plan_for(engine.device, spec))
     fingerprint = hashlib.sha256(json.dumps([__version__, engine.identity, mode, part_size]).encode()).hexdigest()
     with locked(out), open_cache(engine, cache_dir) as cache:
         # A killed run's journal: each finished part's files by size and SHA-256, checked
@@ -156,7 +180,7 @@ def embed(images: str | Path, out: str | Path, *, spec: EngineSpec = EngineSpec(
             trusted = lines is None or whole(out, journaled.get(i))
             if i in journaled and not trusted:
                 report.redone += 1
-            if trusted and _kept(out, i, chunk):
+            if trusted and _kept(out, i, chunk, cache):
                 report.parts_kept += 1
                 dim = dim or int(np.load(ef.npy_path(out, i), mmap_mode="r").shape[1])
                 rows = len(chunk)
@@ -180,7 +204,8 @@ def embed(images: str | Path, out: str | Path, *, spec: EngineSpec = EngineSpec(
                 stale.unlink()
                 ef.parquet_path(out, int(m.group(1))).unlink(missing_ok=True)
         ef.write_info(out, ef.EmbedInfo(spec.model, engine.identity, engine.dtype, mode, dim, report.written,
-                                        len(chunks), part_size, unreadable=len(report.unreadable)))
+                                        len(chunks), part_size, unreadable=len(report.unreadable),
+                                        run=report.plan.record()))
         journal.close()
         journal.finish([out / ef.INFO_FILE])
     report.seconds = time.perf_counter() - t0

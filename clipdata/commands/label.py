@@ -41,6 +41,7 @@ class LabelReport:
     engine: str = ""
     notes: list[str] = field(default_factory=list)
     scorer: str = "zero-shot"  # what decided: zero-shot, probe or blend (--train-from)
+    plan: object = None  # embedding.local.Plan: batch size, loaders and threads chosen for the machine
     cv_accuracies: dict[str, float] = field(default_factory=dict)  # per scorer, on the --train-from layout
 
     @property
@@ -120,6 +121,7 @@ def label(images: str | Path, out: str | Path, *, classes: str | list[str] | Non
     from .. import probe as fewshot
     from ..embedding import Engine, cache_mode, check_some_read, embed_images, model_scalars, open_cache, scan_images
     from ..embedding.engine import resolve_model
+    from ..embedding.local import plan_for
 
     t0 = time.perf_counter()
     root, out = Path(images), Path(out)
@@ -155,7 +157,7 @@ def label(images: str | Path, out: str | Path, *, classes: str | list[str] | Non
         else:
             probs = zero_shot(engine, matrix[ok], text, cache) if ok else np.zeros((0, len(cls.names)))
     report = LabelReport(out=out, images=len(ok), unreadable=stats.unreadable, failed=stats.failed,
-                         cache_hits=stats.cache_hits, engine=engine.describe())
+                         cache_hits=stats.cache_hits, engine=engine.describe(), plan=plan_for(engine.device, spec))
     if fitted is not None:
         report.scorer, report.cv_accuracies = fitted.scorer, dict(fitted.cv_accuracies)
         if tstats.unreadable:
@@ -185,7 +187,7 @@ def label(images: str | Path, out: str | Path, *, classes: str | list[str] | Non
             "preprocess": cache_mode(spec),  # how the cached image embeddings were made (review serve reads them)
             "template": template,
             "classes": cls.names, "captions": cls.captions, "threshold": threshold, "margin": margin,
-            "images_root": str(root.resolve()), "scorer": report.scorer,
+            "images_root": str(root.resolve()), "scorer": report.scorer, "run": report.plan.record(),
             "review_order": "review_rank: 1 = the smallest margin between the top two scores"}
     if spec.weights:  # an open_clip model's checkpoint: review serve loads the same one
         w = Path(spec.weights).expanduser()

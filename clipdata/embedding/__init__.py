@@ -115,7 +115,10 @@ def embed_images(engine: Engine, paths: Sequence[str | Path], cache: EmbeddingCa
     stats = EmbedStats(images=len(paths))
     stats.unreadable.update(_not_files(paths))
     mode = cache_mode(spec)
-    contents = [sha256_file(p) if cache and p not in stats.unreadable else "" for p in paths]
+    if cache:
+        stats.sha256 = cache.file_hashes([p for p in paths if p not in stats.unreadable], sha256_file)
+        stats.unreadable.update({p: "cannot be read" for p in paths if p not in stats.unreadable and p not in stats.sha256})
+    contents = [stats.sha256.get(p, "") for p in paths]
     known = cache.get(mode, contents) if cache else {}
     rows: list[np.ndarray | None] = [known.get(c) if cache else None for c in contents]
     stats.cache_hits = sum(r is not None for r in rows)

@@ -1,6 +1,7 @@
 """The embedding cache: one SQLite file, rows keyed by model identity, mode (how the image was
 preprocessed, or `text`) and the SHA-256 of the image file's bytes (or of the caption). Incremental (only new images are embedded), and safe
-to interrupt (each batch is one committed transaction). Format: formats/cache.md.
+to interrupt (each batch is one committed transaction). A second table remembers each file's
+hash beside its stat, so a run reads only the files that changed. Format: formats/cache.md.
 
 A cache is only ever a copy of what can be computed again: one that SQLite cannot read (cut
 short, overwritten, not a database) is moved aside to `embeddings.sqlite.corrupt` and rebuilt,
@@ -11,12 +12,14 @@ import hashlib
 import os
 import sqlite3
 import sys
+import time
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
 FILE = "embeddings.sqlite"
+RACY_NS = 2_000_000_000  # a file's recorded hash is trusted once it was 2 s old when recorded (FAT's mtime tick)
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS embeddings (
     model   TEXT NOT NULL,     -- model identity: name@weights-fingerprint:dtype
@@ -25,6 +28,16 @@ CREATE TABLE IF NOT EXISTS embeddings (
     dim     INTEGER NOT NULL,
     vector  BLOB NOT NULL,     -- dim float32 values, little-endian, unit length
     PRIMARY KEY (model, mode, content)
+);
+CREATE TABLE IF NOT EXISTS files (
+    path     BLOB PRIMARY KEY,  -- the path as the run named it, as bytes (names need not be UTF-8)
+    dev      INTEGER NOT NULL,  -- os.stat: device, inode, size, modification and change times (ns)
+    ino      INTEGER NOT NULL,
+    size     INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    ctime_ns INTEGER NOT NULL,
+    sha256   TEXT NOT NULL,     -- of the bytes read when the row was written
+    seen_ns  INTEGER NOT NULL   -- the clock when it was written: a file changed within RACY_NS of it is hashed again
 );
 CREATE TABLE IF NOT EXISTS models (
     model       TEXT PRIMARY KEY,  -- as above
@@ -49,6 +62,9 @@ class EmbeddingCache:
         db = sqlite3.connect(self.folder / FILE)
         try:
             db.execute("PRAGMA journal_mode=WAL")
+            # a cache is a copy of what can be computed again: a commit need not reach the disk
+            # before the run goes on (WAL keeps the file consistent through a crash)
+            db.execute("PRAGMA synchronous=NORMAL")
             db.executescript(SCHEMA)
             db.commit()
         except BaseException:
@@ -116,6 +132,54 @@ class EmbeddingCache:
     def _put(self, rows: list[tuple]) -> None:
         with self.db:  # one transaction: all of a batch or none of it
             self.db.executemany("INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?, ?, ?)", rows)
+
+    def file_hashes(self, paths: Sequence[str], hash_file: Callable[[str], str]) -> dict[str, str]:
+        """The SHA-256 of each readable file: from the `files` table where the file's stat
+        (device, inode, size, mtime, ctime) is the one recorded with it and it had not changed
+        for RACY_NS before the row was written (git's racy-file rule: a later write in the
+        same clock tick cannot go unseen), else `hash_file(path)`, then recorded. A file
+        that cannot be stat'ed or read is left out. All rows are written in one transaction."""
+        stats: dict[str, os.stat_result] = {}
+        for p in paths:
+            try:
+                stats[p] = os.stat(p)
+            except OSError:
+                continue
+        try:
+            known = self._known(list(stats))
+        except sqlite3.DatabaseError as e:
+            self._rebuild(e)
+            known = {}
+        out: dict[str, str] = {}
+        fresh = []
+        now = time.time_ns()
+        for p, st in stats.items():
+            key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+            row = known.get(p)
+            if row is not None and row[:5] == key and max(st.st_mtime_ns, st.st_ctime_ns) < row[6] - RACY_NS:
+                out[p] = row[5]
+                continue
+            try:
+                out[p] = hash_file(p)
+            except OSError:
+                continue
+            fresh.append((os.fsencode(p), *key, out[p], now))
+        if fresh:
+            try:
+                with self.db:
+                    self.db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?)", fresh)
+            except sqlite3.DatabaseError as e:
+                self._rebuild(e)
+        return out
+
+    def _known(self, paths: list[str]) -> dict[str, tuple]:
+        found: dict[str, tuple] = {}
+        for i in range(0, len(paths), 500):
+            chunk = [os.fsencode(p) for p in paths[i:i + 500]]
+            for row in self.db.execute(f"SELECT path, dev, ino, size, mtime_ns, ctime_ns, sha256, seen_ns FROM files "
+                                       f"WHERE path IN ({','.join('?' * len(chunk))})", chunk):
+                found[os.fsdecode(row[0])] = tuple(row[1:])
+        return found
 
     def close(self) -> None:
         self.db.close()

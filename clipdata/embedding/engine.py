@@ -58,12 +58,10 @@ def _torch():
 
 
 def cpu_has_bf16() -> bool:
-    """Native bfloat16 arithmetic (AVX-512 BF16 or AMX), where bfloat16 is ~3.4x float32."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    """Native bfloat16 arithmetic (AVX-512 BF16 or AMX), where bfloat16 beats float32."""
+    from ..machine import native_bf16
+
+    return native_bf16()
 
 
 _WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:[\\/]")
@@ -141,6 +139,21 @@ def _root_cause(e: BaseException) -> BaseException:
         seen.add(id(nxt))
         e = nxt
     return e
+
+
+def _store_matmul_weights(model, engine: "Engine"):
+    """On a CPU running bfloat16 autocast, keep the Linear and Conv2d weights in bfloat16:
+    autocast casts them to bfloat16 at every call anyway (the same rounding), so the
+    embeddings are bit for bit the same (tested), without a cast of every weight per batch,
+    in half the memory (measured ~1-4% less CPU per image). The layers autocast keeps in
+    float32 (LayerNorm, the embeddings' sums) keep their float32 weights."""
+    torch = engine.torch
+    if engine.device != "cpu" or engine.dtype != "bfloat16":
+        return model
+    for module in model.modules():
+        if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)):
+            module.to(torch.bfloat16)
+    return model
 
 
 class Engine:
@@ -263,7 +276,7 @@ class Engine:
         self.family = family
         if self._identity is None:
             self._identity = f"{self._source_id}#{family.rules}:{self.dtype}"
-        self._model, self._processor = model.to(self.device).eval(), processor
+        self._model, self._processor = _store_matmul_weights(model.to(self.device).eval(), self), processor
         self._scalars = (family.score, _scale(model, family), _bias(model, family))
 
     @property

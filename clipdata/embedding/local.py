@@ -3,13 +3,14 @@ processes where they pay), batch, and run the model in this process. The Ray dis
 runs this same function on each shard."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
 from ..errors import first_line
-from ..machine import default_workers
+from ..machine import cpu_model, default_batch, default_workers, native_bf16
 from .engine import Engine
 from .preprocess import FAST_MODE, Observer, load_image, preparer  # noqa: F401  (preparer, load_image: re-exported)
 from .spec import EngineSpec
@@ -58,52 +59,97 @@ def _collate(items):
     return [i for i, _ in ok], (torch.stack([t for _, t in ok]) if ok else None), bad, measured
 
 
-def _megapixels(path: str) -> float:
-    """The stored size from the file's header (nothing is decoded); 0 when unreadable."""
-    from PIL import Image
+@dataclass(frozen=True)
+class Plan:
+    """How a local run uses the machine: recorded in embed.json and label.json, and printed."""
 
-    try:
-        with Image.open(path) as img:
-            return img.width * img.height / 1e6
-    except Exception:  # the loader reports unreadable files; here it only sizes the work
-        return 0.0
+    batch_size: int
+    loaders: int  # loader processes; 0: this process decodes each batch, then runs the model
+    decode_threads: int  # threads decoding a batch in this process (when loaders is 0)
+    model_threads: int  # torch's intra-op threads
+
+    def describe(self) -> str:
+        how = (f"{self.loaders} loader process{'es' if self.loaders > 1 else ''}" if self.loaders
+               else f"decode on {self.decode_threads} thread{'s' if self.decode_threads > 1 else ''} between batches")
+        return f"batch {self.batch_size}, {how}, model on {self.model_threads} thread{'s' if self.model_threads > 1 else ''}"
+
+    def record(self) -> dict:
+        """What the output files record: the plan and the machine it was chosen for."""
+        return {"batch_size": self.batch_size, "loaders": self.loaders, "decode_threads": self.decode_threads,
+                "model_threads": self.model_threads, "cpus": default_workers(), "cpu": cpu_model(),
+                "native_bfloat16": native_bf16()}
 
 
-def _default_loaders(engine: Engine, paths: Sequence[str]) -> int:
-    """Decode/preprocess processes. On a GPU every CPU can feed the model. On a 2-core CPU,
-    one loader beside a one-thread model pays once decoding is a large share of the work:
-    measured ~3x serial at 1920x1080 and ~2x at 4000x3000, equal at 640x480, so photos from
-    1 megapixel up get one (sized by the first file). Bigger CPUs: a quarter of the cores."""
+def plan_for(device: str, spec: EngineSpec, model_threads: int | None = None) -> Plan:
+    """Batch size, loader processes and threads for this machine (each given option wins).
+
+    On a CPU with up to 2 cores the two phases of each batch take every core in turn:
+    decoding on one thread per core (Pillow's decode and resize release the GIL), then the
+    model on every core. A loader process beside the model makes the two fight for the
+    cores, or leaves the model a single thread (benchmarks/README.md). Bigger CPUs keep a
+    quarter of their cores as loader processes beside the model (not measured here); on a
+    GPU every CPU decodes. `model_threads`: torch's setting (the default on a GPU)."""
     cpus = default_workers()
-    if engine.device != "cpu":
-        return cpus
-    if cpus <= 2:
-        return 1 if cpus == 2 and paths and _megapixels(paths[0]) >= 1.0 else 0
-    return max(1, cpus // 4)
+    batch = spec.batch_size or default_batch(device)
+    if device != "cpu":
+        loaders = cpus if spec.workers is None else spec.workers
+        return Plan(batch, loaders, 1, model_threads or cpus)
+    loaders = spec.workers if spec.workers is not None else (0 if cpus <= 2 else max(1, cpus // 4))
+    if loaders:
+        return Plan(batch, loaders, 1, max(1, cpus - loaders))
+    return Plan(batch, 0, cpus, cpus)
+
+
+def _in_process(data: _Images, batch: int, threads: int):
+    """Batches decoded in this process, each by `threads` threads at once, in order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(threads) if threads > 1 else _Serial() as pool:
+        for a in range(0, len(data), batch):
+            yield _collate(list(pool.map(data.__getitem__, range(a, min(a + batch, len(data))))))
+
+
+class _Serial:
+    """A pool of no threads: map in the calling thread."""
+
+    def __enter__(self) -> "_Serial":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    @staticmethod
+    def map(fn, items):
+        return map(fn, items)
 
 
 def embed_local(engine: Engine, spec: EngineSpec, paths: Sequence[str],
                 on_batch: Callable[[Vectors, dict[int, str]], None], measure: Measure | None = None,
-                on_measured: Callable[[dict[int, object]], None] | None = None) -> None:
+                on_measured: Callable[[dict[int, object]], None] | None = None) -> Plan:
     """Embed `paths`; after each batch, `on_batch(vectors by index, unreadable by index)`, and
-    with `measure`, `on_measured(measure's value by index)` from the same decode."""
+    with `measure`, `on_measured(measure's value by index)` from the same decode. Returns the
+    plan it ran by."""
     torch = engine.torch
     data = _Images(list(paths), engine.preparer(spec.exact_preprocess), measure)
-    n_workers = min(spec.workers if spec.workers is not None else _default_loaders(engine, paths),
-                    max(0, len(paths) // spec.batch_size))
-    loader = torch.utils.data.DataLoader(data, batch_size=spec.batch_size, num_workers=n_workers,
-                                         collate_fn=_collate, shuffle=False)
     threads = torch.get_num_threads()
-    if engine.device == "cpu" and n_workers:  # the loaders' cores are not the model's: no oversubscription
-        torch.set_num_threads(max(1, default_workers() - n_workers))
+    plan = plan_for(engine.device, spec, threads)
+    n_workers = min(plan.loaders, max(0, len(paths) // plan.batch_size))
+    if n_workers:
+        batches = torch.utils.data.DataLoader(data, batch_size=plan.batch_size, num_workers=n_workers,
+                                              collate_fn=_collate, shuffle=False)
+    else:  # fewer images than a batch per loader: no process is worth starting
+        batches = _in_process(data, plan.batch_size, plan.decode_threads if not plan.loaders else 1)
+    if engine.device == "cpu":  # the loaders' cores are not the model's: no oversubscription
+        torch.set_num_threads(plan.model_threads if n_workers or not plan.loaders else threads)
     try:
-        for local, pixels, bad, measured in loader:
+        for local, pixels, bad, measured in batches:
             vectors = dict(zip(local, engine.embed_pixels(pixels))) if pixels is not None else {}
             if on_measured is not None:
                 on_measured(measured)
             on_batch(vectors, dict(bad))
     finally:
         torch.set_num_threads(threads)
+    return plan
 
 
 _engines: dict = {}

@@ -13,6 +13,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..errors import ClipdataError, OptionError, first_line
+from ..machine import default_batch
 from .local import embed_local, engine_for
 
 INSTALL_HINT = "install the Ray extra: pip install 'clipdata[ray]'"
@@ -94,7 +95,7 @@ def embed_ray(spec, paths: Sequence[str], *, address: str | None = None, num_act
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Ray deprecates spellings between minor releases
         out = ds.map_batches(
-            _embedder_for(worker_spec), batch_size=spec.batch_size,
+            _embedder_for(worker_spec), batch_size=spec.batch_size or default_batch("cuda" if use_gpu else "cpu"),
             compute=ray.data.ActorPoolStrategy(size=n), num_cpus=0 if use_gpu else 1, num_gpus=1 if use_gpu else 0,
             max_restarts=3, max_task_retries=3)
     vectors: dict[int, np.ndarray] = {}

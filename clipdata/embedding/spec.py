@@ -20,7 +20,7 @@ class EngineSpec:
     dtype: str = "auto"
     weights: str | None = None  # an open_clip:ARCH model's checkpoint file (or pretrained tag)
     # the loader
-    batch_size: int = 16
+    batch_size: int | None = None  # images per model call; None: chosen for the machine (machine.default_batch)
     workers: int | None = None  # image decode/preprocess processes; None: chosen for the machine
     exact_preprocess: bool = False  # the model's own processor, bit for bit (default: the fast path)
     # the distributor
@@ -36,7 +36,7 @@ class EngineSpec:
         if self.backend not in BACKENDS:
             raise OptionError(f"--engine {self.backend!r} is not one of {', '.join(BACKENDS)}")
         self.model_spec.check()
-        if self.batch_size < 1:
+        if self.batch_size is not None and self.batch_size < 1:
             raise OptionError(f"--batch-size {self.batch_size} must be at least 1")
         return self
 
@@ -47,5 +47,6 @@ class EmbedStats:
     cache_hits: int = 0
     seconds: float = 0.0
     unreadable: dict[str, str] = field(default_factory=dict)  # path -> reason
+    sha256: dict[str, str] = field(default_factory=dict)  # path -> content hash (runs with a cache)
     failed: dict[str, str] = field(default_factory=dict)  # path -> why its task failed (distributed runs)
     measured: dict[str, object] = field(default_factory=dict)  # path -> embed_images' `measure` value

@@ -63,12 +63,13 @@ class EmbedInfo:
     part_size: int
     unreadable: int = 0  # images found but not embedded (each named in the run's report)
     complete: bool = True  # False while a run is writing parts
+    run: dict | None = None  # how the run used the machine (batch size, loaders, threads, CPU): a record
 
     def to_json(self) -> str:
         return dumps({"format": FORMAT_VERSION, "model": self.model, "identity": self.identity,
                            "dtype": self.dtype, "mode": self.mode, "dim": self.dim, "count": self.count,
                            "parts": self.parts, "part_size": self.part_size, "unreadable": self.unreadable,
-                           "complete": self.complete}, indent=2) + "\n"
+                           "complete": self.complete, **({"run": self.run} if self.run else {})}, indent=2) + "\n"
 
 
 @dataclass
