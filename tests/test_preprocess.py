@@ -355,19 +355,23 @@ def test_preparer_uses_the_processor_itself_when_asked_or_needed(files, make, ex
         assert np.array_equal(got, reference(processor, path))
 
 
-@pytest.mark.parametrize("cpus, device, workers, batch, plan", [
+@pytest.mark.parametrize("cpus, device, workers, batch, torch_threads, plan", [
     # 2 cores: decode a batch on both, then the model on both (no loader process fighting it)
-    (2, "cpu", None, None, (32, 0, 2, 2)),
-    (1, "cpu", None, None, (32, 0, 1, 1)),
-    (2, "cpu", 1, 16, (16, 1, 1, 1)),  # a loader asked for: the model keeps the other core
-    (16, "cpu", None, None, (32, 4, 1, 12)),
-    (16, "cuda", None, None, (32, 16, 1, 8)),  # on a GPU every CPU decodes
+    (2, "cpu", None, None, 2, (32, 0, 2, 2)),
+    (1, "cpu", None, None, 1, (32, 0, 1, 1)),
+    (2, "cpu", 1, 16, 2, (16, 1, 1, 1)),  # a loader asked for: the model keeps the other core
+    (16, "cpu", None, None, 16, (32, 4, 1, 12)),
+    (16, "cuda", None, None, 8, (32, 16, 1, 8)),  # on a GPU every CPU decodes
+    # torch held to one thread (the caller's choice, or a forked child, where raising it
+    # hangs): the plan never raises it, and decodes on no more threads than that either
+    (2, "cpu", None, None, 1, (32, 0, 1, 1)),
+    (16, "cpu", None, None, 4, (32, 4, 1, 4)),
 ])
-def test_plan_by_machine(monkeypatch, cpus, device, workers, batch, plan):
+def test_plan_by_machine(monkeypatch, cpus, device, workers, batch, torch_threads, plan):
     import clipdata.embedding.local as local
     from clipdata.embedding.spec import EngineSpec
 
     monkeypatch.setattr(local, "default_workers", lambda: cpus)
-    got = local.plan_for(device, EngineSpec(workers=workers, batch_size=batch), model_threads=8)
+    got = local.plan_for(device, EngineSpec(workers=workers, batch_size=batch), model_threads=torch_threads)
     assert (got.batch_size, got.loaders, got.decode_threads, got.model_threads) == plan
     assert got.record()["cpus"] == cpus and f"batch {plan[0]}" in got.describe()

@@ -3,6 +3,7 @@ processes where they pay), batch, and run the model in this process. The Ray dis
 runs this same function on each shard."""
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -88,16 +89,24 @@ def plan_for(device: str, spec: EngineSpec, model_threads: int | None = None) ->
     model on every core. A loader process beside the model makes the two fight for the
     cores, or leaves the model a single thread (benchmarks/README.md). Bigger CPUs keep a
     quarter of their cores as loader processes beside the model (not measured here); on a
-    GPU every CPU decodes. `model_threads`: torch's setting (the default on a GPU)."""
+    GPU every CPU decodes. `model_threads`: torch's setting (read from torch when not
+    given). On a CPU it is a ceiling the plan never raises: a caller's
+    `torch.set_num_threads` (or OMP_NUM_THREADS) says how much of the machine is ours, and
+    a forked child that runs torch on one thread would hang if it were raised (torch's
+    thread pool does not survive a fork)."""
     cpus = default_workers()
+    if model_threads is None:
+        torch = sys.modules.get("torch")
+        model_threads = torch.get_num_threads() if torch is not None else cpus
     batch = spec.batch_size or default_batch(device)
     if device != "cpu":
         loaders = cpus if spec.workers is None else spec.workers
         return Plan(batch, loaders, 1, model_threads or cpus)
+    ours = max(1, min(cpus, model_threads))
     loaders = spec.workers if spec.workers is not None else (0 if cpus <= 2 else max(1, cpus // 4))
     if loaders:
-        return Plan(batch, loaders, 1, max(1, cpus - loaders))
-    return Plan(batch, 0, cpus, cpus)
+        return Plan(batch, loaders, 1, max(1, min(ours, cpus - loaders)))
+    return Plan(batch, 0, ours, ours)
 
 
 def _in_process(data: _Images, batch: int, threads: int):
