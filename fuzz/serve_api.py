@@ -1,5 +1,6 @@
 """The HTTP API fuzzer of `review serve` and `review backend`, long mode: many more generated
-requests than the test suite's fixed sample (400 and 200), from a seed of your choice.
+requests than the test suite's fixed sample (400 and 200, and 20 damaged label outputs
+served), from a seed of your choice.
 
     python fuzz/serve_api.py                     # 20,000 requests to each server, seed 0
     python fuzz/serve_api.py --cases 100000 --seed 7
@@ -33,6 +34,7 @@ def main() -> int:
     ap.add_argument("--only", choices=["serve", "backend"], help="fuzz one server (default both)")
     args = ap.parse_args()
     env = {**os.environ, "CLIPDATA_API_FUZZ_CASES": str(args.cases), "CLIPDATA_API_FUZZ_SEED": str(args.seed),
+           "CLIPDATA_API_FUZZ_DAMAGE_CASES": str(max(20, args.cases // 50)),  # each starts a server
            "CLIPDATA_API_FUZZ_SURVEY": "1" if args.survey else "0",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     cmd = [sys.executable, "-m", "pytest", str(ROOT / "tests" / "test_serve_fuzz.py"), "-s", "-q",

@@ -403,7 +403,8 @@ def test_an_image_replaced_after_labeling_is_422_with_a_reason(client, labeled, 
     (lambda f: f.write_text(json.dumps({"classes": "cat", "images_root": "."})), '"classes" is a string'),
     (lambda f: f.write_text(json.dumps({"classes": [1], "images_root": "."})), "other than names"),
     (lambda f: f.write_text(json.dumps({"classes": ["a"], "images_root": 3})), '"images_root" is a number'),
-], ids=["malformed", "not utf-8", "a list", "classes a string", "classes numbers", "root a number"])
+    (lambda f: f.write_text('{"classes": ["a"], "images_root": ".", "threshold": NaN}'), "not a finite number"),
+], ids=["malformed", "not utf-8", "a list", "classes a string", "classes numbers", "root a number", "NaN"])
 def test_a_damaged_label_json_is_one_line(tmp_path, damage, fragment):
     from typer.testing import CliRunner
 
@@ -423,6 +424,8 @@ def test_a_damaged_label_json_is_one_line(tmp_path, damage, fragment):
     ({"path": 3, "top_k": [{"class": "cat", "score": 1}]}, '"path"'),
     ({"path": "a.jpg", "top_k": [{"class": "cat", "score": 1}], "review_rank": "1"}, "review_rank"),
     ({"path": "a.jpg", "top_k": [{"class": "cat", "score": 1}], "decision": ["cat"]}, "decision"),
+    ({"path": "a.jpg", "top_k": [{"class": "cat", "score": float("nan")}]}, "not a finite number"),  # (a 500 later)
+    ({"path": "a.jpg", "top_k": [{"class": "cat", "score": float("inf")}]}, "not a finite number"),
 ])
 def test_a_damaged_prediction_row_is_one_line(tmp_path, row, fragment):
     labeled = make_labeled(tmp_path)
@@ -526,6 +529,7 @@ def test_an_unfinished_last_row_is_dropped_and_cut_off(tmp_path):
     (b'{"class": "cat"}\n', '"path"'),
     (b'{"path": "a", "class": 3}\n', '"class"'),
     (b"[1]\n", '"path"'),
+    (b"[" * 100_000 + b"\n", "nested too deep"),  # (a RecursionError before)
 ])
 def test_a_damaged_row_names_the_file_and_line(tmp_path, line, fragment):
     (tmp_path / decisions.FILE).write_bytes(b'{"path": "a", "class": "cat"}\n' + line)
@@ -756,3 +760,20 @@ def test_changed_images_are_named_as_the_reason_nothing_is_cached(tmp_path, tiny
     with review_serve(labeled) as srv:
         r = _search(srv)
     assert r.status_code == 400 and "the image files changed since label ran" in r.json()["error"]
+
+
+def test_names_that_are_not_utf8_in_a_label_output_are_answered_spelled_not_500(tmp_path):
+    """A hand-edited label output whose model or image path holds a lone surrogate (JSON's
+    `\\udce9`, a byte that is not UTF-8): the answers spell it \\xNN (they were a 500: the
+    answer could not be encoded)."""
+    labeled = make_labeled(tmp_path, [_row("caf\udce9.jpg", (0.6, 0.3, 0.1), "cat")])
+    meta = json.loads((labeled / "label.json").read_text())
+    (labeled / "label.json").write_text(json.dumps({**meta, "model": "caf\udce9"}))  # JSON spells it \udce9
+    (labeled / "cache").mkdir()
+    (labeled / "cache" / "embeddings.sqlite").touch()  # (the model is asked for before the cache is read)
+    with review_serve(labeled) as srv:
+        head = {"x-clipdata-token": srv.token}
+        items = httpx.get(base(srv) + "/api/items", headers=head, timeout=30)
+        assert items.status_code == 200 and "caf\\xe9.jpg" in {i["path"] for i in items.json()["items"]}
+        r = httpx.post(base(srv) + "/api/search", json={"text": "cat"}, headers=head, timeout=120)
+        assert r.status_code == 400 and "caf\\xe9" in r.json()["error"], r.text

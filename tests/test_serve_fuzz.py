@@ -19,8 +19,12 @@ listed path and a class of the run, or `_rejected`, or null in an undo). After t
 nothing changed outside OUT (the labeled folder; the backend's cache) nor in the working
 folder, and no fit failed with an exception instead of a reason.
 
+Damaged label outputs: label.json, predictions.jsonl and decisions.jsonl with fields of
+another type or value (NaN, huge, traversal), rows dropped or doubled, lines cut, NUL bytes,
+deep nesting; `review serve` refuses them in one line or serves them without a 5xx.
+
 CI runs a fixed sample (CLIPDATA_API_FUZZ_CASES, default 400 requests to the review app and
-200 to the backend, derandomized: seconds); the long mode is `python fuzz/serve_api.py
+200 to the backend; CLIPDATA_API_FUZZ_DAMAGE_CASES, default 20; derandomized: seconds); the long mode is `python fuzz/serve_api.py
 --cases 20000 --seed N` (`--survey`: go on past failures and list each kind once). The test
 prints how many cases ran, by endpoint and status. Every request has a 60 s limit.
 """
@@ -620,3 +624,148 @@ def test_the_backend_api_fuzzed_from_its_schemas(backend_served, capfd):
     assert fits, "no fit ran: the sample never reached learning"
     changed = _outside_out(before_tree, _tree(tmp, tiny, skip=out))
     assert not changed, f"written outside OUT ({out}): {changed[:10]}"
+
+
+# -- damaged label outputs: review serve starts or refuses in one line, then never answers 5xx --
+DAMAGE_CASES = int(os.environ.get("CLIPDATA_API_FUZZ_DAMAGE_CASES", "20"))  # each starts a server
+_JUNK = st.one_of(JSON, st.sampled_from([float("nan"), float("inf"), -float("inf"), 10**400, -1, 0, True, "",
+                                         "../../etc/passwd", "/etc/passwd", "caf\udce9.jpg", "\x00", [[[]]], {}]))
+_ROW_KEYS = ["path", "top_k", "decision", "uncertain", "review_rank", "width", "height", "review_file"]
+_META_KEYS = ["classes", "captions", "images_root", "model", "model_identity", "preprocess", "dtype", "threshold",
+              "margin", "template", "weights"]
+
+
+def _dump(value) -> bytes:
+    return json.dumps(value, allow_nan=True).encode("utf-8", "surrogateescape")
+
+
+@st.composite
+def _damage(draw, meta: dict, rows: list[dict]) -> dict[str, bytes]:
+    """New bytes for label.json, predictions.jsonl and decisions.jsonl: fields of another
+    type or value (NaN, huge, negative, traversal), rows dropped or doubled, classes and
+    captions out of step, lines cut, NUL bytes, deep nesting, not UTF-8."""
+    meta, rows = json.loads(json.dumps(meta)), json.loads(json.dumps(rows))
+    out: dict[str, bytes] = {}
+    for _ in range(draw(st.integers(1, 3))):
+        what = draw(st.sampled_from(["meta field", "meta field", "row field", "row field", "score", "top class",
+                                     "rows", "decisions", "bytes"]))
+        if what == "meta field":
+            key = draw(st.sampled_from(_META_KEYS))
+            if draw(st.integers(0, 3)) == 0:
+                meta.pop(key, None)
+            else:
+                meta[key] = draw(_JUNK if key not in ("classes", "captions") else st.one_of(
+                    _JUNK, st.lists(st.text(max_size=6), max_size=4), st.lists(st.lists(st.text(max_size=6)), max_size=4)))
+        elif what == "row field":
+            row = draw(st.sampled_from(rows))
+            key = draw(st.sampled_from(_ROW_KEYS))
+            row[key] = draw(_JUNK if key != "path" else st.one_of(_JUNK, st.sampled_from([r["path"] for r in rows])))
+        elif what == "score":
+            row = draw(st.sampled_from(rows))
+            row["top_k"][0]["score"] = draw(st.sampled_from([float("nan"), float("inf"), -1.5, 1e308, 2, 0]))
+        elif what == "top class":
+            row = draw(st.sampled_from(rows))
+            row["top_k"][0]["class"] = draw(st.sampled_from(["", "unknown class", decisions.REJECTED, "\x00"]))
+            if draw(st.booleans()):
+                row["decision"] = row["top_k"][0]["class"]
+        elif what == "rows":
+            how = draw(st.sampled_from(["double", "drop", "one", "reverse"]))
+            if how == "double":
+                rows.append(dict(draw(st.sampled_from(rows))))
+            elif how == "drop" and len(rows) > 1:
+                rows.pop(draw(st.integers(0, len(rows) - 1)))
+            elif how == "one":
+                del rows[1:]
+            else:
+                rows.reverse()
+        elif what == "decisions":
+            lines = draw(st.lists(st.one_of(
+                st.builds(lambda p, c: _dump({"path": p, "class": c}), st.sampled_from([r["path"] for r in rows] + [
+                    "elsewhere.jpg", ""]), st.sampled_from(CLASSES + [decisions.REJECTED, None, "unknown"])),
+                _JUNK.map(_dump), st.sampled_from([b"", b"\x00" * 64, b"[" * 100_000, b'{"path": "a.jpg", "cla',
+                                                   b"\xff\xfe{}"])), min_size=1, max_size=5))
+            out["decisions.jsonl"] = b"\n".join(lines) + draw(st.sampled_from([b"\n", b""]))
+        else:
+            name = draw(st.sampled_from(["label.json", "predictions.jsonl"]))
+            data = _dump(meta) if name == "label.json" else b"".join(_dump(r) + b"\n" for r in rows)
+            how = draw(st.sampled_from(["cut", "nul", "bom", "latin-1", "deep", "empty"]))
+            out[name] = {"cut": data[:draw(st.integers(0, max(0, len(data) - 1)))], "nul": data + b"\x00" * 16,
+                         "bom": b"\xef\xbb\xbf" + data, "latin-1": data.replace(b"}", b"\xe9}", 1),
+                         "deep": data + b"[" * 100_000 + b"\n", "empty": b""}[how]
+    out.setdefault("label.json", _dump(meta))
+    out.setdefault("predictions.jsonl", b"".join(_dump(r) + b"\n" for r in rows))
+    return out
+
+
+def test_damaged_label_outputs_are_refused_in_one_line_or_served_without_5xx(world, tmp_path, capfd):
+    from clipdata.errors import ClipdataError
+
+    labeled, paths, tmp, tiny = world
+    meta = json.loads((labeled / "label.json").read_text())
+    rows = [json.loads(line) for line in (labeled / "predictions.jsonl").read_text().splitlines()]
+    log, thread_errors = Log(), []
+    seen: Counter = Counter()
+    found: dict[tuple[str, str], list] = {}
+    loggers = [logging.getLogger(n) for n in ("uvicorn", "uvicorn.error", "starlette")]
+    for lg in loggers:
+        lg.addHandler(log)
+    n = iter(range(10**9))
+
+    @settings(max_examples=DAMAGE_CASES, deadline=None, database=None, derandomize=SEED is None,
+              suppress_health_check=list(HealthCheck))
+    @given(_damage(meta, rows), st.sampled_from([False, False, False, True]))
+    def one(files, use_model):
+        folder = tmp_path / f"l{next(n)}"
+        shutil.copytree(labeled, folder, ignore=shutil.ignore_patterns("decisions.jsonl"))
+        for name, data in files.items():
+            (folder / name).write_bytes(data)
+        bad: list[tuple[str, str]] = []
+        try:
+            srv = clipdata.review_serve(folder)
+        except ClipdataError as e:
+            seen["refused at start"] += 1
+            if "\n" in str(e).strip():
+                bad.append(("a refusal of more than one line", str(e)[:300]))
+        except Exception as e:  # noqa: BLE001
+            bad.append(("start: not a clear refusal", f"{type(e).__name__}: {e}"[:300]))
+        else:
+            seen["started"] += 1
+            try:
+                head = {"x-clipdata-token": srv.token, "host": f"127.0.0.1:{srv.port}", "content-type": "application/json"}
+                asks = [("GET", "/api/items", b""), ("GET", "/api/items?state=reviewed&limit=3", b""),
+                        ("GET", "/api/progress", b""), ("GET", "/api/thumb/0", b""), ("GET", "/api/image/1", b""),
+                        ("POST", "/api/decisions", _dump({"path": paths[-1], "class": CLASSES[0]})),
+                        ("POST", "/api/decisions", _dump({"path": paths[-1], "class": None, "undo": True}))]
+                if use_model:  # the engine loads: one example in four
+                    asks += [("POST", "/api/search", b'{"text": "grass"}'),
+                             ("POST", "/api/similar", _dump({"path": paths[-1]})), ("POST", "/api/relabel", b"")]
+                for method, target, body in asks:
+                    status, data, got = _send(srv.port, method, target, head, body)
+                    seen[status] += 1
+                    bad += [(f"{method} {target.split('?')[0]}: {k}", d) for k, d in _violations(
+                        method, status, data, got, target, capfd.readouterr().err, log, thread_errors)]
+            finally:
+                srv.stop()
+        err = capfd.readouterr().err
+        if "Traceback" in err or "bug in clipdata" in err:
+            bad.append(("a traceback", err.strip().splitlines()[-1][:300]))
+        where = {k: v[:200] for k, v in files.items()}
+        for kind, detail in bad:
+            found.setdefault((kind, detail.splitlines()[0][:120] if detail else ""), [0, where])[0] += 1
+        assert SURVEY or not bad, f"{where}: {bad}"
+        shutil.rmtree(folder)
+
+    if SEED is not None:
+        one = seed(int(SEED))(one)
+    try:
+        one()
+    finally:
+        for lg in loggers:
+            lg.removeHandler(log)
+    with capfd.disabled():
+        print(f"\ndamaged label outputs: {sum(v for k, v in seen.items() if isinstance(k, str))} cases; "
+              f"{dict(seen)}; kinds of failure: {len(found)}")
+        for (kind, detail), (count, where) in sorted(found.items()):
+            print(f"  {kind} x{count}: {detail}\n      e.g. {str(where)[:400]}")
+    assert not found
+    assert seen["refused at start"] and seen["started"]

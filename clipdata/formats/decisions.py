@@ -31,8 +31,9 @@ except ImportError:  # pragma: no cover
 def _parse(line: bytes, file: Path, number: int) -> dict:
     try:
         row = json.loads(line)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise SourceError(f"malformed decision row: {getattr(e, 'msg', e)}", file=file, where=f"line {number}",
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        why = "nested too deep" if isinstance(e, RecursionError) else getattr(e, "msg", e)
+        raise SourceError(f"malformed decision row: {why}", file=file, where=f"line {number}",
                           hint="the file is appended by clipdata review serve; remove the damaged line") from None
     if not isinstance(row, dict) or not isinstance(row.get("path"), str) or not (
             row.get("class") is None or isinstance(row.get("class"), str)):

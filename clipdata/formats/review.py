@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import html
 import io
+import math
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,6 +99,8 @@ def _meta_problem(meta: object) -> str | None:
     for key, kind in _META_FIELDS.items():
         if key in meta and meta[key] is not None and (not isinstance(meta[key], kind) or isinstance(meta[key], bool)):
             return f'"{key}" is {_kind(meta[key])}'
+        if isinstance(meta.get(key), float) and not math.isfinite(meta[key]):  # NaN: no JSON answer can carry it
+            return f'"{key}" is {meta[key]}, not a finite number'
     if not all(isinstance(c, str) for c in meta.get("classes") or []):
         return '"classes" holds something other than names'
     if not all(isinstance(c, list) and all(isinstance(t, str) for t in c) for c in meta.get("captions") or []):
@@ -118,6 +121,8 @@ def _row_problem(row: object) -> str | None:
         if not (isinstance(t, dict) and isinstance(t.get("class"), str) and isinstance(t.get("score"), (int, float))
                 and not isinstance(t.get("score"), bool)):
             return '"top_k" holds something other than {"class", "score"}'
+        if not math.isfinite(t["score"]):  # NaN or Infinity: no JSON answer can carry it
+            return f'"top_k" holds the score {t["score"]}, not a finite number'
     if row.get("decision") is not None and not isinstance(row["decision"], str):
         return f'"decision" is {_kind(row["decision"])}'
     if "review_file" in row and not isinstance(row["review_file"], str):

@@ -17,13 +17,13 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.types import ASGIApp
 
 from ..errors import ClipdataError
 from ..images import Unreadable, thumbnail_jpeg
 from . import openapi
-from .guard import Guard, HostRule, error
+from .guard import Guard, HostRule, JSONAnswer, error
 from .queue import Queue
 from .validate import RequestError
 from .vectors import Vectors
@@ -202,4 +202,4 @@ class LastResort:
 
 
 def _json(body) -> Response:
-    return JSONResponse(body, headers={"cache-control": "no-store"})
+    return JSONAnswer(body, headers={"cache-control": "no-store"})

@@ -13,12 +13,12 @@ import logging
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..errors import ClipdataError, first_line
-from .guard import Guard, HostRule, error
+from .guard import Guard, HostRule, JSONAnswer, error
 from .labelstudio import BackendError, parse_config
 from .learner import Learner, project_id
 from .validate import Operation, RequestError
@@ -78,7 +78,7 @@ def create_app(learner: Learner, hosts: HostRule, auth: tuple[str, str] | None =
     basic auth, or None. Each body is checked against its schema before a handler runs."""
 
     def health(request: Request, values: dict) -> Response:
-        return JSONResponse({"status": "UP", "model_class": "clipdata", **learner.status()},
+        return JSONAnswer({"status": "UP", "model_class": "clipdata", **learner.status()},
                             headers={"cache-control": "no-store"})
 
     def setup(request: Request, values: dict) -> Response:
@@ -88,7 +88,7 @@ def create_app(learner: Learner, hosts: HostRule, auth: tuple[str, str] | None =
         token = body.get("access_token")
         if learner.studio is not None and learner.studio.token is None and token:
             learner.studio.token = token  # Label Studio's own token for its API (LABEL_STUDIO_API_KEY wins)
-        return JSONResponse({"model_version": learner.project(pid, control).scorer.version})
+        return JSONAnswer({"model_version": learner.project(pid, control).scorer.version})
 
     def _project(body: dict):
         config = body.get("label_config")
@@ -100,13 +100,13 @@ def create_app(learner: Learner, hosts: HostRule, auth: tuple[str, str] | None =
         answer: dict = {"results": results, "model_version": project.scorer.version}
         if errors:
             answer["errors"] = errors
-        return JSONResponse(answer)
+        return JSONAnswer(answer)
 
     def webhook(request: Request, values: dict) -> Response:
         body = values["body"]
         action = body["action"]
         if action not in LEARN_EVENTS:
-            return JSONResponse({"status": "ignored", "action": action})
+            return JSONAnswer({"status": "ignored", "action": action})
         project = body.get("project")
         pid = project_id(project.get("id") if isinstance(project, dict) else project)
         trusted = auth is None or request.scope.get("state", {}).get("authenticated", False)
@@ -117,18 +117,18 @@ def create_app(learner: Learner, hosts: HostRule, auth: tuple[str, str] | None =
                                hint="connect the backend in the project's settings (Label Studio calls /setup)"
                                if trusted else "a webhook without credentials only refits a project that was set up")
         learner.request_fit(target, action)
-        return JSONResponse({"status": "fit queued", "project": pid}, 201)
+        return JSONAnswer({"status": "fit queued", "project": pid}, 201)
 
     def train(request: Request, values: dict) -> Response:
         project = _project(values["body"])
         learner.request_fit(project, "train")
-        return JSONResponse({"status": "fit queued", "project": project.id})
+        return JSONAnswer({"status": "fit queued", "project": project.id})
 
     def versions(request: Request, values: dict) -> Response:
-        return JSONResponse({"versions": learner.versions()})
+        return JSONAnswer({"versions": learner.versions()})
 
     def metrics(request: Request, values: dict) -> Response:
-        return JSONResponse({})
+        return JSONAnswer({})
 
     routes = [
         Route("/", Operation(health).__call__, methods=["GET"]),

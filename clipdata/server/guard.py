@@ -22,6 +22,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ..names import dumps, message
+
 TOKEN_HEADER = "x-clipdata-token"
 SAFE_METHODS = ("GET", "HEAD")
 SECURITY_HEADERS = [
@@ -36,11 +38,19 @@ MAX_REASON = 1000
 _HOST = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<name>[A-Za-z0-9._-]+))(?::(?P<port>[0-9]{1,5}))?")
 
 
-def error(status: int, message: str) -> JSONResponse:
+class JSONAnswer(JSONResponse):
+    """A JSON answer every client can read: a name that is not UTF-8 (from a file or an
+    option) is spelled `\\xNN` (clipdata/names.py), where plain JSON could not encode it."""
+
+    def render(self, content: object) -> bytes:
+        return dumps(content, allow_nan=False, separators=(",", ":")).encode("utf-8")
+
+
+def error(status: int, reason: str) -> JSONResponse:
     """A refusal: `{"error": one line}`, at most MAX_REASON characters (a client's own values
     are cut to 200 where they are named)."""
-    line = " ".join(str(message).split())
-    return JSONResponse({"error": line[:MAX_REASON]}, status, headers={"cache-control": "no-store"})
+    line = " ".join(message(str(reason)).split())
+    return JSONAnswer({"error": line[:MAX_REASON]}, status, headers={"cache-control": "no-store"})
 
 
 def split_host(value: str) -> tuple[str, int | None] | None:
