@@ -156,7 +156,8 @@ fsync_dir = fsync_path
 def sync_tree(folder: str | Path, files: Iterable[str | Path] = ()) -> None:
     """Make everything written under `folder` durable: file data, and the folder entries
     of renames. On Linux one syncfs of the file system holding `folder`; elsewhere an fsync
-    of each of `files` and of each folder that holds one."""
+    of each of `files` and of each folder from the one that holds it up to `folder` (a new
+    folder's own entry lives in its parent)."""
     folder = Path(folder)
     if _SYNCFS is not None:
         fd = os.open(folder, os.O_RDONLY)
@@ -166,7 +167,13 @@ def sync_tree(folder: str | Path, files: Iterable[str | Path] = ()) -> None:
         finally:
             os.close(fd)
     files = list(files)
-    dirs = {folder} | {Path(p).parent for p in files}
+    dirs = {folder}
+    for path in files:  # each file's folder, and every folder above it up to `folder`: a folder
+        d = Path(path).parent  # the run made is reachable only once its parent's entry is durable
+        dirs.add(d)
+        while folder in d.parents and d.parent not in dirs:
+            d = d.parent
+            dirs.add(d)
     for path in files:
         fsync_path(path)
     for d in sorted(dirs, key=lambda d: -len(d.parts)):

@@ -20,7 +20,8 @@ Damage, after the kill (what a power cut can leave, as well as a kill):
 - `lost-line`:     the journal's last whole line gone (written, never synced).
 
 A case passes when the resume ends with OUT equal to the uninterrupted run's, or refuses with
-one clear line where the scenario allows a refusal. The CI test runs a fixed sample of cases
+one clear line where the scenario allows a refusal. `power_cuts` (below) models what a kill
+cannot show, a missing fsync: OUT as a power cut leaves it. The CI test runs a fixed sample of cases
 (`tests/test_crash.py`); `fuzz/crash.py` runs every case, or many more, by hand.
 """
 from __future__ import annotations
@@ -390,8 +391,6 @@ def tree_paths(root: Path) -> list[Path]:
 
 def check(scenario: Scenario, case: Case, out: Path, expected: dict[str, bytes]) -> Outcome:
     """One case: kill, damage, resume, compare."""
-    from clipdata.errors import ClipdataError
-
     shutil.rmtree(out, ignore_errors=True)
     how = run_killed(scenario, case, out)
     if how.startswith("error"):
@@ -399,7 +398,13 @@ def check(scenario: Scenario, case: Case, out: Path, expected: dict[str, bytes])
     if how == "finished":  # the point lies past the end: the run is whole, nothing to resume
         got = tree(out, scenario.skip)
         return Outcome(case, "finished" if got == expected else "wrong", _diff(expected, got))
-    did = damage(out, case, scenario.journal)
+    return _resumed(scenario, case, out, expected, damage(out, case, scenario.journal))
+
+
+def _resumed(scenario: Scenario, case: Case, out: Path, expected: dict[str, bytes], did: str) -> Outcome:
+    """Resume OUT as a case left it (`did`: what was done to it) and judge the result."""
+    from clipdata.errors import ClipdataError
+
     try:
         report = scenario.resume(out)
     except ClipdataError as e:
@@ -635,3 +640,157 @@ def decisions_sweep(work: Path, budget: int | None, seed: int = 0,
     if log:
         log(f"review decisions: {len(batches)} appends; {tally.summary()}")
     return tally
+
+
+# ---- power cuts: what the disk holds is what was made durable --------------------------------
+#
+# A kill loses nothing the run wrote (the page cache survives it), so the kill sweep cannot see
+# a missing fsync. Here one uninterrupted run is traced: each rename into place, each syncfs,
+# each fsync of a file or a folder. At every point where durability changes (before each
+# syncfs, after each fsync of the journal, after its removal) OUT is copied as a power cut
+# would leave it: every file renamed into place and not yet durable is lost (`missing`: the
+# rename never reached the disk) or emptied (`empty`: its name did, its data did not). Then each
+# copy is resumed, or, where the journal is gone (the run was complete), taken as it is, and
+# must equal the uninterrupted run. Linux only (file descriptors are named through /proc).
+
+POWER_DAMAGES = ("missing", "empty")
+
+
+class _Disk:
+    """The durability model: a file renamed into place at time r is durable once a syncfs came
+    after r, or an fsync of the file and one of its folder both did."""
+
+    def __init__(self, out: Path, snapshots: Path, journal: str | None, syncfs: bool) -> None:
+        self.out, self.snapshots, self.journal = os.path.realpath(out), snapshots, journal
+        self.syncfs = syncfs  # False: the fsync-per-file way of systems without syncfs
+        self.t = self.synced_all = 0
+        self.renamed: dict[str, int] = {}
+        self.made: dict[str, int] = {}  # folders the run created
+        self.fsynced: dict[str, int] = {}
+        self.taken: list[tuple[Path, str]] = []  # (copy, at which point)
+
+    def tick(self) -> int:
+        self.t += 1
+        return self.t
+
+    def durable(self, path: str) -> bool:
+        r = self.renamed.get(path)
+        if r is not None and self.synced_all < r and not (
+                self.fsynced.get(path, 0) > r and self.fsynced.get(os.path.dirname(path), 0) > r):
+            return False
+        # (a file not renamed into place by the run, the journal or a cache that syncs itself, is)
+        folder = os.path.dirname(path)  # and each folder the run made on its way: its entry too
+        while folder.startswith(self.out + os.sep):
+            m = self.made.get(folder)
+            if m is not None and self.synced_all < m and self.fsynced.get(os.path.dirname(folder), 0) < m:
+                return False
+            folder = os.path.dirname(folder)
+        return True
+
+    def snapshot(self, point: str) -> None:
+        if not os.path.isdir(self.out):
+            return
+        for damage in POWER_DAMAGES:
+            copy = self.snapshots / f"{len(self.taken):03d}"
+            shutil.copytree(self.out, copy, symlinks=True)
+            for path in tree_paths(Path(self.out)):
+                real = os.path.realpath(path)
+                if not self.durable(real) and path.name not in IGNORED:
+                    lost = copy / Path(real).relative_to(self.out)
+                    if lost.exists():
+                        lost.unlink() if damage == "missing" else lost.write_bytes(b"")
+            self.taken.append((copy, f"{point}+{damage}"))
+
+
+@contextmanager
+def _traced(disk: _Disk) -> Iterator[None]:
+    from clipdata import fsutil
+    saved = (os.replace, os.fsync, os.unlink, os.mkdir, fsutil._SYNCFS)
+    real_replace, real_fsync, real_unlink, real_mkdir, real_syncfs = saved
+
+    def mkdir(path, *a, **k):
+        real_mkdir(path, *a, **k)
+        disk.made[os.path.realpath(path)] = disk.tick()
+
+    def replace(src, dst, *a, **k):
+        real_replace(src, dst, *a, **k)
+        disk.renamed[os.path.realpath(dst)] = disk.tick()
+
+    def fsync(fd):
+        real_fsync(fd)
+        try:
+            path = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            return
+        disk.fsynced[path] = disk.tick()
+        if disk.journal and path == os.path.join(disk.out, disk.journal):
+            disk.snapshot("journal fsynced")
+
+    def unlink(path, *a, **k):
+        real_unlink(path, *a, **k)
+        if disk.journal and os.path.realpath(os.path.dirname(os.fspath(path))) == disk.out \
+                and os.path.basename(os.fspath(path)) == disk.journal:
+            disk.snapshot("journal removed")
+
+    def syncfs(fd):
+        disk.snapshot("before a sync")
+        done = real_syncfs(fd)
+        disk.synced_all = disk.tick()
+        return done
+
+    os.replace, os.fsync, os.unlink, os.mkdir = replace, fsync, unlink, mkdir
+    fsutil._SYNCFS = syncfs if real_syncfs is not None and disk.syncfs else None
+    try:
+        yield
+    finally:
+        os.replace, os.fsync, os.unlink, os.mkdir, fsutil._SYNCFS = saved
+
+
+def power_cuts(scenario: Scenario, work: Path, budget: int | None, seed: int = 0,
+               log: Callable[[str], None] | None = None, syncfs: bool = True) -> Tally:
+    """Trace one run, then resume every power-cut copy of OUT (or a seeded `budget` of them).
+    `syncfs` False: the run syncs as it does where Linux's syncfs is missing (macOS, Windows)."""
+    threads = _one_thread()
+    try:
+        work.mkdir(parents=True, exist_ok=True)
+        out = work / "out"
+        scenario.run(out)
+        expected = tree(out, scenario.skip)
+        shutil.rmtree(out)
+        disk = _Disk(out, work / "power-cuts", scenario.journal, syncfs)
+        from clipdata.pipeline import journal
+        batch, journal.Journal.BATCH = journal.Journal.BATCH, 1  # a batch, so a sync, per image
+        try:
+            with _traced(disk):
+                scenario.run(out)
+        finally:
+            journal.Journal.BATCH = batch
+        disk.snapshot("end of the run")
+        taken = disk.taken
+        if budget is not None and budget < len(taken):  # the run's end always: a user takes it as done
+            ends = [t for t in taken if t[1].startswith(("journal removed", "end of the run"))]
+            rest = [t for t in taken if t not in ends]
+            taken = ends + random.Random(seed).sample(rest, max(0, min(len(rest), budget - len(ends))))
+        tally = Tally()
+        for copy, point in taken:
+            case = Case("power-cut", int(copy.name), point)
+            shutil.rmtree(out, ignore_errors=True)
+            shutil.copytree(copy, out, symlinks=True)
+            if scenario.journal and not (out / scenario.journal).exists():  # a finished run, as the user finds it
+                got = tree(out, scenario.skip)
+                outcome = Outcome(case, "finished" if got == expected else "wrong", _diff(expected, got))
+            else:
+                outcome = _resumed(scenario, case, out, expected, f"at {point}")
+                if outcome.redone:  # only what was not yet durable was lost: nothing journaled
+                    outcome = Outcome(case, "wrong", f"at {point}: the journal vouched for the files of "
+                                                     f"{outcome.redone} item(s) the disk had not made durable")
+            tally.outcomes.append(outcome)
+            if log and outcome.status in ("wrong", "crash", "child-error"):
+                log(f"{scenario.name} power cut {point}: {outcome.status}: {outcome.detail}")
+        if log:
+            log(f"{scenario.name}: power cuts ({'syncfs' if syncfs else 'fsync per file'}) at "
+                f"{len(disk.taken)} points, {len(taken)} resumed; {tally.summary()}")
+        return tally
+    finally:
+        if threads is not None:
+            sys.modules["torch"].set_num_threads(threads)

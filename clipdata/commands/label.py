@@ -204,7 +204,9 @@ def label(images: str | Path, out: str | Path, *, classes: str | list[str] | Non
     write_text(out / "label.json", dumps({**meta, "unreadable": stats.unreadable, "failed": stats.failed,
                                                "counts": report.counts, "uncertain": report.uncertain},
                                               indent=2) + "\n")
-    Journal(out, fingerprint, fresh=False).finish([out / f for f in OUTPUT_FILES])
+    # the review tree's images too: where syncfs is missing, only the files named are synced
+    Journal(out, fingerprint, fresh=False).finish([out / f for f in OUTPUT_FILES]
+                                                  + [out / r["review_file"] for r in rows])
     report.seconds = time.perf_counter() - t0
     return report
 
