@@ -14,6 +14,7 @@ import base64
 import html
 import io
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -280,9 +281,10 @@ figcaption { font-size: 11px; overflow-wrap: anywhere; }
 """
 
 
-def write_page(path: Path, report, paths: list[Path], rel: list[str]) -> None:
+def write_page(path: Path, report, paths: Sequence[Path] = (), rel: Sequence[str] = ()) -> None:
     """Write the page: summary, heatmap and map on the first screen, then per-class accuracy,
-    counts and the closest captions, then every kind's findings with their images."""
+    counts and the closest captions, then every kind's findings with their images. An image's
+    file is `paths[k]` for `rel[k]` when given, else the layout / its path."""
     thumbs = _Thumbs(dict(zip(rel, paths)), report.layout)
     heat, bars = _heatmap(report), _bars(report)
     heat_html = f'<img src="{heat}" alt="confusion matrix">' if heat else "<p>no zero-shot (label and captions not checked)</p>"

@@ -270,6 +270,27 @@ def test_embeddings_of_another_folder_are_refused(spec, tmp_path):
     assert "none of the layout's 32 images is in this embeddings folder" in str(e.value)
 
 
+def test_copies_are_found_from_an_embeddings_folder(spec, tmp_path):
+    """From an embeddings folder (no image decoded but candidates): a test image copied byte
+    for byte into train, and again into test, is one exact leakage group; the page shows the
+    copies' thumbnails, read from the layout."""
+    import clipdata
+
+    root = tmp_path / "layout"
+    world.write_layout(root, {"train": 1, "test": 1}, seed=5)
+    src = sorted(root.glob("test/*/*.jpg"))[3]
+    for dst in (root / "train" / src.parent.name / "copy.jpg", src.with_name("copy2.jpg")):
+        shutil.copyfile(src, dst)
+    clipdata.embed(root, tmp_path / "emb", spec=spec, cache_dir=tmp_path / "cache")
+    r = check(root, spec=spec, embeddings=tmp_path / "emb", kinds="leakage", html_path=tmp_path / "r.html",
+              cache_dir=tmp_path / "cache")
+    rel = src.relative_to(root).as_posix()
+    assert [(f["type"], sorted(f["paths"])) for f in r.findings] == [
+        ("exact", sorted([rel, rel.rsplit("/", 1)[0] + "/copy2.jpg", f"train/{src.parent.name}/copy.jpg"]))]
+    page = (tmp_path / "r.html").read_text()
+    assert page.count('<img src="data:image/jpeg') >= 3 and "undecodable" not in page
+
+
 def test_rows_without_pixels_get_no_signature():
     """From an embeddings folder almost no row is decoded: the pixel signatures (768 floats
     and their mirror per row) are made for the decoded rows only, not as zero rows for every

@@ -104,6 +104,22 @@ def _finding(kind: str, type_: str, paths: Sequence[str], message: str, **extra)
 
 # ---------------------------------------------------------------- the data
 
+class _Under(Sequence[Path]):
+    """root / rel[i], made when asked: a list of 1,000,000 Path objects holds 260 MB for the
+    whole run, and check needs a path only for the few images it decodes or shows."""
+
+    def __init__(self, root: Path, rel: list[str]) -> None:
+        self.root, self.rel = root, rel
+
+    def __len__(self) -> int:
+        return len(self.rel)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return [self.root / r for r in self.rel[i]]
+        return self.root / self.rel[i]
+
+
 @dataclass
 class _Data:
     """The images checked, row by row: path, path relative to the layout, split, class."""
@@ -113,7 +129,7 @@ class _Data:
     captions: list[str]
     splits: list[str]
     counts: dict[str, dict[str, int]]
-    paths: list[Path]
+    paths: Sequence[Path]
     rel: list[str]
     split: np.ndarray   # split index per row
     label: np.ndarray   # class index per row
@@ -177,7 +193,7 @@ def _candidates(matrix: np.ndarray, live: np.ndarray, sig: np.ndarray, flip: np.
     return np.stack([keys // n, keys % n], axis=1)
 
 
-def _near(d: _Data, th: dict, sha: list[str] | None, index_dir, notes: list[str],
+def _near(d: _Data, th: dict, sha: np.ndarray | None, index_dir, notes: list[str],
           decode_missing: Callable[[list[int]], None] | None) -> tuple[list[dict], list[dict]]:
     """(leakage findings, duplicates findings)."""
     n = len(d.paths)
@@ -188,12 +204,11 @@ def _near(d: _Data, th: dict, sha: list[str] | None, index_dir, notes: list[str]
             decode_missing(need)
     exact_edges: list[tuple[int, int]] = []
     if sha is not None:  # the same file bytes: exact, whatever the embeddings say
-        first: dict[str, int] = {}
-        for i, h in enumerate(sha):
-            if h in first:
-                exact_edges.append((first[h], i))
-            else:
-                first[h] = i
+        order = np.argsort(sha, kind="stable")  # equal hashes side by side, each run in row order
+        same = np.flatnonzero(sha[order][1:] == sha[order][:-1]) + 1
+        run_start = np.maximum.accumulate(np.where(np.r_[True, sha[order][1:] != sha[order][:-1]],
+                                                   np.arange(len(order)), 0))
+        exact_edges = [(int(order[run_start[k]]), int(order[k])) for k in same]
     edges: dict[tuple[int, int], tuple[str, float, float]] = {}
     for i, j in exact_edges:
         edges[(i, j)] = ("exact", 1.0, float(d.matrix[i] @ d.matrix[j]))
@@ -582,7 +597,6 @@ def check(layout: str | Path, *, kinds: Sequence[str] | str | None = None, spec:
     needs_text = any(k in chosen for k in MODEL_KINDS) and len(lab.classes) >= 2
     if any(k in chosen for k in MODEL_KINDS) and len(lab.classes) < 2:
         report.notes.append(f"label and captions need two classes; the layout has {len(lab.classes)}")
-    index = {str(p): i for i, p in enumerate(lab.images)}
     if embeddings is not None:
         d, text, scale, sha = _from_embeddings(root, lab, embeddings, spec, cache_dir, needs_text, report)
         decode = _decoder(d, spec, report, tick("decoding")) if want_pixels else None
@@ -590,8 +604,10 @@ def check(layout: str | Path, *, kinds: Sequence[str] | str | None = None, spec:
             decode(list(range(len(d.paths))))
             report.measured = {"pass": "images decoded once for the pixel measures (no embedding)"}
     else:
+        index = {str(p): i for i, p in enumerate(lab.images)}  # not built from a folder: 160 MB at 1,000,000
         d, text, scale, sha = _from_images(root, lab, index, spec, cache_dir, want_pixels, needs_text, report, tick)
         decode = None
+    lab = clip.Labeled(lab.splits, lab.classes, lab.captions, [], [])  # d has the rows: let the Path list go
     report.images = len(d.paths)
     report.source = str(embeddings) if embeddings is not None else "images"
     index_dir = Path(embeddings) if embeddings is not None else None
@@ -623,7 +639,7 @@ def check(layout: str | Path, *, kinds: Sequence[str] | str | None = None, spec:
         tick("map")(1, 1)
         from ..checkpage import write_page
 
-        write_page(Path(html_path), report, d.paths, d.rel)
+        write_page(Path(html_path), report)  # thumbnails from layout / path: what d.paths holds
     report.seconds = time.perf_counter() - t0
     if json_path is not None:
         write_text(Path(json_path), json.dumps(report.to_dict(), indent=1, ensure_ascii=False) + "\n")
@@ -665,8 +681,14 @@ def _from_images(root: Path, lab: clip.Labeled, index: dict, spec: EngineSpec, c
               np.array([report.splits.index(lab.image_splits[r]) for r in rows], np.int64),
               np.array([lab.labels[r] for r in rows], np.int64), matrix,
               [measured.get(str(p)) for p in paths])
-    sha = [sha256_file(p) for p in paths] if want_pixels else None
+    sha = _hashes([sha256_file(p) for p in paths]) if want_pixels else None
     return d, text, scale, sha
+
+
+def _hashes(hexes: list[str]) -> np.ndarray:
+    """SHA-256 hex digests as 64-byte strings in one array (64 MB at 1,000,000, not 180 MB of
+    Python strings); an image without one gets a key no other row has."""
+    return np.array([h.encode("ascii") if h else f"none{i}".encode() for i, h in enumerate(hexes)], "S64")
 
 
 def _from_embeddings(root: Path, lab: clip.Labeled, folder, spec: EngineSpec, cache_dir, needs_text: bool,
@@ -702,12 +724,11 @@ def _from_embeddings(root: Path, lab: clip.Labeled, folder, spec: EngineSpec, ca
     rows_a = np.array(rows, np.int64)
     matrix = e.matrix[rows_a] if len(rows_a) != len(e.matrix) or not np.array_equal(rows_a, np.arange(len(e.matrix))) \
         else np.asarray(e.matrix)
-    paths = [lab.images[i] for i in keep]
-    d = _Data(root, lab.classes, lab.captions, report.splits, report.counts, paths,
-              [p.relative_to(root).as_posix() for p in paths],
+    rel = [lab.images[i].relative_to(root).as_posix() for i in keep]
+    d = _Data(root, lab.classes, lab.captions, report.splits, report.counts, _Under(root, rel), rel,
               np.array([report.splits.index(lab.image_splits[i]) for i in keep], np.int64),
-              np.array([lab.labels[i] for i in keep], np.int64), matrix, [None] * len(paths))
-    sha = [e.sha256[r] for r in rows]
+              np.array([lab.labels[i] for i in keep], np.int64), matrix, [None] * len(rel))
+    sha = _hashes([e.sha256[r] for r in rows])
     text, scale = None, 100.0
     if needs_text:
         text, scale = _text_for(e.info, lab, spec, cache_dir, folder)
