@@ -318,6 +318,7 @@ def test_bad_tasks_get_no_prediction_and_a_reason_while_the_others_are_predicted
            {"id": 4, "data": {"image": "/data/upload/5/missing.jpg"}}, {"id": 5, "data": {"image": "broken.jpg"}},
            {"id": 6, "data": {"image": studio.url + "/redirect-out"}},
            {"id": 9, "data": "ok.jpg"}, {"id": 10, "data": None}, {"id": 11, "data": ["ok.jpg"]},  # data not an object
+           {"id": 12, "data": {"image": "a" * 5000}},  # a name too long for the file system (a 500 before)
            {"id": 7, "data": {"image": "ok.jpg"}},
            {"id": 8, "data": {"image": 42}}]
     try:
@@ -330,8 +331,9 @@ def test_bad_tasks_get_no_prediction_and_a_reason_while_the_others_are_predicted
     assert len(results) == len(tasks) + len(bad)
     assert all(r and r["result"] for r in results[:len(tasks)]) and results[-2]["result"]  # ok.jpg predicted
     failed = {e["task"]: e["error"] for e in got["errors"]}
-    assert sorted(failed) == [1, 2, 3, 4, 5, 6, 8, 9, 10, 11]
-    assert all(results[len(tasks) + i] == [] for i in (0, 1, 2, 3, 4, 5, 6, 7, 8, 10))
+    assert sorted(failed) == [1, 2, 3, 4, 5, 6, 8, 9, 10, 11, 12]
+    assert all(results[len(tasks) + i] == [] for i in (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 11))
+    assert "not a file inside --images" in failed[12]
     assert "not a file inside --images" in failed[1] and "no image in data.image" in failed[2]
     assert all("no image in data.image" in failed[i] for i in (9, 10, 11))  # (a 500 before)
     assert "outside Label Studio" in failed[3] and "--allow-remote-images" in failed[3]

@@ -777,3 +777,16 @@ def test_names_that_are_not_utf8_in_a_label_output_are_answered_spelled_not_500(
         assert items.status_code == 200 and "caf\\xe9.jpg" in {i["path"] for i in items.json()["items"]}
         r = httpx.post(base(srv) + "/api/search", json={"text": "cat"}, headers=head, timeout=120)
         assert r.status_code == 400 and "caf\\xe9" in r.json()["error"], r.text
+
+
+def test_names_too_long_for_the_file_system_are_refused_or_not_found(tmp_path):
+    """A path or image root longer than the file system takes (ENAMETOOLONG, which Python's
+    is_file and is_dir raise rather than answer False): not found, never a 500."""
+    labeled = make_labeled(tmp_path, [_row("a" * 5000, (0.6, 0.3, 0.1), "cat")])
+    with review_serve(labeled) as srv:
+        r = httpx.get(base(srv) + "/api/thumb/6", headers={"x-clipdata-token": srv.token}, timeout=30)
+        assert r.status_code == 404 and "no listed image 6" in r.json()["error"]
+    meta = json.loads((labeled / "label.json").read_text())
+    (labeled / "label.json").write_text(json.dumps({**meta, "images_root": "a/" * 3000}))
+    with pytest.raises(SourceError, match="the image folder .* is not there"):
+        review_serve(labeled)

@@ -629,7 +629,8 @@ def test_the_backend_api_fuzzed_from_its_schemas(backend_served, capfd):
 # -- damaged label outputs: review serve starts or refuses in one line, then never answers 5xx --
 DAMAGE_CASES = int(os.environ.get("CLIPDATA_API_FUZZ_DAMAGE_CASES", "20"))  # each starts a server
 _JUNK = st.one_of(JSON, st.sampled_from([float("nan"), float("inf"), -float("inf"), 10**400, -1, 0, True, "",
-                                         "../../etc/passwd", "/etc/passwd", "caf\udce9.jpg", "\x00", [[[]]], {}]))
+                                         "../../etc/passwd", "/etc/passwd", "caf\udce9.jpg", "\x00", [[[]]], {},
+                                         "a" * 5000, "a/" * 3000]))
 _ROW_KEYS = ["path", "top_k", "decision", "uncertain", "review_rank", "width", "height", "review_file"]
 _META_KEYS = ["classes", "captions", "images_root", "model", "model_identity", "preprocess", "dtype", "threshold",
               "margin", "template", "weights"]

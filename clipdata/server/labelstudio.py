@@ -136,11 +136,11 @@ def _under(root: Path, rel: str) -> Path | None:
     candidate = Path(p) if p.is_absolute() else real / p
     try:
         resolved = candidate.resolve()
-    except (OSError, RuntimeError):
+        if real != resolved and real not in resolved.parents:
+            return None
+        return resolved if resolved.is_file() else None
+    except (OSError, RuntimeError, ValueError):  # a name too long, a NUL: no such file
         return None
-    if real != resolved and real not in resolved.parents:
-        return None
-    return resolved if resolved.is_file() else None
 
 
 def locate(value: object, key: str, studio: str | None, images: Path | None, allow_remote: bool,

@@ -27,7 +27,11 @@ class Queue:
         self.meta = label_meta(self.folder)
         self.classes: list[str] = list(self.meta.get("classes") or [])
         given = images or self.meta.get("images_root")
-        if not given or not Path(given).is_dir():
+        try:
+            there = bool(given) and Path(given).is_dir()
+        except (OSError, ValueError):  # a name too long, a NUL
+            there = False
+        if not there:
             raise SourceError(f"the image folder {given or '(none recorded)'} is not there", file=meta_file,
                               hint="pass --images with the folder clipdata label read")
         self.root = Path(given).resolve()
@@ -138,8 +142,11 @@ class Queue:
         rel = PurePosixPath(self.items[index]["path"])
         if rel.is_absolute() or ".." in rel.parts or "\\" in str(rel):
             return None
-        p = (self.root / rel).resolve()
-        if self.root not in p.parents or not p.is_file():
+        try:
+            p = (self.root / rel).resolve()
+            if self.root not in p.parents or not p.is_file():
+                return None
+        except (OSError, RuntimeError, ValueError):  # a name too long, a NUL: no such file
             return None
         return p
 
