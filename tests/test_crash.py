@@ -374,4 +374,12 @@ def test_a_review_server_and_a_label_run_into_its_folder_exclude_each_other(tmp_
         with pytest.raises(ClipdataError) as e:
             clipdata.review_serve(labeled)
         assert "a clipdata run is writing into this folder" in str(e.value) and "\n" not in str(e.value)
+    # review apply, killed while a server held the folder, resumes once it is gone: the server's
+    # lock file is no source file (it was taken for a changed source)
+    from clipdata.commands import convert as cv
+    with clipdata.review_serve(labeled), pytest.MonkeyPatch.context() as m:
+        m.setattr(cv, "_finish", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
+        with pytest.raises(KeyboardInterrupt):
+            clipdata.review_apply(labeled, tmp_path / "applied", workers=1)
+    assert clipdata.review_apply(labeled, tmp_path / "applied", workers=1, resume=True).layout.resumed == 3
     label(overwrite=True)  # with no server, the folder is label's again

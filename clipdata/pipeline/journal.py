@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from ..errors import OutputError
-from ..fsutil import TMP_PREFIX, file_digest, fsync_dir, sync_tree
+from ..fsutil import LOCK_NAME, TMP_PREFIX, file_digest, fsync_dir, sync_tree
 from ..imagefiles import is_image_name, sha256_file
 from .jobs import Result
 
@@ -77,6 +77,8 @@ def fingerprint_inputs(inputs: Iterable[Path], out: Path) -> dict[str, str]:
             if isinstance(path, tuple):  # a folder not listed: its name and why stand for it
                 others.update(f"{path[0]}\0unlisted: {path[1]}\n".encode("utf-8", "surrogateescape"))
                 continue
+            if path.name == LOCK_NAME:  # another process's lock (a review server's over a label
+                continue  # folder): it comes and goes with that process, and is never read
             try:
                 st = path.stat()
             except OSError:
