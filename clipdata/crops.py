@@ -29,7 +29,9 @@ class Padding:
         if isinstance(text, (int, float)):
             value, pixels = float(text), False
         else:
-            m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(px)?\s*", str(text))
+            # signed and with an exponent, so that "-1" is told it must be zero or more, not
+            # that it is not a number
+            m = re.fullmatch(r"\s*([+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)\s*(px)?\s*", str(text))
             if not m:
                 raise OptionError(
                     f"--padding {text!r} is not a number",

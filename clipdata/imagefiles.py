@@ -27,6 +27,29 @@ IMAGE, OTHER, HIDDEN, OUTSIDE, HIDDEN_DIR, OUTSIDE_DIR = "image", "other", "hidd
 SPECIAL, BROKEN = "special", "broken"  # a FIFO, socket or device; a link to nothing
 
 
+MAGIC = ((b"\xff\xd8\xff", "jpg"), (b"\x89PNG\r\n\x1a\n", "png"), (b"GIF8", "gif"), (b"BM", "bmp"),
+         (b"II*\x00", "tif"), (b"MM\x00*", "tif"), (b"RIFF", "webp"))
+
+
+def content_extension(head: bytes) -> str | None:
+    """The image type of a file, from its first bytes; None when none is known."""
+    for magic, ext in MAGIC:
+        if head.startswith(magic):
+            return ext
+    return None
+
+
+def sniffed_extension(path: Path) -> str | None:
+    """content_extension of a file on disk (a regular file only: a pipe is never opened)."""
+    try:
+        if not Path(path).is_file():
+            return None
+        with open(path, "rb") as f:
+            return content_extension(f.read(16))
+    except OSError:
+        return None
+
+
 def is_image_name(name: str) -> bool:
     """torchvision's rule: the extension, matched case-insensitively."""
     return name.lower().endswith(IMAGE_EXTENSIONS)
@@ -110,7 +133,9 @@ def walk(root: Path, *, inside: Path | None = None) -> Iterator[Entry]:
         p = Path(e.path)
         if e.name.startswith("."):
             yield Entry(p, HIDDEN_DIR)
-        elif real_inside is not None and not is_inside(p, real_inside):
+        elif real_inside is not None and e.is_symlink() and not is_inside(p, real_inside):
+            # only a link can leave: a plain folder of a folder inside is inside (resolving
+            # every folder's whole path cost depth² lookups, minutes on a 1,000-deep tree)
             yield Entry(p, OUTSIDE_DIR)
         else:
             below = listing(p)

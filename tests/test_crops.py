@@ -64,12 +64,19 @@ def test_valid_box(raw, expected):
     ("8px", Padding(8.0, True)),
     (" 8 px ", Padding(8.0, True)),
     (0.2, Padding(0.2)),
+    ("1e-2", Padding(0.01)),
+    ("2.", Padding(2.0)),
 ])
 def test_padding_parse(text, expected):
     assert Padding.parse(text) == expected
 
 
-@pytest.mark.parametrize("text", ["ten", "-1", "8 pixels", "1e3x", "-0.1"])
-def test_padding_parse_rejects(text):
-    with pytest.raises(OptionError):
+@pytest.mark.parametrize("text, says", [
+    ("ten", "is not a number"), ("8 pixels", "is not a number"), ("1e3x", "is not a number"),
+    ("nan", "is not a number"), ("-1", "must be zero or more"), ("-0.1", "must be zero or more"),
+    ("-8px", "must be zero or more"), ("1e999", "must be zero or more"),
+])
+def test_padding_parse_rejects(text, says):
+    """The line says what is wrong: a negative number was told it is not a number."""
+    with pytest.raises(OptionError, match=says):
         Padding.parse(text)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -485,22 +486,51 @@ def test_fifo_in_a_class_folder_is_never_opened(tmp_path):
     assert "not_a_regular_file" in _skips(src) and "cat/pipe.jpg" not in [s.name for s in src.samples]
 
 
-def test_deep_tree_walks_without_recursion(tmp_path):
-    here = tmp_path / "cat"
-    here.mkdir()
+@contextmanager
+def deep_tree(root: Path, depth: int = 1100):
+    """root/cat/d/d/…/z.jpg, `depth` folders deep (beyond Python's recursion limit), and
+    root/cat/y.jpg; removed on the way out."""
+    here = root / "cat"
+    here.mkdir(parents=True)
+    make_image(here / "y.jpg", (4, 4))
     cwd = os.getcwd()
     try:
         os.chdir(here)
-        for _ in range(1100):  # deeper than Python's recursion limit
+        for _ in range(depth):
             os.mkdir("d")
             os.chdir("d")
         make_image(Path("z.jpg").absolute(), (4, 4))
         os.chdir(cwd)
-        assert len(imagefiles.walk_images(tmp_path)) == 1
+        yield root
     finally:
         os.chdir(cwd)
         # pytest's own clean-up (shutil.rmtree) recurses per level: remove the tree here
         subprocess.run(["rm", "-rf", str(here)], check=True)
+
+
+def test_deep_tree_walks_without_recursion(tmp_path):
+    with deep_tree(tmp_path) as root:
+        assert len(imagefiles.walk_images(root)) == 2
+
+
+def test_deep_tree_converts_in_lookups_proportional_to_its_depth(tmp_path, monkeypatch):
+    """Resolving each folder's whole path (the walk's inside check, the resume fingerprint's
+    skip) made lookups grow with depth squared: minutes for a 1,100-deep tree of 2 images."""
+    import clipdata
+
+    calls = [0]
+    lstat = os.lstat
+
+    def counted(*a, **k):
+        calls[0] += 1
+        return lstat(*a, **k)
+
+    with deep_tree(tmp_path / "src") as root:
+        monkeypatch.setattr(os, "lstat", counted)
+        report = clipdata.convert(root, tmp_path / "out", "folder", workers=1)
+        monkeypatch.undo()
+    assert report.images == 2
+    assert calls[0] < 5_000, calls[0]  # depth² is 1.2 million
 
 
 @FAST

@@ -384,6 +384,26 @@ def test_long_file_names_are_shortened_not_refused(tmp_path: Path, fmt: str) -> 
     assert sorted({r["source_image"].split("/")[-1] for r in rows}) == sorted(names)
 
 
+@pytest.mark.parametrize("name, fmt, written", [
+    ("scan.txt", "JPEG", "scan.txt.jpg"),  # a COCO file_name that is not an image's: found by fuzzing
+    ("IMG_1", "PNG", "IMG_1.png"),
+    ("a.b.c", "JPEG", "a.b.c.jpg"),
+    ("photo.PNG", "PNG", "photo.PNG"),  # an image extension is kept as it is
+    ("cut.jpg", "PNG", "cut.jpg"),  # the name is not checked against the content when it is an image's
+])
+def test_whole_image_without_an_image_extension_gets_its_contents(tmp_path: Path, name: str, fmt: str, written: str) -> None:
+    """Whole images are copied under their names; one not ending in an image extension got no
+    extension, and loaders that go by extension (ImageFolder) passed over it silently."""
+    root = tmp_path / "src"
+    make_image(root / name, fmt=fmt)
+    path = write_coco(root / "ann.json", [{"id": 1, "file_name": name}],
+                      [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 10, 10]}], [{"id": 1, "name": "cat"}])
+    clipdata.convert(path, tmp_path / "out", format="coco", mode="scenes")
+    rows = manifest(tmp_path / "out")
+    assert [r["path"].rsplit("/", 1)[-1] for r in rows] == [written] and rows[0]["source_image"] == name
+    assert (tmp_path / "out" / rows[0]["path"]).read_bytes() == (root / name).read_bytes()
+
+
 def test_long_scene_folder_is_named(tmp_path: Path) -> None:
     root = tmp_path / "src"
     make_image(root / "a.jpg")

@@ -14,14 +14,12 @@ import binascii
 from pathlib import Path, PurePosixPath
 
 from ..errors import SourceError
-from ..imagefiles import OTHER, SPECIAL, BROKEN, relative_name, walk
+from ..imagefiles import OTHER, SPECIAL, BROKEN, content_extension, relative_name, walk
 from ..records import Label, Sample, Skip, Source, split_name
 from ..textfiles import load_json
 from .shapes import ImageFinder, declare, images_folder, extent, image_name, number, points_polygon, shape_label, skip_of
 
 IGNORE = "__ignore__"  # labelme's label (and flag) for regions to leave out
-MAGIC = ((b"\xff\xd8\xff", "jpg"), (b"\x89PNG\r\n\x1a\n", "png"), (b"GIF8", "gif"), (b"BM", "bmp"),
-         (b"II*\x00", "tif"), (b"MM\x00*", "tif"), (b"RIFF", "webp"))
 
 
 def read(path: str | Path, *, images: str | Path | None = None, split: str | None = None,
@@ -83,10 +81,7 @@ def _embedded_ext(data: object) -> str | None:
         head = base64.b64decode(data[:32], validate=True)
     except (binascii.Error, ValueError):
         return "bin"
-    for magic, ext in MAGIC:
-        if head.startswith(magic):
-            return ext
-    return "bin"
+    return content_extension(head) or "bin"
 
 
 def _sample(data: dict, file: Path, rel: str, split: str, finder: ImageFinder, masks: bool,

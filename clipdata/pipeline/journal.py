@@ -28,6 +28,14 @@ VERSION = 2  # 2: results carry [size, sha256] per file written
 _HASHED = (".json", ".jsonl", ".xml", ".txt", ".yaml", ".yml", ".csv", ".names", ".data")
 
 
+def _identity(e: os.DirEntry) -> tuple[int, int] | None:
+    try:
+        st = e.stat(follow_symlinks=False)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 def _files(root: Path, skip: Path) -> Iterator[Path | tuple[Path, str]]:
     """Every file under root (or root itself), sorted, links to folders not followed, `skip`
     left out; a folder that cannot be listed (no permission, a path past the system's limit)
@@ -35,7 +43,11 @@ def _files(root: Path, skip: Path) -> Iterator[Path | tuple[Path, str]]:
     if not root.is_dir():
         yield root
         return
-    skip_real = os.path.realpath(skip)
+    try:  # skip by identity: resolving every folder's path costs depth² lookups on a deep tree
+        skip_stat = os.stat(skip)
+        skip_id: tuple[int, int] | None = (skip_stat.st_dev, skip_stat.st_ino)
+    except OSError:
+        skip_id = None
     stack = [str(root)]
     while stack:
         folder = stack.pop()
@@ -52,7 +64,7 @@ def _files(root: Path, skip: Path) -> Iterator[Path | tuple[Path, str]]:
             except OSError:
                 is_dir = False
             if is_dir:
-                if os.path.realpath(e.path) != skip_real:
+                if skip_id is None or e.inode() != skip_id[1] or _identity(e) != skip_id:
                     dirs.append(e.path)
             elif not (e.is_symlink() and _is_dir_link(e.path)):
                 yield Path(e.path)

@@ -1,5 +1,6 @@
 """The transform between records and the layout writer: which output images a source gives,
-their class folder, caption and file name. Nothing is read or written here.
+their class folder, caption and file name. Nothing is written here, and nothing read but the
+first bytes of a whole image whose name has no image extension (`_whole_name`).
 
 Two modes: `crops` (a box becomes a crop, a box-less label the whole image) and `scenes`
 (Roboflow's CLIP export: the whole image, in a folder named by the set of its classes).
@@ -14,6 +15,7 @@ from pathlib import PurePosixPath
 from ..captions import Ontology, background_folder, scene_caption, scene_folder
 from ..errors import OptionError
 from ..fsutil import NAME_MAX, name_bytes, safe_name
+from ..imagefiles import is_image_name, sniffed_extension
 from ..records import SPLITS, Label, Sample, Skip
 
 
@@ -54,10 +56,21 @@ def _fit(name: str) -> str:
     return safe_name(stem, suffix=ext, limit=NAME_ROOM)
 
 
+def _whole_name(sample: Sample, base: str) -> str:
+    """A whole image is copied byte for byte under its own name; a name without an image
+    extension (a COCO `file_name` of `scan.txt` or `IMG_1`) gets its content's, so that
+    loaders that go by extension (torchvision's ImageFolder, open_clip's CSV readers) do not
+    pass it over: `scan.txt.png` (decided; formats/clip.md)."""
+    if is_image_name(base) or sample.path is None or sample.embedded:
+        return base
+    ext = sniffed_extension(sample.path)
+    return f"{base}.{ext}" if ext else base
+
+
 def _file_name(sample: Sample, label: Label, fmt: str) -> str:
     base = PurePosixPath(sample.name.replace("\\", "/")).name
     if label.box is None:
-        return _fit(_safe_component(base))
+        return _fit(_safe_component(_whole_name(sample, base)))
     stem = base.rsplit(".", 1)[0] if "." in base else base
     return _fit(_safe_component(f"{stem}_{label.id}.{fmt}"))
 
