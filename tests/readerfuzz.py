@@ -83,7 +83,7 @@ def write(dataset: Dataset, root: Path) -> None:
             kind, target = data
             if kind in (LINK, LINK_DIR):
                 if not os.path.lexists(path):
-                    os.symlink(target, path)
+                    os.symlink(target.replace(ROOT, base), path)
             elif kind == FIFO and not os.path.lexists(path):
                 os.mkfifo(path)
             elif kind == DIR:
@@ -294,7 +294,7 @@ def folder_dataset(draw) -> Dataset:
         for cls in draw(names(3)):
             for img in draw(st.lists(image_name(), max_size=4)):
                 ds.add(b"src/" + split + cls + b"/" + _depth(draw) + img, draw(image_data()))
-    extra = draw(st.sampled_from(["none", "none", "link", "cycle", "dangling", "fifo", "stray", "deep"]))
+    extra = draw(st.sampled_from(["none", "none", "link", "cycle", "dangling", "fifo", "stray", "deep", "link-out"]))
     first = next(iter(ds.files), None)
     if extra == "link" and first:
         ds.add(b"src/" + splits[0] + b"linked/l.jpg", (LINK, os.path.join(b"..", b"..", first[4 + len(splits[0]):])))
@@ -306,6 +306,10 @@ def folder_dataset(draw) -> Dataset:
         ds.add(b"src/" + splits[0] + b"pipe/p.jpg", (FIFO, b""))
     elif extra == "stray":
         ds.add(b"src/" + splits[0] + b"stray.jpg", draw(image_data()))
+    elif extra == "link-out":  # a link leading out of SOURCE: never read
+        ds.add(b"outside/o.jpg", _image_bytes((8, 8), "RGB", "JPEG", 4))
+        ds.add(b"src/" + splits[0] + b"cat/o.jpg", (LINK, ROOT + b"/outside/o.jpg"))
+        ds.add(b"src/" + splits[0] + b"out", (LINK_DIR, ROOT + b"/outside"))
     elif extra == "deep":  # deeper than Python's recursion limit
         ds.add(b"src/" + splits[0] + b"deep/" + b"d/" * 1100 + b"x.jpg", _image_bytes((8, 8), "RGB", "JPEG", 1))
     return ds
@@ -372,7 +376,8 @@ def yolo_dataset(draw) -> Dataset:
                 n = draw(st.sampled_from([4, 4, 4, 8] + ([5, 3] if bad else [])))
                 vals = [draw(st.floats(-0.2, 1.2, allow_nan=False)) for _ in range(n)]
                 lines.append(" ".join([str(c)] + [f"{v:.3f}" for v in vals]))
-            ds.add(b"src/" + label, _encode("\n".join(lines) + draw(st.sampled_from(["", "\n", "\r\n"])), draw, bad))
+            text = _encode("\n".join(lines) + draw(st.sampled_from(["", "\n", "\r\n"])), draw, bad)
+            ds.add(b"src/" + label, (FIFO, b"") if rarely(draw, 12) else text)  # a pipe is never opened
         entries.append((split, rel))
     for split in (b"train", b"val"):
         ds.add(b"src/images/" + split, (DIR, b""))
@@ -466,7 +471,7 @@ def labelme_dataset(draw) -> Dataset:
                 "imageData": None, "imageHeight": 48, "imageWidth": 48,
                 "flags": draw(st.sampled_from([{}, {"cat": True}, {"cat": True, "dog": True}, {"__ignore__": True},
                                                {"cat": False}]))}
-        ds.add(b"src/" + name + b".json", _encode(json.dumps(data), draw, bad))
+        ds.add(b"src/" + name + b".json", (FIFO, b"") if rarely(draw, 12) else _encode(json.dumps(data), draw, bad))
     return ds
 
 
