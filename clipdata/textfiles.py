@@ -53,7 +53,10 @@ def read_bytes(path: str | Path, error: type[ClipdataError] = SourceError, limit
 
 def _position(data: bytes, offset: int) -> str:
     line = data.count(b"\n", 0, offset) + 1
-    column = offset - data.rfind(b"\n", 0, offset)
+    begin = data.rfind(b"\n", 0, offset)
+    if begin < 0 and data.startswith(codecs.BOM_UTF8):
+        begin = len(codecs.BOM_UTF8) - 1  # the first line's columns count from after the mark
+    column = offset - begin
     return f"line {line}, column {column}, byte {offset}: 0x{data[offset]:02x}"
 
 
@@ -73,10 +76,12 @@ def decode(data: bytes, file: str | Path, error: type[ClipdataError] = SourceErr
         if data.startswith(bom):
             raise error(f"not UTF-8 text: it starts with a {name} byte-order mark", file=file,
                         hint=_encoding_hint(data, file))
+    body = data[len(codecs.BOM_UTF8):] if data.startswith(codecs.BOM_UTF8) else data
     try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise error("not UTF-8 text", file=file, where=_position(data, e.start), hint=_encoding_hint(data, file)) from None
+        return body.decode("utf-8")
+    except UnicodeDecodeError as e:  # its place in the file, byte-order mark included
+        raise error("not UTF-8 text", file=file, where=_position(data, e.start + len(data) - len(body)),
+                    hint=_encoding_hint(data, file)) from None
 
 
 def read_text(path: str | Path, error: type[ClipdataError] = SourceError) -> str:

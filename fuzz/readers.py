@@ -30,6 +30,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cases", type=int, default=300, help="cases per format (default 300)")
     ap.add_argument("--seed", type=int, default=None, help="a fixed sample (default: a fresh one each run)")
+    ap.add_argument("--twice", action="store_true", help="also run each case again: the same bytes?")
     ap.add_argument("-f", "--format", action="append", choices=sorted(REGISTRY), help="only these formats")
     args = ap.parse_args()
     found_any = False
@@ -41,7 +42,8 @@ def main() -> int:
                 found[re.sub(r"(/tmp/\S+|\d+)", "…", p)[:90]].append((dataset, outcome, p))
 
         t0 = time.perf_counter()
-        codes = readerfuzz.run(fmt, args.cases, derandomize=False, seed=args.seed, report=report)
+        codes = readerfuzz.run(fmt, args.cases, derandomize=False, seed=args.seed,
+                               twice=args.twice, report=report)
         print(f"{fmt}: {sum(codes.values())} cases in {time.perf_counter() - t0:.0f} s, "
               f"exit codes {dict(sorted(codes.items()))}, {len(found)} class(es) of problem", flush=True)
         for key, hits in found.items():

@@ -739,7 +739,7 @@ def case_folder() -> Iterator[Path]:
         subprocess.run(["rm", "-rf", d], check=False, timeout=120)
 
 
-def run(fmt: str, examples: int, *, derandomize: bool = True, seed: int | None = None,
+def run(fmt: str, examples: int, *, derandomize: bool = True, seed: int | None = None, twice: bool = False,
         report: Callable[[Dataset, "Outcome"], None] | None = None) -> Counter:
     """Draw `examples` datasets of `fmt` and run each; `report` sees every outcome (the long
     mode collects), else the first case with a problem fails, shrunk by hypothesis to a
@@ -751,10 +751,10 @@ def run(fmt: str, examples: int, *, derandomize: bool = True, seed: int | None =
 
     @settings(max_examples=examples, derandomize=derandomize, database=None, deadline=None,
               suppress_health_check=list(HealthCheck), print_blob=True)
-    @given(GENERATORS[fmt]())
-    def case(dataset: Dataset) -> None:
+    @given(GENERATORS[fmt](), st.sampled_from([False, False, False, True]))
+    def case(dataset: Dataset, auto: bool) -> None:
         with case_folder() as root:
-            outcome = run_case(dataset, root)
+            outcome = run_case(dataset, root, auto=auto, twice=twice)
         codes[outcome.exit_code] += 1
         if report is not None:
             report(dataset, outcome)
@@ -806,24 +806,30 @@ class Outcome:
     problems: list[str]
 
 
-def run_case(dataset: Dataset, root: Path) -> Outcome:
-    """Write the dataset under root, convert it into root/out, and check every promise."""
+def run_case(dataset: Dataset, root: Path, *, auto: bool = False, twice: bool = False) -> Outcome:
+    """Write the dataset under root, convert it into root/out (as `convert auto` with `auto`:
+    detection first, formats/auto.md), and check every promise; with `twice`, also that the
+    same command gives the same bytes (a second run into root/out2)."""
     from typer.testing import CliRunner
 
     from clipdata.cli import app
 
+    auto = auto and dataset.fmt != "review"  # a label output is not told from its files
     write(dataset, root)
     out = root / "out"
     before = snapshot(root, out)
     base = os.fsdecode(os.fsencode(root))
-    args = ["convert", dataset.fmt, os.path.join(base, os.fsdecode(dataset.source)), str(out),
+    args = ["convert", "auto" if auto else dataset.fmt, os.path.join(base, os.fsdecode(dataset.source)), str(out),
             *[os.path.join(base, a) if a.startswith("src/") else a for a in dataset.options]]
     problems = []
     try:
         with deadline(CASE_SECONDS):
             r = CliRunner().invoke(app, args)
+            again = CliRunner().invoke(app, args[:3] + [str(root / "out2")] + args[4:]) if twice else None
     except Hang as e:
         return Outcome(-1, "", [f"hang: {e}"])
+    if again is not None and (again.exit_code != r.exit_code or (r.exit_code == 0 and _tree(out) != _tree(root / "out2"))):
+        problems.append("the same command gave other bytes (or another exit) the second time")
     text, code = r.output, r.exit_code
     if r.exception is not None and not isinstance(r.exception, SystemExit):
         problems.append(f"exception escaped: {type(r.exception).__name__}: {r.exception}")
@@ -837,13 +843,25 @@ def run_case(dataset: Dataset, root: Path) -> Outcome:
         problems.append(f"a failure that is not an error line: {text[:300]}")
     if code and untrue_hints(text):
         problems.append(f"a hint names an option that does not exist: {untrue_hints(text)} in {text[-300:]}")
+    if again is not None and (root / "out2").exists():
+        import shutil
+
+        shutil.rmtree(root / "out2")
     after = snapshot(root, out)
     if after != before:
         changed = sorted(set(after) ^ set(before)) or sorted(k for k in after if after[k] != before[k])
         problems.append(f"written or changed outside OUT: {[os.fsdecode(c)[len(base):] for c in changed[:5]]}")
     if code == 0:
         problems += check_out(out, dataset)
+        if auto and f"format detected: {dataset.fmt}" not in (out / "clipdata.json").read_text(encoding="utf-8"):
+            problems.append(f"detected as another format than {dataset.fmt}")
     return Outcome(code, text, problems)
+
+
+def _tree(out: Path) -> dict[str, bytes]:
+    """Every file of OUT with its bytes, OUT's own path in clipdata.json blurred."""
+    files = {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    return {k: v.replace(os.fsencode(out), b"OUT") for k, v in files.items()}
 
 
 def check_out(out: Path, dataset: Dataset | None = None) -> list[str]:

@@ -43,6 +43,9 @@ TEXT = [
     (b"one\x0ctwo", ["one\x0ctwo"]),
     (b"caf\xe9\n", "error: line 1, column 4, byte 3: 0xe9"),  # cp1252
     (b"ok\n\x80\n", "error: line 2"),
+    # after a byte-order mark, the bad byte's own place (it was told 3 bytes early: found by fuzzing)
+    (b"\xef\xbb\xbfabc\n/x/\xff.jpg\n", "error: line 2, column 4, byte 10: 0xff"),
+    (b"\xef\xbb\xbf\xe9", "error: line 1, column 1, byte 3: 0xe9"),
     (b"\xff\xfec\x00a\x00t\x00", "error: UTF-16"),
     (b"\xfe\xff\x00c", "error: UTF-16"),
     (b"\xff\xfe\x00\x00c\x00\x00\x00", "error: UTF-32"),
