@@ -21,7 +21,9 @@ from clipdata.embedding.preprocess import to_rgb  # noqa: E402
 from clipdata.scoring import Classes, class_embeddings, zero_shot  # noqa: E402
 from test_preprocess import exif, photo  # noqa: E402
 
-TRANSFORMERS_FAMILIES = [f.key for f in FAMILIES if f.model_types and f.key != "dual-encoder"]
+ALL_TRANSFORMERS = [f.key for f in FAMILIES if f.model_types]
+# those transformers' zero-shot pipeline takes (it maps none to VisionTextDualEncoder: its own test below)
+TRANSFORMERS_FAMILIES = [k for k in ALL_TRANSFORMERS if k != "dual-encoder"]
 CLASSES = ["red circle", "blue square", "green triangle", "yellow star", "purple heart"]
 TEMPLATE = "a photo of a {}."
 SIZES = [(320, 240)] * 9 + [(640, 480)] * 9 + [(1024, 768)] * 4 + [(1920, 1080)] * 3 + [(4000, 3000)]
@@ -174,13 +176,13 @@ def test_siglip2_captions_are_lowercased_as_its_authors_trained_it(models, key):
 
 
 def test_each_family_is_recognised_from_its_checkpoint(models):
-    for key in TRANSFORMERS_FAMILIES:
+    for key in ALL_TRANSFORMERS:
         engine = Engine(_spec(models(key)))
         assert engine.family is BY_KEY[key] and f"#{BY_KEY[key].rules}:" in engine.identity
         assert not engine.loaded  # read from config.json: a cached run never loads the weights
     assert family_for("siglip", "GemmaTokenizer").key == "siglip2"
     assert family_for("siglip", "SiglipTokenizer").key == "siglip"
-    assert family_for("owlvit") is None and "owlvit, owlv2" in LEFT_OUT
+    assert family_for("owlvit") is None and "owlvit, owlv2" in LEFT_OUT and family_for("videoprism") is None
 
 
 def test_scores_follow_the_family(models, photos):
@@ -193,9 +195,31 @@ def test_scores_follow_the_family(models, photos):
 
 
 
-@pytest.mark.parametrize("key", TRANSFORMERS_FAMILIES)
+@pytest.mark.parametrize("key", ALL_TRANSFORMERS)
 def test_every_command_runs_with_the_family(models, tmp_path, key):
     pytest.importorskip("httpx")
     from family_commands import run_every_command
 
     run_every_command(_spec(models(key)), tmp_path)
+
+
+def test_a_dual_encoder_scores_as_its_own_forward(models, photos):
+    """VisionTextDualEncoder has no zero-shot pipeline (transformers maps none to it): the
+    reference is the model's own forward, softmax over its logits_per_image, on its
+    processor's inputs. Its captions never depend on their batch either."""
+    folder = models("dual-encoder")
+    engine = Engine(_spec(folder))
+    assert engine.family is BY_KEY["dual-encoder"]
+    model = transformers.AutoModel.from_pretrained(folder).eval()
+    proc = transformers.AutoProcessor.from_pretrained(folder)
+    some = photos[::3]  # every kind of photo, 10 of them: one pass of a small model is enough here
+    images = [to_rgb(ImageOps.exif_transpose(Image.open(p))) for p in some]
+    with torch.inference_mode():
+        want = model(**proc(text=[TEMPLATE.format(c) for c in CLASSES], images=images, return_tensors="pt",
+                            padding=True)).logits_per_image.softmax(-1).numpy()
+    got = _clipdata_probs(engine, some, exact=True)
+    assert want.std() > 1e-3 and np.abs(got - want).max() <= 1e-4, np.abs(got - want).max()
+    captions = [TEMPLATE.format(c) for c in CLASSES]
+    alone = np.concatenate([engine.embed_texts([c]) for c in captions])
+    batched = engine.embed_texts(captions + ["a photo of the big green triangle beside a small purple heart " * 3])
+    assert (alone * batched[:len(captions)]).sum(1).min() >= 1 - 1e-5

@@ -158,6 +158,15 @@ def make(family: str, folder: Path, seed: int = 0) -> Path:
         proc = t.AlignProcessor(image_processor=t.EfficientNetImageProcessorPil(
             size={"height": 289, "width": 289}, crop_size={"height": 289, "width": 289}, do_center_crop=True,
             rescale_offset=True, rescale_factor=1 / 127.5), tokenizer=tok)
+    elif family == "dual-encoder":  # a CLIP vision tower and a BERT text tower, joined
+        tok = t.BertTokenizer(vocab=_bert_vocab())
+        config = t.VisionTextDualEncoderConfig.from_vision_text_configs(
+            t.CLIPVisionConfig(**_vision()), t.BertConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                                                          num_hidden_layers=2, num_attention_heads=2),
+            projection_dim=16)
+        model = t.VisionTextDualEncoderModel(config)
+        proc = t.VisionTextDualEncoderProcessor(image_processor=t.CLIPImageProcessorPil(
+            size={"shortest_edge": SIDE}, crop_size={"height": SIDE, "width": SIDE}), tokenizer=tok)
     else:
         raise ValueError(f"no tiny model for family {family!r}")
     _confident(model)

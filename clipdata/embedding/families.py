@@ -108,7 +108,7 @@ LEFT_OUT = {
     "owlvit, owlv2": "detection models: one embedding per box, scored by the zero-shot detection pipeline",
     "clipseg": "a segmentation decoder on CLIP: use the CLIP checkpoint it was built from",
     "tipsv2": "no published zero-shot classification recipe to be scored against",
-    "x_clip, clap": "video and audio towers, not images",
+    "x_clip, videoprism, clap": "video and audio towers, not images (videoprism's text tower scores videos)",
 }
 
 BY_KEY = {f.key: f for f in FAMILIES}
