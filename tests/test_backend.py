@@ -278,6 +278,43 @@ def test_annotations_raise_accuracy_as_a_plain_probe_does_and_scores_sort_like_r
 
 
 @needs_shapes_model
+def test_train_from_a_layout_learns_before_the_first_annotation_and_with_them(studio, tmp_path):
+    """--train-from: the layout's images are learnt from at the first contact (code names,
+    so zero-shot cannot), and annotations are added to them."""
+    layout = tmp_path / "layout" / "train"
+    for k, code in enumerate(CODES):
+        colour, shape = KINDS[k]
+        (layout / code).mkdir(parents=True)
+        for j in range(3):
+            (layout / code / f"{j}.jpg").write_bytes(jpeg(7000 + 10 * k + j, shape, colour))
+    (layout / "_tokenization.txt").write_text("".join(f"a photo of a {c}\n" for c in CODES))
+    tasks, truth = _project(studio, 5, 1300)
+    xml = config(CODES)
+
+    def accuracy(srv) -> float:
+        got = post(srv.url, "/predict", {"tasks": tasks, "project": "5.1", "label_config": xml}).json()["results"]
+        return float(np.mean([r["result"][0]["value"]["choices"][0] == t for r, t in zip(got, truth)]))
+
+    with start(studio, CODES, tmp=tmp_path, train_from=tmp_path / "layout") as srv:
+        post(srv.url, "/setup", {"project": "5.1", "schema": xml})
+        first = wait_fits(srv.url, "5", 1)
+        assert first["fit"]["last_error"] is None and first["scorer"] in ("probe", "blend"), first
+        assert first["annotations"] == 0
+        learnt = accuracy(srv)
+        studio.export = {5: [_annotation(tasks[i], truth[i]) for i in range(6)]}
+        post(srv.url, "/webhook", {"action": "ANNOTATION_CREATED", "project": {"id": 5}})
+        state = wait_fits(srv.url, "5", 2)
+        assert state["fit"]["last_error"] is None and state["annotations"] == 6
+        assert state["model_version"] != first["model_version"]
+    studio.export = {}
+    with start(studio, CODES, tmp=tmp_path) as plain:  # the same tasks, zero-shot
+        post(plain.url, "/setup", {"project": "5.1", "schema": xml})
+        assert wait_fits(plain.url, "5", 1)["scorer"] == "zero-shot"
+        zero_shot_accuracy = accuracy(plain)
+    assert learnt > zero_shot_accuracy + 0.3, (zero_shot_accuracy, learnt)
+
+
+@needs_shapes_model
 def test_a_fit_never_blocks_predictions_and_a_failed_fit_keeps_the_scorer(studio, tmp_path):
     tasks, truth = _project(studio, 4, 900)
     xml = config(CODES)

@@ -101,7 +101,7 @@ class Learner:
         self._uploads: OrderedDict[str, str] = OrderedDict()
         self._fits: list[threading.Thread] = []  # running fits, waited for at close
         self._text: np.ndarray | None = None
-        self._train_rows: tuple[np.ndarray, np.ndarray] | None = None
+        self._train_embedded: tuple[np.ndarray, np.ndarray] | None = None  # --train-from, embedded once
         self._tmp = Path(tempfile.mkdtemp(prefix="clipdata-backend-"))
         self._base = self._fingerprint()
 
@@ -312,7 +312,7 @@ class Learner:
 
     def _train_rows(self) -> tuple[np.ndarray, np.ndarray]:
         """--train-from: the layout's images, embedded once."""
-        if self._train_rows is None:
+        if self._train_embedded is None:
             from ..embedding import embed_images
 
             assert self.train is not None
@@ -325,8 +325,8 @@ class Learner:
                 ok = [j for j, p in enumerate(chunk) if str(p) not in stats.unreadable and str(p) not in stats.failed]
                 rows.append(m[ok].astype(np.float64))
                 keep += [start + j for j in ok]
-            self._train_rows = (np.concatenate(rows) if rows else np.zeros((0, 0)), labels[keep])
-        return self._train_rows
+            self._train_embedded = (np.concatenate(rows) if rows else np.zeros((0, 0)), labels[keep])
+        return self._train_embedded
 
     def _fit_once(self, project: Project, why: str) -> None:
         from ..probe import fit_probe
@@ -348,7 +348,8 @@ class Learner:
             y = np.array([names.index(got.tasks[i]["class"]) for i in keep], np.int64)
             if self.train is not None:
                 tx, ty = self._train_rows()
-                x, y = np.concatenate([tx, x]) if len(x) else tx, np.concatenate([ty, y])
+                if len(tx):
+                    x, y = np.concatenate([tx, x]) if len(x) else tx, np.concatenate([ty, y])
             text, scale = self.text()
             probe = fit_probe(x, y, text, scale, folds=self.folds) if len(y) else None
             learnt = [(got.tasks[i]["id"], got.tasks[i]["class"]) for i in keep]
