@@ -31,8 +31,18 @@ class Server:
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
         self._server = uvicorn.Server(config)
         self._sock = sock
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]},
-                                        name=f"clipdata-{name.replace(' ', '-')}", daemon=True)
+        # Waits go through this event, never Thread.join: a join interrupted by Ctrl+C or
+        # SIGTERM marks the still-running thread as stopped (Python 3.11's threading), and the
+        # socket would then be closed under uvicorn's shutdown (a traceback at exit).
+        self._done = threading.Event()
+
+        def serve() -> None:
+            try:
+                self._server.run(sockets=[sock])
+            finally:
+                self._done.set()
+
+        self._thread = threading.Thread(target=serve, name=f"clipdata-{name.replace(' ', '-')}", daemon=True)
         self._thread.start()
         deadline = time.monotonic() + 30
         while not self._server.started:
@@ -42,16 +52,16 @@ class Server:
 
     def stop(self) -> None:
         self._server.should_exit = True
-        self._thread.join(timeout=10)
-        self._sock.close()
+        if self._done.wait(timeout=10):  # (else uvicorn still holds the socket: the exit closes it)
+            self._sock.close()
         release, self._release = self._release, lambda: None
         release()
 
     def wait(self) -> None:
         """Block until the server stops; Ctrl+C stops it."""
         try:
-            while self._thread.is_alive():
-                self._thread.join(0.5)
+            while not self._done.wait(0.5):
+                pass
         except KeyboardInterrupt:
             self.stop()
 
