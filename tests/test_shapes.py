@@ -59,7 +59,12 @@ def test_label_puts_images_in_the_right_class(spec, held_out, tmp_path):
     manifest = [json.loads(l) for l in (tmp_path / "layout" / "manifest.jsonl").read_text().splitlines()]
     assert len(manifest) == 96
     correct = sum(m["class"] == truth[m["source_image"]] for m in manifest) / 96
-    assert correct >= 0.97 and result.accuracy >= 0.9
+    assert correct >= 0.97
+    # sorting _uncertain is all the review there was: moves in the tree are counted, and no
+    # accuracy is claimed from files nobody chose (left in place says nothing)
+    uncertain = sum(bool(r["uncertain"]) for r in rows)
+    assert result.moved == uncertain and result.reviewed + result.unreviewed == 96
+    assert result.accuracy is None
 
 
 def test_search_a_green_triangle(spec, held_out):

@@ -28,7 +28,9 @@ class Server:
         shown = f"[{host}]" if ":" in host else host
         self.host, self.port, self.token = host, port, token
         self.url = f"http://{'127.0.0.1' if host == '0.0.0.0' else shown}:{port}" + (f"/?token={token}" if token else "")
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+        # a bounded shutdown: open keep-alive connections get 5 s, then are closed
+        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
+                                timeout_graceful_shutdown=5)
         self._server = uvicorn.Server(config)
         self._sock = sock
         # Waits go through this event, never Thread.join: a join interrupted by Ctrl+C or
@@ -51,7 +53,11 @@ class Server:
             time.sleep(0.01)
 
     def stop(self) -> None:
+        """Stop serving and wait for the server's thread (bounded: a loaded machine took more
+        than 10 s). The listening socket is closed only once that thread is done with it."""
         self._server.should_exit = True
+        if not self._done.wait(timeout=60):
+            self._server.force_exit = True
         if self._done.wait(timeout=10):  # (else uvicorn still holds the socket: the exit closes it)
             self._sock.close()
         release, self._release = self._release, lambda: None
