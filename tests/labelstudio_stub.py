@@ -73,7 +73,7 @@ class FakeStudio:
                     return self._send(200, json.dumps(fake.export.get(pid, [])).encode())
                 if parts.path == "/redirect-out":
                     return self._send(302, b"", headers=[("location", "http://127.0.0.2:9/x.jpg")])
-                key = parse_qs(parts.query)["d"][0] if parts.path == "/data/local-files/" else parts.path
+                key = parse_qs(parts.query).get("d", [""])[0] if parts.path == "/data/local-files/" else parts.path
                 if key in fake.files:
                     return self._send(200, fake.files[key], "image/jpeg")
                 self._send(404, b'{"detail": "not found"}')

@@ -426,6 +426,7 @@ def test_a_damaged_label_json_is_one_line(tmp_path, damage, fragment):
     ({"path": "a.jpg", "top_k": [{"class": "cat", "score": 1}], "decision": ["cat"]}, "decision"),
     ({"path": "a.jpg", "top_k": [{"class": "cat", "score": float("nan")}]}, "not a finite number"),  # (a 500 later)
     ({"path": "a.jpg", "top_k": [{"class": "cat", "score": float("inf")}]}, "not a finite number"),
+    ({"path": "a.jpg", "top_k": [{"class": "cat", "score": 1}], "uncertain": float("nan")}, "uncertain"),
 ])
 def test_a_damaged_prediction_row_is_one_line(tmp_path, row, fragment):
     labeled = make_labeled(tmp_path)

@@ -127,6 +127,8 @@ def _row_problem(row: object) -> str | None:
         return f'"decision" is {_kind(row["decision"])}'
     if "review_file" in row and not isinstance(row["review_file"], str):
         return f'"review_file" is {_kind(row["review_file"])}'
+    if row.get("uncertain") is not None and not isinstance(row["uncertain"], bool):
+        return f'"uncertain" is {_kind(row["uncertain"])}, not true/false'
     for key in ("review_rank", "width", "height"):
         if row.get(key) is not None and (not isinstance(row[key], int) or isinstance(row[key], bool)):
             return f'"{key}" is {_kind(row[key])}'
