@@ -351,6 +351,12 @@ def test_a_journal_a_power_cut_brought_back_is_finished_to_the_same_bytes(tmp_pa
         assert crash.tree(out, frozenset({"cache"})) == crash.tree(reference, frozenset({"cache"})), name
 
 
+def _without_sqlite_runtime(files: dict[str, bytes]) -> dict[str, bytes]:
+    """SQLite's -wal/-shm files exist while a server has the cache open (it opens it when it
+    likes): they are no change to the folder."""
+    return {k: v for k, v in files.items() if not k.endswith(("-wal", "-shm"))}
+
+
 def test_a_review_server_and_a_label_run_into_its_folder_exclude_each_other(tmp_path: Path, spec) -> None:
     """`label --overwrite` under a running server deleted the folder it served (and the
     decisions being made); a server started during a label run served half its files. Two
@@ -368,7 +374,7 @@ def test_a_review_server_and_a_label_run_into_its_folder_exclude_each_other(tmp_
         for flags in ({}, {"overwrite": True}, {"resume": True}):
             with pytest.raises(OutputError, match="another clipdata run is writing into this folder.*review server"):
                 label(**flags)
-        assert crash.tree(labeled) == before
+        assert _without_sqlite_runtime(crash.tree(labeled)) == _without_sqlite_runtime(before)
     assert not (labeled / LOCK_NAME).exists()  # the last server out removes it
     with locked(labeled):  # a label run at work in the folder
         with pytest.raises(ClipdataError) as e:

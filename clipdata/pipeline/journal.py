@@ -78,6 +78,9 @@ def _is_dir_link(path: str) -> bool:
         return False
 
 
+_SQLITE_SIDECARS = ("-wal", "-shm")
+
+
 def fingerprint_inputs(inputs: Iterable[Path], out: Path) -> dict[str, str]:
     """What the run reads, as {file: digest} for annotation-like files (content hash with size
     and mtime) plus one "<other files>" digest over every other file's path, size and mtime.
@@ -91,6 +94,8 @@ def fingerprint_inputs(inputs: Iterable[Path], out: Path) -> dict[str, str]:
                 continue
             if path.name == LOCK_NAME:  # another process's lock (a review server's over a label
                 continue  # folder): it comes and goes with that process, and is never read
+            if path.name.endswith(_SQLITE_SIDECARS) and path.with_name(path.name[:-4]).is_file():
+                continue  # an open SQLite database's -wal/-shm (a server using the label folder's cache)
             try:
                 st = path.stat()
             except OSError:

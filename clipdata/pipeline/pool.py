@@ -95,3 +95,9 @@ def _stop(pool: ProcessPoolExecutor) -> None:
             proc.terminate()
     for proc in procs:
         proc.join(timeout=10)
+    # and let the pool's manager thread finish closing its wake-up pipe now: left running, it
+    # raced the interpreter's exit hook, which wrote to that pipe as it closed ("Exception
+    # ignored ... Bad file descriptor" after `interrupted`; CPython 3.11's concurrent.futures)
+    manager = getattr(pool, "_executor_manager_thread", None)
+    if manager is not None and manager.is_alive():
+        manager.join(timeout=10)
