@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator
 
 PR_SET_PDEATHSIG = 1
 _POLL_S = 0.5
@@ -35,10 +35,21 @@ def _prctl_pdeathsig(sig: int) -> bool:
         return False
 
 
-def _watch(parent: int) -> None:
-    while os.getppid() == parent:
-        time.sleep(_POLL_S)
-    os._exit(1)
+def _watch(alive: Callable[[], bool], name: str) -> None:
+    """Exit this process once `alive()` turns false, checked every _POLL_S in a daemon thread."""
+    def loop() -> None:
+        while alive():
+            time.sleep(_POLL_S)
+        os._exit(1)
+    threading.Thread(target=loop, daemon=True, name=name).start()
+
+
+def _runs(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):  # gone (or its pid reused by another user)
+        return False
+    return True
 
 
 def die_with_parent(parent: int | None = None) -> str:
@@ -48,19 +59,10 @@ def die_with_parent(parent: int | None = None) -> str:
     expected = os.getppid() if parent is None else parent
     how = "pdeathsig" if _prctl_pdeathsig(signal.SIGKILL) else "watch"
     if how == "watch":
-        threading.Thread(target=_watch, args=(expected,), daemon=True, name="clipdata-parent-watch").start()
+        _watch(lambda: os.getppid() == expected, "clipdata-parent-watch")
     if os.getppid() != expected:  # the parent died before the kernel or the thread was watching
         os._exit(1)
     return how
-
-
-def _watch_owner(owner: int) -> None:
-    while True:
-        try:
-            os.kill(owner, 0)
-        except (ProcessLookupError, PermissionError):  # gone (or its pid reused by another user)
-            os._exit(1)
-        time.sleep(_POLL_S)
 
 
 def worker_init(parent: int | None = None, owner: int | None = None) -> None:
@@ -77,7 +79,7 @@ def worker_init(parent: int | None = None, owner: int | None = None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the parent's handler, inherited by fork
     if owner is not None and owner != (parent if parent is not None else os.getppid()):
-        threading.Thread(target=_watch_owner, args=(owner,), daemon=True, name="clipdata-owner-watch").start()
+        _watch(lambda: _runs(owner), "clipdata-owner-watch")
 
 
 def _interrupt(signum: int, frame: object) -> None:
