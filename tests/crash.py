@@ -98,15 +98,18 @@ class Tally:
                 + f"; damage found and repaired in {detected}")
 
 
-def tree(root: Path, skip: frozenset[str] = frozenset()) -> dict[str, bytes]:
-    """Every file under root with its bytes (the lock and `skip` left out), by an explicit walk."""
+def tree(root: Path, skip: frozenset[str] = frozenset(), transient: tuple[str, ...] = ()) -> dict[str, bytes]:
+    """Every file under root with its bytes (the lock and `skip` left out), by an explicit walk.
+
+    Names ending in one of `transient` are never read: files another process creates and
+    removes while the walk runs (SQLite's -wal/-shm while a server holds a cache open)."""
     found: dict[str, bytes] = {}
     stack = [root]
     while stack:
         folder = stack.pop()
         for e in sorted(os.scandir(folder), key=lambda e: e.name):
             rel = Path(e.path).relative_to(root)
-            if rel.parts[0] in skip or e.name in IGNORED:
+            if rel.parts[0] in skip or e.name in IGNORED or (transient and e.name.endswith(transient)):
                 continue
             if e.is_dir(follow_symlinks=False):
                 stack.append(Path(e.path))
