@@ -6,7 +6,6 @@ by index. Every request is checked against its schema (openapi.py) before a hand
 it; anything else that goes wrong answers one line, never a traceback."""
 from __future__ import annotations
 
-import os
 import sys
 import threading
 from collections import OrderedDict
@@ -23,7 +22,7 @@ from starlette.types import ASGIApp
 from ..errors import ClipdataError
 from ..images import Unreadable, thumbnail_jpeg
 from . import openapi
-from .guard import Guard, HostRule, JSONAnswer, error
+from .guard import Guard, HostRule, JSONAnswer, LastResort, error
 from .queue import Queue
 from .validate import RequestError
 from .vectors import Vectors
@@ -31,7 +30,6 @@ from .vectors import Vectors
 THUMB_SIDE = 256
 BROWSER_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp",
                  ".gif": "image/gif", ".bmp": "image/bmp"}
-DEBUG = "CLIPDATA_DEBUG"
 
 
 def cookie_name(port: int) -> str:
@@ -179,26 +177,7 @@ def create_app(queue: Queue, vectors: Vectors, token: str, port: int, hosts: Hos
                                         Exception: bug},
                     middleware=[Middleware(Guard, hosts=hosts or HostRule("127.0.0.1"), token=token,
                                            cookie=cookie_name(port))])
-    return LastResort(app)
-
-
-class LastResort:
-    """Outermost: an exception no handler took (a bug) is one line in the server log, not a
-    traceback (CLIPDATA_DEBUG=1 lets it through); the client already got a one-line 500."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope, receive, send) -> None:
-        try:
-            await self.app(scope, receive, send)
-        except Exception as e:
-            if os.environ.get(DEBUG) == "1":
-                raise
-            first = (str(e).strip().splitlines() or [""])[0][:300]
-            print(f"error: {scope.get('method', '')} {scope.get('path', '')[:200]}: {type(e).__name__}: {first} "
-                  f"— this is a bug in clipdata, please report it (run again with {DEBUG}=1 for the traceback)",
-                  file=sys.stderr, flush=True)
+    return LastResort(app, lambda line: print(f"error: {line}", file=sys.stderr, flush=True))
 
 
 def _json(body) -> Response:

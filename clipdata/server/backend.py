@@ -17,8 +17,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..errors import ClipdataError, first_line
-from .guard import Guard, HostRule, JSONAnswer, error
+from ..errors import ClipdataError
+from .guard import Guard, HostRule, JSONAnswer, LastResort, error
 from .labelstudio import BackendError, parse_config
 from .learner import Learner, project_id
 from .validate import Operation, RequestError
@@ -151,16 +151,14 @@ def create_app(learner: Learner, hosts: HostRule, auth: tuple[str, str] | None =
         log.warning("%s %s: %s", request.method, request.url.path[:200], reason)
         return error(status, reason)
 
-    async def bug(request: Request, exc: Exception) -> Response:
-        log.error("%s %s: %s: %s — this is a bug in clipdata, please report it", request.method,
-                  request.url.path[:200], type(exc).__name__, first_line(exc))
+    async def bug(request: Request, exc: Exception) -> Response:  # LastResort logs it
         return error(500, f"internal error ({type(exc).__name__}); the backend's log has the details")
 
     app: ASGIApp = Starlette(routes=routes, exception_handlers={
         RequestError: refused, HTTPException: refused, ClipdataError: refused, Exception: bug})
     if auth is not None:
         app = BasicAuth(app, *auth)
-    return Guard(app, hosts, token=None)
+    return LastResort(Guard(app, hosts, token=None), log.error)
 
 
 def start_backend(learner: Learner, *, host: str = "127.0.0.1", port: int = 9090,

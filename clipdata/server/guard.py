@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import os
 import re
 import socket
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Callable, Iterable
 from urllib.parse import urlsplit
 
 from starlette.requests import Request
@@ -35,6 +36,7 @@ SECURITY_HEADERS = [
 ]
 WILDCARDS = ("", "0.0.0.0", "::")
 MAX_REASON = 1000
+DEBUG = "CLIPDATA_DEBUG"
 _HOST = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<name>[A-Za-z0-9._-]+))(?::(?P<port>[0-9]{1,5}))?")
 
 
@@ -193,3 +195,23 @@ class Guard:
             await send(message)
 
         await app(scope, receive, with_headers)
+
+
+class LastResort:
+    """Outermost: an exception no handler took (a bug) is one line through `report` (the
+    server's log), not a traceback (CLIPDATA_DEBUG=1 lets it through); the client already
+    got a one-line 500. Starlette re-raises what its 500 handler answered, so without this
+    uvicorn would print the traceback."""
+
+    def __init__(self, app: ASGIApp, report: Callable[[str], None]) -> None:
+        self.app, self.report = app, report
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self.app(scope, receive, send)
+        except Exception as e:
+            if os.environ.get(DEBUG) == "1":
+                raise
+            first = (str(e).strip().splitlines() or [""])[0][:300]
+            self.report(f"{scope.get('method', '')} {scope.get('path', '')[:200]}: {type(e).__name__}: {first} "
+                        f"— this is a bug in clipdata, please report it (run again with {DEBUG}=1 for the traceback)")

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from ..textfiles import nested_deeper
@@ -114,8 +114,14 @@ def parse_json(data: bytes, *, max_depth: int = MAX_DEPTH) -> object:
     def no_constant(name: str) -> None:
         raise RequestError(400, f"the body holds {name}, which is not JSON")
 
+    def finite(literal: str) -> float:  # 1e400 is JSON, but as a float it is infinity
+        value = float(literal)
+        if not math.isfinite(value):
+            raise RequestError(400, f"the body holds the number {literal[:40]}, too large for a float")
+        return value
+
     try:
-        value = json.loads(text, parse_constant=no_constant)
+        value = json.loads(text, parse_constant=no_constant, parse_float=finite)
     except json.JSONDecodeError as e:
         raise RequestError(400, f"the body is not JSON: {e.msg} (line {e.lineno}, column {e.colno})") from None
     except (ValueError, RecursionError) as e:  # an integer of 5,000 digits; nesting the count missed
@@ -130,17 +136,21 @@ def parse_json(data: bytes, *, max_depth: int = MAX_DEPTH) -> object:
 
 
 async def read_body(request: Request, limit: int = MAX_BODY) -> bytes:
-    """The body, refused (413) past `limit` bytes, before or while it is read."""
+    """The body, refused (413) past `limit` bytes, before or while it is read; a client
+    that hangs up (or sends a broken chunked body) before its end is a 400, not a bug."""
     length = request.headers.get("content-length")
     if length is not None and (not length.isdigit() or int(length) > limit):
         raise RequestError(413 if length.isdigit() else 400,
                            f"the body is larger than {limit} bytes" if length.isdigit() else "a bad Content-Length")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise RequestError(413, f"the body is larger than {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise RequestError(413, f"the body is larger than {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise RequestError(400, "the connection closed before the body was complete") from None
     return b"".join(chunks)
 
 

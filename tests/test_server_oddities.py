@@ -1,0 +1,199 @@
+"""The review server and the review backend against requests no client library would send:
+raw bytes on a socket (bodies cut short, broken chunked bodies, numbers JSON allows but a
+float cannot hold, ...). The servers are real (uvicorn on 127.0.0.1, a free port). Each
+case checks what a user relies on: a 4xx with a one-line reason, nothing in the server's
+log that is a traceback or the "this is a bug" line, and the server still answering.
+(The schema-driven fuzzing is test_serve_fuzz.py; the safety rules test_serve.py.)"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import shutil
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("starlette")
+pytest.importorskip("uvicorn")
+httpx = pytest.importorskip("httpx")
+
+import clipdata  # noqa: E402
+from helpers import SAMPLES  # noqa: E402
+from test_serve import make_labeled  # noqa: E402
+
+BUG_MARKS = ("Traceback", "this is a bug", "Exception in ASGI application")
+
+
+class Log(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage() + ("\nTraceback" if record.exc_info else ""))
+
+
+@contextlib.contextmanager
+def watched(*names: str):
+    """The records of the server's loggers (uvicorn's, the backend's) while inside."""
+    log = Log()
+    loggers = [logging.getLogger(n) for n in ("uvicorn", "uvicorn.error", "starlette", *names)]
+    for lg in loggers:
+        lg.addHandler(log)
+    try:
+        yield log
+    finally:
+        for lg in loggers:
+            lg.removeHandler(log)
+
+
+def exchange(port: int, data: bytes, *, close_after_send: bool = False, timeout: float = 10) -> bytes:
+    """Send `data` as it is and read the answer until the server closes (bounded: 10 s,
+    at most 1,000 reads). `close_after_send`: hang up at once, as a client that gives up."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(data)
+        if close_after_send:
+            return b""
+        out = b""
+        for _ in range(1000):
+            try:
+                chunk = s.recv(65536)
+            except (socket.timeout, ConnectionResetError):
+                break
+            if not chunk:
+                break
+            out += chunk
+        return out
+
+
+def status_and_body(answer: bytes) -> tuple[int, bytes]:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body
+
+
+def no_bug_in(log: Log, err: str) -> None:
+    text = "\n".join(log.lines) + "\n" + err
+    for mark in BUG_MARKS:
+        assert mark not in text, text[-3000:]
+
+
+# -- the review app ------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def review(tmp_path_factory):
+    labeled = make_labeled(tmp_path_factory.mktemp("oddities"))
+    srv = clipdata.review_serve(labeled)
+    yield srv, labeled
+    srv.stop()
+
+
+def head(port: int, token: str, method: str, path: str, extra: str = "") -> bytes:
+    return (f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nx-clipdata-token: {token}\r\n"
+            f"Connection: close\r\n{extra}\r\n").encode("latin-1")
+
+
+def still_answers(port: int, token: str) -> None:
+    r = httpx.get(f"http://127.0.0.1:{port}/api/progress", headers={"x-clipdata-token": token}, timeout=10)
+    assert r.status_code == 200 and r.json()["total"] == 6
+
+
+CUT_BODIES = [  # (headers, body): the body never arrives whole
+    pytest.param("Transfer-Encoding: chunked\r\n", b"zz\r\n{}", id="chunk size not hex"),
+    pytest.param("Transfer-Encoding: chunked\r\n", b"5\r\n{\"pa\r\n", id="chunked, client hangs up mid-body"),
+    pytest.param("Content-Length: 100\r\n", b'{"path": "a.jpg"', id="Content-Length longer than what is sent"),
+]
+
+
+@pytest.mark.parametrize("extra, body", CUT_BODIES)
+def test_a_body_cut_short_is_no_bug_and_nothing_is_written(review, capfd, extra, body):
+    srv, labeled = review
+    with watched() as log:
+        exchange(srv.port, head(srv.port, srv.token, "POST", "/api/decisions", extra) + body,
+                 close_after_send=True)
+        time.sleep(0.5)  # the server notices the hang-up
+        still_answers(srv.port, srv.token)
+    no_bug_in(log, capfd.readouterr().err)
+    assert not (labeled / "decisions.jsonl").exists() or not (labeled / "decisions.jsonl").read_bytes()
+
+
+@pytest.mark.parametrize("body", [b'{"text": 1e400}', b'{"text": "a", "x": -1E+999}', b'[{"path": "a.jpg", '
+                                  b'"class": "cat", "w": 2e308}]'], ids=["1e400", "-1E+999 in an unknown field",
+                                                                        "2e308 in a row"])
+def test_numbers_too_large_for_a_float_are_a_400(review, capfd, body):
+    srv, labeled = review
+    path = "/api/decisions" if body.startswith(b"[") else "/api/search"
+    with watched() as log:
+        answer = exchange(srv.port, head(srv.port, srv.token, "POST", path, f"Content-Length: {len(body)}\r\n")
+                          + body)
+    status, text = status_and_body(answer)
+    assert status == 400 and "too large for a float" in json.loads(text)["error"]
+    no_bug_in(log, capfd.readouterr().err)
+
+
+# -- the Label Studio ML backend -----------------------------------------------------------
+CONFIG = ('<View><Image name="image" value="$image"/><Choices name="class" toName="image">'
+          '<Choice value="grass"/><Choice value="sand"/></Choices></View>')
+
+
+@pytest.fixture(scope="module")
+def backend(tiny, tmp_path_factory):
+    from clipdata.embedding import EngineSpec
+
+    tmp = tmp_path_factory.mktemp("backend-oddities")
+    images = tmp / "images"
+    images.mkdir()
+    for p in sorted((SAMPLES / "folder").rglob("*.jpg"))[:2]:
+        shutil.copy(p, images / p.name)
+    srv = clipdata.review_backend(["grass", "sand"], port=0, images=images, cache_dir=tmp / "cache",
+                                  spec=EngineSpec(model=str(tiny), dtype="float32", workers=0, batch_size=8))
+    r = httpx.post(f"http://127.0.0.1:{srv.port}/setup", json={"project": "1.1", "schema": CONFIG}, timeout=60)
+    assert r.status_code == 200, r.text
+    yield srv, images
+    srv.stop()
+
+
+def post(port: int, path: str, body: bytes, extra: str = "") -> bytes:
+    return (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n{extra}"
+            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+@pytest.mark.parametrize("extra, body", CUT_BODIES)
+def test_the_backend_logs_a_body_cut_short_as_a_refusal_not_a_traceback(backend, capfd, extra, body):
+    srv, _ = backend
+    data = (f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1:{srv.port}\r\nConnection: close\r\n{extra}\r\n").encode()
+    with watched("clipdata.backend") as log:
+        exchange(srv.port, data + body, close_after_send=True)
+        time.sleep(0.5)
+        assert httpx.get(f"http://127.0.0.1:{srv.port}/health", timeout=10).status_code == 200
+    no_bug_in(log, capfd.readouterr().err)
+
+
+@pytest.mark.parametrize("task", [b'{"id": 1e400, "data": {"image": "missing.jpg"}}',
+                                  b'{"id": -1e400, "data": {"image": "missing.jpg"}}',
+                                  b'{"id": 1, "data": {"image": "missing.jpg", "score": 1e999}}'])
+def test_a_task_holding_a_number_too_large_for_a_float_is_a_400_not_a_500(backend, capfd, task):
+    """A task id of 1e400 became infinity, which the answer naming the task could not
+    write as JSON: a 500 and a traceback."""
+    srv, _ = backend
+    body = b'{"project": "1.1", "tasks": [' + task + b"]}"
+    with watched("clipdata.backend") as log:
+        status, text = status_and_body(exchange(srv.port, post(srv.port, "/predict", body)))
+    assert status == 400 and "too large for a float" in json.loads(text)["error"]
+    no_bug_in(log, capfd.readouterr().err)
+
+
+def test_a_bug_in_the_backend_is_one_line_in_its_log_not_a_traceback(backend, capfd, monkeypatch):
+    srv, _ = backend
+    monkeypatch.setattr(srv.learner, "status", lambda: 1 / 0)
+    with watched("clipdata.backend") as log:
+        r = httpx.get(f"http://127.0.0.1:{srv.port}/health", timeout=10)
+        for _ in range(100):  # the answer goes out before the line is logged
+            bug_lines = [line for line in log.lines if "this is a bug" in line]
+            if bug_lines:
+                break
+            time.sleep(0.05)
+    assert r.status_code == 500 and "ZeroDivisionError" in r.json()["error"]
+    assert len(bug_lines) == 1 and "GET /health: ZeroDivisionError" in bug_lines[0]
+    assert "Traceback" not in "\n".join(log.lines) + capfd.readouterr().err
