@@ -54,7 +54,10 @@ def valid_box(box: object) -> Box | None:
     for v in box:  # type: ignore[union-attr]
         if type(v) is not float and type(v) is not int:  # bool is neither
             return None
-    x, y, w, h = (float(v) for v in box)  # type: ignore[union-attr]
+    try:
+        x, y, w, h = (float(v) for v in box)  # type: ignore[union-attr]
+    except OverflowError:  # an integer beyond a float (JSON has no limit on digits)
+        return None
     if w < 0 or h < 0 or not math.isfinite(x + y + w + h):  # a nan or inf anywhere spoils the sum
         return None
     return x, y, w, h

@@ -60,7 +60,10 @@ def check_polygon(values: object) -> Polygon | str:
             return "invalid: a polygon must be a list of x, y numbers"
     if len(values) % 2:
         return f"invalid: a polygon needs x, y pairs, got {len(values)} values"
-    poly = tuple(float(v) for v in values)
+    try:
+        poly = tuple(float(v) for v in values)
+    except OverflowError:  # an integer beyond a float (JSON has no limit on digits)
+        return "invalid: a coordinate is not a finite number"
     if not all(math.isfinite(v) for v in poly):
         return "invalid: a coordinate is not a finite number"
     if len(poly) < 6:
@@ -137,8 +140,8 @@ def rle_extent(runs: list[int], h: int) -> tuple[float, float, float, float] | N
 def check_rle(segm: dict) -> tuple[int, int, str] | str:
     """A COCO RLE object as (height, width, compressed counts), or why it is malformed."""
     size = segm.get("size")
-    if not (isinstance(size, list) and len(size) == 2 and all(type(v) is int and v > 0 for v in size)):
-        return 'an RLE needs "size": [height, width]'
+    if not (isinstance(size, list) and len(size) == 2 and all(type(v) is int and 0 < v < 2**31 for v in size)):
+        return 'an RLE needs "size": [height, width], positive 32-bit integers (as pycocotools keeps them)'
     h, w = size
     runs = rle_counts(segm.get("counts"))
     if runs is None or sum(runs) != h * w:

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import stat
+import sys
 from pathlib import Path
 
 from .errors import ClipdataError, SourceError
@@ -129,11 +130,24 @@ NESTING_NOTED = 100  # where a too-deep error points: real dataset files nest a 
 
 def loads(text: str, file: str | Path, error: type[ClipdataError] = SourceError) -> object:
     """Parse JSON; malformed JSON names its line and column, and nesting too deep for the
-    parser (a 100,000-deep array) is one clear line, not a RecursionError."""
+    parser (a 100,000-deep array) or an integer too long for Python's int() (over 4,300
+    digits) is one clear line, not a RecursionError or ValueError."""
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
         raise error(f"malformed JSON: {e.msg}", file=file, where=f"line {e.lineno}, column {e.colno}") from None
+    except ValueError as e:  # Python's int() refuses more than 4,300 digits (sys.int_info)
+        if "integer string conversion" not in str(e):
+            raise
+        limit = sys.get_int_max_str_digits()
+        m = re.search(r"\d{%d,}" % (limit + 1), text)
+        where = None
+        if m:
+            start = m.start()
+            line, column = text.count("\n", 0, start) + 1, start - text.rfind("\n", 0, start)
+            where = f"line {line}, column {column}"
+        raise error(f"a number of more than {limit:,} digits; no annotation needs one",
+                    file=file, where=where, hint="this is not an annotation file; check what was exported") from None
     except RecursionError:
         deepest, place = _nesting(text)
         raise error(f"JSON nested {deepest} levels deep, too deep to parse; dataset files nest a few levels",

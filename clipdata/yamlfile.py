@@ -9,6 +9,7 @@ and every scalar under them stays the string in the file.
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Iterable
 
@@ -58,10 +59,18 @@ class _Builder:
     def written(self, path: Path_) -> bool:
         return any(_matches(p, path) for p in self.patterns)
 
+    def _scalar(self, node: ScalarNode) -> object:
+        try:
+            return self.loader.construct_object(node, deep=True)
+        except ValueError:  # int() refuses more than 4,300 digits; a float just becomes inf
+            if len(node.value) <= sys.get_int_max_str_digits():
+                raise
+            raise _Refused(f"a number of {len(node.value):,} digits; no dataset file needs one", node) from None
+
     def build(self, node: Node, path: Path_) -> object:
         raw = self.written(path)
         if isinstance(node, ScalarNode):
-            return node.value if raw else self.loader.construct_object(node, deep=True)
+            return node.value if raw else self._scalar(node)
         if isinstance(node, SequenceNode) and (raw or node.tag == _SEQ):
             return [self.build(child, path + (i,)) for i, child in enumerate(node.value)]
         if isinstance(node, MappingNode) and (raw or node.tag == _MAP):
@@ -72,7 +81,7 @@ class _Builder:
                     raise _Refused("merge keys (<<) are not accepted; write the keys out", key_node)
                 if not isinstance(key_node, ScalarNode):
                     raise _Refused("a mapping key must be plain text, not a list or mapping", key_node)
-                key = key_node.value if raw_keys else self.loader.construct_object(key_node)
+                key = key_node.value if raw_keys else self._scalar(key_node)
                 if key in out:
                     raise _Refused(f"the key {key_node.value!r} appears twice in one mapping", key_node)
                 out[key] = self.build(value_node, path + (key_node.value,))

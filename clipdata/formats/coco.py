@@ -17,7 +17,7 @@ from ..errors import SourceError
 from ..records import Label, Sample, Skip, Source, split_name
 from ..crops import valid_box
 from ..masks import Mask, check_polygon, check_rle
-from .shapes import images_folder
+from .shapes import images_folder, number
 from ..textfiles import check_regular, check_stream_nesting, decode, loads
 
 ROBOFLOW_JSON = "_annotations.coco.json"
@@ -217,8 +217,8 @@ def index(categories_raw: object, images_raw: object, annotations: Iterable, fil
             raise _err(file, f"images[{i}]", "file_name must be a non-empty string")
         for key in ("width", "height"):
             v = im.get(key)
-            if v is not None and not (isinstance(v, (int, float)) and not isinstance(v, bool)
-                                      and v == v and v > 0 and float(v).is_integer()):
+            n = number(v)  # None for true, NaN, infinities and integers beyond a float
+            if v is not None and not (n is not None and n > 0 and n.is_integer()):
                 raise _err(file, f"images[{i}]", f"{key} must be a positive integer, not {v!r}")
         w, h = im.get("width"), im.get("height")
         images[im["id"]] = (im["file_name"], int(w) if w else None, int(h) if h else None)

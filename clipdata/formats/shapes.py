@@ -25,8 +25,8 @@ def images_folder(images: str | Path | None) -> Path | None:
 
 
 def number(value: object, text: bool = False) -> float | None:
-    """A finite number, or None (`true`, NaN and infinities are not; a string only with
-    `text`, for XML attributes)."""
+    """A finite number, or None (`true`, NaN, infinities and integers beyond a float are
+    not; a string only with `text`, for XML attributes)."""
     if type(value) is str and text:
         try:
             value = float(value)
@@ -34,7 +34,10 @@ def number(value: object, text: bool = False) -> float | None:
             return None
     if type(value) not in (int, float):
         return None
-    v = float(value)  # type: ignore[arg-type]
+    try:
+        v = float(value)  # type: ignore[arg-type]
+    except OverflowError:  # a JSON integer of 400 digits is no coordinate either
+        return None
     return v if math.isfinite(v) else None
 
 

@@ -1,0 +1,126 @@
+"""Odd and hostile exports through `clipdata convert`, one table row per case, each run as a
+user runs it: exit 0 with every box and image written or counted under a reason, or exit 1
+with one line naming the file; never the catch-all "this is a bug" line; nothing written
+outside OUT; the input untouched. Each row is a defect class found by hand (the fuzzers of
+test_fuzz_readers.py draw well-formed values; these are the values they never draw)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from clipdata.cli import app
+from helpers import make_image, tree_bytes
+
+runner = CliRunner()
+HUGE = 10**400  # valid JSON, beyond a float
+DIGITS = "9" * 5000  # valid JSON, beyond Python's int() (4,300 digits)
+
+
+def put(root: Path, rel: str, data: str | bytes) -> Path:
+    p = root / rel
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_bytes(data if isinstance(data, bytes) else data.encode())
+    return p
+
+
+def coco(root: Path, ann: dict | None = None, image: dict | None = None, cats=None, raw=None):
+    """a.jpg with the annotation under test, good.jpg with a good box: a skipped item leaves
+    something to convert."""
+    make_image(root / "a.jpg", (16, 16))
+    make_image(root / "good.jpg", (16, 16))
+    doc = {"images": [{"id": 1, "file_name": "a.jpg", **(image or {})}, {"id": 2, "file_name": "good.jpg"}],
+           "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 8, 8], **(ann or {})},
+                           {"id": 2, "image_id": 2, "category_id": 1, "bbox": [1, 1, 8, 8]}],
+           "categories": cats or [{"id": 1, "name": "cat"}]}
+    text = json.dumps(doc)
+    return ["coco", str(put(root, "d.json", raw(text) if raw else text))]
+
+
+def labelme(root: Path, shape: dict | None = None, raw=None, **extra):
+    make_image(root / "a.jpg", (16, 16))
+    rect = {"label": "cat", "points": [[1, 1], [9, 9]], "shape_type": "rectangle"}
+    doc = {"shapes": [shape or rect], "imagePath": "a.jpg", "imageHeight": 16, "imageWidth": 16, **extra}
+    put(root, "good.json", json.dumps({**doc, "shapes": [rect], "imagePath": "good.jpg"}))
+    make_image(root / "good.jpg", (16, 16))
+    text = json.dumps(doc)
+    put(root, "a.json", raw(text) if raw else text)
+    return ["labelme", str(root)]
+
+
+def labelstudio(root: Path, value: dict | None = None, **region):
+    make_image(root / "a.jpg", (16, 16))
+    make_image(root / "good.jpg", (16, 16))
+
+    def task(i, name, value):
+        res = {"type": "rectanglelabels", "id": f"r{i}", "original_width": 16, "original_height": 16,
+               "value": {"x": 10, "y": 10, "width": 40, "height": 40, "rectanglelabels": ["cat"], **value}}
+        return {"id": i, "data": {"image": f"/data/local-files/?d={name}"},
+                "annotations": [{"id": i, "result": [{**res, **(region if i == 1 else {})}]}]}
+    return ["labelstudio", str(put(root, "export.json", json.dumps([task(1, "a.jpg", value or {}), task(2, "good.jpg", {})])))]
+
+
+def createml(root: Path, coords: dict):
+    make_image(root / "a.jpg", (16, 16))
+    make_image(root / "good.jpg", (16, 16))
+    box = {"x": 8, "y": 8, "width": 8, "height": 8}
+    doc = [{"image": "a.jpg", "annotations": [{"label": "cat", "coordinates": {**box, **coords}}]},
+           {"image": "good.jpg", "annotations": [{"label": "cat", "coordinates": box}]}]
+    return ["createml", str(put(root, "ann.json", json.dumps(doc)))]
+
+
+def yolo(root: Path, yaml: str, label: str = "0 0.5 0.5 0.5 0.5"):
+    make_image(root / "images" / "a.jpg", (16, 16))
+    put(root, "labels/a.txt", label)
+    return ["yolo", str(put(root, "data.yaml", yaml))]
+
+
+# (name, build, expected): "error: <fragment>" exit 1 naming the file; "skipped: <reason>"
+# exit 0 with the item counted; "ok" a clean run.
+CASES = [
+    # JSON integers beyond a float: OverflowError in float() was the catch-all "bug" line
+    ("coco bbox 10**400", lambda r: coco(r, {"bbox": [HUGE, 1, 8, 8]}), "skipped: invalid_box"),
+    ("coco polygon 10**400", lambda r: coco(r, {"bbox": None, "segmentation": [[1, 1, HUGE, 1, 5, 5]]}), "skipped: invalid_box"),
+    ("coco RLE of size 10**400", lambda r: coco(r, {"bbox": None, "segmentation": {"size": [HUGE, 1], "counts": [0, HUGE]}}), "skipped: invalid_box"),
+    ("coco width 10**400", lambda r: coco(r, image={"width": HUGE, "height": 16}), "error: width must be a positive integer"),
+    ("labelme point 10**400", lambda r: labelme(r, {"label": "cat", "points": [[1, 1], [HUGE, 1], [3, 9]], "shape_type": "polygon"}), "skipped: invalid_box"),
+    ("labelme imageWidth 10**400", lambda r: labelme(r, imageWidth=HUGE), "ok"),  # not a size: the image is measured
+    ("labelstudio x 10**400", lambda r: labelstudio(r, {"x": HUGE}), "skipped: invalid_box"),
+    ("labelstudio rotation 10**400", lambda r: labelstudio(r, {"rotation": HUGE}), "skipped: invalid_box"),
+    ("labelstudio original_width 10**400", lambda r: labelstudio(r, original_width=HUGE), "ok"),
+    ("createml x 10**400", lambda r: createml(r, {"x": HUGE}), "skipped: invalid_box"),
+    # integers beyond Python's int(): a ValueError from json.loads / PyYAML was the "bug" line
+    ("coco 5000-digit number", lambda r: coco(r, raw=lambda t: t.replace("[1, 1, 8, 8]", f"[{DIGITS}, 1, 8, 8]", 1)), "error: (line 1, column 151): a number of more than 4,300 digits"),
+    ("labelme 5000-digit number", lambda r: labelme(r, raw=lambda t: t.replace('"imageWidth": 16', f'"imageWidth": {DIGITS}')), "error: a number of more than 4,300 digits"),
+    ("data.yaml 5000-digit nc", lambda r: yolo(r, f"train: images\nnames: [cat]\nnc: {DIGITS}\n"), "error: data.yaml (line 3, column 5): a number of 5,000 digits"),
+]
+
+
+@pytest.mark.parametrize("name,build,expected", CASES, ids=[c[0] for c in CASES])
+def test_odd_export(tmp_path, name, build, expected):
+    src = tmp_path / "src"
+    src.mkdir()
+    args = build(src)
+    out = tmp_path / "out"
+    before = tree_bytes(tmp_path)
+    r = runner.invoke(app, ["convert", args[0], args[1], str(out), "--workers", "1", *args[2:]])
+    output = " ".join(r.output.split())
+    assert r.exception is None or isinstance(r.exception, SystemExit), output
+    assert "this is a bug" not in output and "Traceback" not in output, output
+    assert {k: v for k, v in tree_bytes(tmp_path).items() if not k.startswith("out/")} == before
+    kind, _, fragment = expected.partition(": ")
+    if kind == "error":
+        assert r.exit_code == 1, output
+        assert len([line for line in r.output.splitlines() if line.startswith("error:")]) == 1, r.output
+        assert fragment in output and "src/" in output, output
+        return
+    assert r.exit_code == 0, output
+    prov = json.loads((out / "clipdata.json").read_text())
+    for tally in (prov["boxes"], prov["images"]):  # the conservation ledger
+        assert tally["read"] == tally["written"] + sum(tally["skipped"].values()), tally
+    if kind == "skipped":
+        assert prov["skipped"].get(fragment, 0) >= 1, prov["skipped"]
+    else:
+        assert not {k: v for k, v in prov["skipped"].items() if v}, prov["skipped"]
