@@ -59,6 +59,16 @@ def _open_new(tmp: Path) -> BinaryIO:
         return open(tmp, "wb")
 
 
+def _discard(tmp: Path) -> None:
+    """Remove a temporary file on the way out of a failed write. Its own failure (a read-only
+    file system answers EROFS even for a file that is not there) must not hide the error
+    that matters, which names the real output."""
+    try:
+        tmp.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
 def write_with(path: Path, write: Callable[[BinaryIO], None]) -> None:
     """Atomically create `path` with whatever `write(file)` writes."""
     tmp = _tmp_for(path)
@@ -67,12 +77,12 @@ def write_with(path: Path, write: Callable[[BinaryIO], None]) -> None:
             write(f)
         os.replace(tmp, path)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
+        _discard(tmp)
         if e.filename in (str(tmp), os.fsencode(tmp)) or e.filename is None and e.errno in _FULL:
             raise _named(e, path) from None
         raise
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        _discard(tmp)
         raise
 
 
@@ -95,14 +105,19 @@ def link_file(src: Path, dst: Path) -> None:
     """Hard link `dst` to `src`; the inode is shared, so the output costs no space."""
     tmp = _tmp_for(dst)
     try:
-        os.link(src, tmp)
-    except FileNotFoundError:
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        os.link(src, tmp)
-    try:
+        try:
+            os.link(src, tmp)
+        except FileNotFoundError:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            os.link(src, tmp)
         os.replace(tmp, dst)
+    except OSError as e:
+        _discard(tmp)
+        if str(tmp) in (e.filename, e.filename2):  # the errno is kept: link_or_copy reads it
+            raise _named(e, dst) from None
+        raise
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        _discard(tmp)
         raise
 
 
@@ -206,6 +221,22 @@ def is_within(child: Path, parent: Path) -> bool:
     """True when `child` is `parent` or lies under it (both resolved)."""
     c, p = child.resolve(), parent.resolve()
     return c == p or p in c.parents
+
+
+def refuse_inside(outputs: Iterable[str | Path | None], inputs: Iterable[tuple[str, str | Path | None]]) -> None:
+    """Refuse, before any work, an output file or folder (a report, --copy-to) that lies in
+    or over one of the run's `inputs` ((what, path); a None path is left out): inputs are
+    never changed, and a file written into an image folder would be read as input next time."""
+    for f in outputs:
+        if f is None:
+            continue
+        for what, src in inputs:
+            if src is None or not is_within(Path(f), Path(src)):
+                continue
+            if Path(src).is_dir():
+                raise OutputError(f"would be written inside {what}, which stays untouched", file=f,
+                                  hint=f"write it outside {what}")
+            raise OutputError(f"would overwrite {what}, which this run reads", file=f, hint="write it elsewhere")
 
 
 def inside(folder: Path, relpath: str | Path) -> Path:

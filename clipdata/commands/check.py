@@ -22,7 +22,7 @@ from .. import probe, quality
 from ..embedding.spec import EngineSpec
 from ..errors import LayoutError, OptionError, OutputError, SourceError
 from ..formats import layout as clip
-from ..fsutil import is_within, write_text
+from ..fsutil import is_within, refuse_inside, write_text
 from ..index import _groups, nearest, top_k
 
 KINDS = ("leakage", "duplicates", "quality", "label", "outlier", "captions", "balance")
@@ -574,6 +574,7 @@ def check(layout: str | Path, *, kinds: Sequence[str] | str | None = None, spec:
         if f is not None and root.is_dir() and is_within(Path(f), root):
             raise OutputError("would be written inside the layout, which stays untouched", file=f,
                               hint="write it beside the layout")
+    refuse_inside((json_path, html_path), [("the embeddings folder", embeddings)])
     th = parse_thresholds(thresholds)
     gate_kinds = parse_kinds(fail_on, "--fail-on")
     chosen = parse_kinds(kinds, "--kinds") if kinds else [k for k in KINDS if not (embeddings and k == "quality")]

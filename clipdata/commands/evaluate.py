@@ -13,7 +13,7 @@ from ..captions import DEFAULT_TEMPLATE, check_template, load_ontology, render
 from ..embedding.spec import EngineSpec
 from ..errors import OptionError
 from ..formats import layout as clip
-from ..fsutil import write_text
+from ..fsutil import refuse_inside, write_text
 from ..scoring import Classes, class_embeddings, zero_shot
 from ..names import dumps
 
@@ -100,6 +100,7 @@ def evaluate(layout: str | Path, *, split: str | None = None, templates: Sequenc
     from ..embedding import embed_paths
 
     t0 = time.perf_counter()
+    refuse_inside((json_path, plot_path), [("the layout", layout)] + [("an --ontology file", o) for o in ontologies])
     splits, classes, layout_caps, images, truth_all = clip.split_data(layout, split)
     sets = prompt_sets(classes, layout_caps, templates, ontologies, use_layout)
     if plot_path is not None:

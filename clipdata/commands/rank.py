@@ -14,7 +14,7 @@ import numpy as np
 
 from ..embedding.spec import EngineSpec
 from ..errors import OptionError
-from ..fsutil import inside, link_or_copy, safe_name, write_text
+from ..fsutil import inside, link_or_copy, refuse_inside, safe_name, write_text
 from ..html import write_html
 from ..index import _groups, near_pairs, nearest, top_k, uniqueness  # noqa: F401  (nearest: API)
 from ..names import dumps
@@ -108,6 +108,7 @@ def search(images: str | Path | None, queries: Sequence[str] = (), *, image: str
         raise OptionError("give a text query or --image", hint='e.g. clipdata search photos/ "a red car"')
     if top < 1:
         raise OptionError("--top must be at least 1")
+    refuse_inside((jsonl, html_path, copy_to), _inputs(images, embeddings, ("the --image file", image)))
     from ..embedding import embed_images, embed_texts
 
     root, embedded = _source(images, embeddings, spec, cache_dir, progress, needs_model=True)
@@ -137,6 +138,11 @@ def search(images: str | Path | None, queries: Sequence[str] = (), *, image: str
         sections = [(n, [(h.path, f"#{h.rank} {h.score:.3f}") for h in report.hits if h.query == n]) for n in names]
         write_html(Path(html_path), f"search: {', '.join(names)}", sections)
     return report
+
+
+def _inputs(images, embeddings, *more: tuple[str, str | Path | None]) -> list[tuple[str, str | Path | None]]:
+    """What a ranking run reads, for refuse_inside."""
+    return [("the image folder", images), ("the embeddings folder", embeddings), *more]
 
 
 def _report(root: Path, emb, **kw) -> RankReport:
@@ -193,6 +199,7 @@ def unique(images: str | Path | None = None, *, per_class: str | Path | None = N
         raise OptionError("-k must be at least 1")
     if sum(x is not None for x in (images, per_class, embeddings)) != 1:
         raise OptionError("give one of IMAGES, --per-class LAYOUT/split or --embeddings DIR")
+    refuse_inside((jsonl, html_path), _inputs(images, embeddings, ("the --per-class layout", per_class)))
     notes: list[str] = []
     if per_class is not None:
         from ..formats import layout as clip_layout
@@ -239,6 +246,7 @@ def duplicates(images: str | Path | None, *, threshold: float = 0.02, spec: Engi
 
     if not 0 <= threshold <= 2:
         raise OptionError("--threshold is a cosine distance, between 0 and 2")
+    refuse_inside((jsonl, html_path), _inputs(images, embeddings))
     root, embedded = _source(images, embeddings, spec, cache_dir, progress, needs_model=False)
     with embedded as emb:
         pass  # the embeddings are all this needs: the cache closes here

@@ -5,7 +5,9 @@ hash beside its stat, so a run reads only the files that changed. Format: format
 
 A cache is only ever a copy of what can be computed again: one that SQLite cannot read (cut
 short, overwritten, not a database) is moved aside to `embeddings.sqlite.corrupt` and rebuilt,
-with a note, rather than stopping the command."""
+with a note, rather than stopping the command. A cache SQLite cannot *write* (a full disk, a
+read-only folder, an I/O error) is not damaged: it is kept as it is, and the command stops
+in one line naming it."""
 from __future__ import annotations
 
 import hashlib
@@ -18,7 +20,15 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
+from ..errors import OutputError
+
 FILE = "embeddings.sqlite"
+# SQLite's result codes for a file that is not a readable database (the rest, such as
+# SQLITE_FULL, SQLITE_READONLY, SQLITE_IOERR or SQLITE_CANTOPEN, mean the file is fine
+# and the disk or its folder is not)
+_DAMAGED = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB
+_FULL = 13  # SQLITE_FULL
+_HINT = "choose another cache folder with --cache-dir (or $CLIPDATA_CACHE), or run with --no-cache"
 RACY_NS = 2_000_000_000  # a file's recorded hash is trusted once it was 2 s old when recorded (FAT's mtime tick)
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS embeddings (
@@ -50,7 +60,11 @@ CREATE TABLE IF NOT EXISTS models (
 class EmbeddingCache:
     def __init__(self, folder: str | Path, model: str) -> None:
         self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise OutputError(f"the embedding cache folder cannot be made ({e.strerror})", file=self.folder,
+                              hint=_HINT) from None
         self.model = model
         self.notes: list[str] = []  # what a command should tell the user (a rebuilt cache)
         try:
@@ -73,7 +87,16 @@ class EmbeddingCache:
         return db
 
     def _rebuild(self, error: sqlite3.DatabaseError) -> None:
-        """Move the unreadable file aside (kept for a bug report) and start an empty cache."""
+        """Move the unreadable file aside (kept for a bug report) and start an empty cache; an
+        error of the disk rather than of the file stops the command, the file untouched."""
+        code = getattr(error, "sqlite_errorcode", None)  # Python 3.11+
+        damaged = (code & 0xFF in _DAMAGED) if code is not None else not isinstance(error, sqlite3.OperationalError)
+        if not damaged:
+            if code is not None and code & 0xFF == _FULL:
+                raise OutputError("no space left on the device while writing the embedding cache",
+                                  file=self.folder / FILE, hint="free some space, or " + _HINT) from None
+            raise OutputError(f"the embedding cache cannot be written ({error})", file=self.folder / FILE,
+                              hint=_HINT) from None
         if getattr(self, "db", None) is not None:
             self.db.close()
         path = self.folder / FILE
