@@ -11,6 +11,7 @@ import json
 import logging
 import shutil
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -197,3 +198,44 @@ def test_a_bug_in_the_backend_is_one_line_in_its_log_not_a_traceback(backend, ca
     assert r.status_code == 500 and "ZeroDivisionError" in r.json()["error"]
     assert len(bug_lines) == 1 and "GET /health: ZeroDivisionError" in bug_lines[0]
     assert "Traceback" not in "\n".join(log.lines) + capfd.readouterr().err
+
+
+def test_a_body_of_millions_of_values_is_refused_before_it_is_parsed(backend, capfd):
+    """4,000,000 empty objects fit in the backend's byte limit, and Python would hold each
+    in ~60 bytes: gigabytes for one request."""
+    srv, _ = backend
+    body = b'{"project": "1.1", "tasks": [' + b",".join([b"{}"] * 2_000_001) + b"]}"
+    with watched("clipdata.backend") as log:
+        status, text = status_and_body(exchange(srv.port, post(srv.port, "/predict", body), timeout=60))
+    assert status == 413 and "more than 4000000 JSON values" in json.loads(text)["error"]
+    no_bug_in(log, capfd.readouterr().err)
+
+
+def test_other_requests_are_answered_while_a_body_is_parsed(backend, monkeypatch):
+    """A body is parsed and checked in a worker thread: a parse that takes long (a body of
+    many megabytes) never stops the event loop from answering /health."""
+    from clipdata.server import validate
+
+    srv, images = backend
+    parsing, release = threading.Event(), threading.Event()
+    parse = validate.parse_json
+
+    def slow_parse(data, **kw):
+        parsing.set()
+        release.wait(30)
+        return parse(data, **kw)
+
+    monkeypatch.setattr(validate, "parse_json", slow_parse)
+    body = json.dumps({"project": "1.1", "tasks": [{"id": 1, "data": {"image": "missing.jpg"}}]}).encode()
+    answers: list[bytes] = []
+    sender = threading.Thread(target=lambda: answers.append(exchange(srv.port, post(srv.port, "/predict", body),
+                                                                     timeout=60)))
+    sender.start()
+    try:
+        assert parsing.wait(30)
+        r = httpx.get(f"http://127.0.0.1:{srv.port}/health", timeout=10)  # while the parse waits
+        assert r.status_code == 200
+    finally:
+        release.set()
+        sender.join(60)
+    assert status_and_body(answers[0])[0] == 200

@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
@@ -21,6 +22,11 @@ from ..textfiles import nested_deeper
 
 MAX_BODY = 1 << 20  # bytes; the review app's largest body (a few thousand decisions) is ~200 KB
 MAX_DEPTH = 16  # nesting levels; the review app's bodies nest 2
+# JSON values in a body (counted before parsing, from its commas and brackets): Python holds
+# each in ~50-100 bytes, 20-40 times what it takes in the text, so a body of empty objects
+# under the byte limit could take gigabytes. 4,000,000 is a Label Studio /predict of ~100,000
+# tasks; at most ~400 MB.
+MAX_VALUES = 4_000_000
 _WHOLE = re.compile(r"[+-]?[0-9]{1,15}")
 _NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]{1,3})?")
 _JSON_TYPES = {dict: "an object", list: "an array", str: "a string", bool: "true/false", int: "a number",
@@ -99,9 +105,11 @@ class Schema:
         return value
 
 
-def parse_json(data: bytes, *, max_depth: int = MAX_DEPTH) -> object:
-    """A request body as JSON (empty: None): UTF-8, nested at most `max_depth` levels, no
-    NaN/Infinity, no lone surrogate (which no file could store as UTF-8)."""
+def parse_json(data: bytes, *, max_depth: int = MAX_DEPTH, max_values: int = MAX_VALUES) -> object:
+    """A request body as JSON (empty: None): UTF-8, nested at most `max_depth` levels and
+    holding at most `max_values` values (an upper bound counted without parsing), no
+    NaN/Infinity or number a float cannot hold, no lone surrogate (which no file could
+    store as UTF-8)."""
     if not data.strip():
         return None
     try:
@@ -110,6 +118,9 @@ def parse_json(data: bytes, *, max_depth: int = MAX_DEPTH) -> object:
         raise RequestError(400, f"the body is not UTF-8 (byte {e.start})") from None
     if nested_deeper(data, max_depth):
         raise RequestError(400, f"the body nests more than {max_depth} levels")
+    values = data.count(b",") + data.count(b"[") + data.count(b"{") + 1  # at least as many as it holds
+    if values > max_values:
+        raise RequestError(413, f"the body holds more than {max_values} JSON values; send it in smaller batches")
 
     def no_constant(name: str) -> None:
         raise RequestError(400, f"the body holds {name}, which is not JSON")
@@ -203,14 +214,12 @@ class Operation:
         if self._body is None:
             if data.strip() not in (b"", b"{}", b"null"):
                 raise RequestError(400, "this request takes no body")
-        else:
-            out["body"] = self._body.check(parse_json(data), "body")
+        else:  # parsed and checked in a worker thread: a body of many MB never stalls the other requests
+            out["body"] = await run_in_threadpool(lambda: self._body.check(parse_json(data), "body"))
         return out
 
     async def __call__(self, request: Request) -> Response:
         """Check, then run the handler in a worker thread (it may read files, decode images
         or run the model: the event loop keeps answering)."""
-        from starlette.concurrency import run_in_threadpool
-
         values = await self.values(request)
         return await run_in_threadpool(self.handler, request, values)
