@@ -71,9 +71,9 @@ def createml(root: Path, coords: dict):
     return ["createml", str(put(root, "ann.json", json.dumps(doc)))]
 
 
-def yolo(root: Path, yaml: str, label: str = "0 0.5 0.5 0.5 0.5"):
-    make_image(root / "images" / "a.jpg", (16, 16))
-    put(root, "labels/a.txt", label)
+def yolo(root: Path, yaml: str, label: str = "0 0.5 0.5 0.5 0.5", split: str = ""):
+    make_image(root / "images" / split / "a.jpg", (16, 16))
+    put(root, f"labels/{split}/a.txt", label)
     return ["yolo", str(put(root, "data.yaml", yaml))]
 
 
@@ -95,6 +95,13 @@ CASES = [
     ("coco 5000-digit number", lambda r: coco(r, raw=lambda t: t.replace("[1, 1, 8, 8]", f"[{DIGITS}, 1, 8, 8]", 1)), "error: (line 1, column 151): a number of more than 4,300 digits"),
     ("labelme 5000-digit number", lambda r: labelme(r, raw=lambda t: t.replace('"imageWidth": 16', f'"imageWidth": {DIGITS}')), "error: a number of more than 4,300 digits"),
     ("data.yaml 5000-digit nc", lambda r: yolo(r, f"train: images\nnames: [cat]\nnc: {DIGITS}\n"), "error: data.yaml (line 3, column 5): a number of 5,000 digits"),
+    # data.yaml split values written on Windows or another machine: lists already read them
+    ("data.yaml train: .\\images", lambda r: yolo(r, "train: .\\images\nnames: [cat]\n"), "ok"),
+    ("data.yaml train: images\\train", lambda r: yolo(r, "train: images\\train\nnames: [cat]\n", split="train"), "ok"),
+    ("data.yaml train: C:\\ path", lambda r: yolo(r, "train: C:\\Users\\them\\ds\\images\nnames: [cat]\n"), "ok"),
+    ("data.yaml train: /home path", lambda r: yolo(r, "train: /home/them/ds/images\nnames: [cat]\n"), "ok"),
+    ("data.yaml train: a folder not anywhere", lambda r: yolo(r, "train: C:\\data\\pictures\nnames: [cat]\n"), "error: 'C:\\\\data\\\\pictures' is not a folder"),
+    ("data.yaml nc: 1.0", lambda r: yolo(r, "train: images\nnames: [cat]\nnc: 1.0\n"), "error: nc is 1.0, not an integer"),
 ]
 
 

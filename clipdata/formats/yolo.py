@@ -277,7 +277,8 @@ def _names(value: object, nc: object, file: Path) -> list[str]:
         if not isinstance(n, str):
             raise SourceError(f"class {i} is a {type(n).__name__}, not a name", file=file, where="names")
     if nc is not None and (type(nc) is not int or nc != len(names)):
-        raise SourceError(f"nc is {nc!r} but names lists {len(names)} classes", file=file, where="nc")
+        wrong = ", not an integer" if type(nc) is not int else f" but names lists {len(names)} classes"
+        raise SourceError(f"nc is {nc!r}{wrong}", file=file, where="nc")
     return names
 
 
@@ -357,6 +358,11 @@ def _read_list(file: Path, root: Path, split: str) -> list[_Listed]:
 def _split_images(value: str, root: Path, file: Path, where: str, src: Source, split: str) -> tuple[list[_Listed], bool]:
     """The images a data.yaml split value names, and whether they came from a list."""
     p = _resolve(value, root)
+    if not p.exists():  # written on Windows or another machine: the image-list rule (list_entry)
+        found, _, _ = list_entry(value, root, root)
+        if found is not None and found.exists():
+            src.notes.append(f"{where}: {value!r} is not here; read {_name(found, root)} instead")
+            p = found
     if p.is_dir():
         if (p.parent / "labelTxt").is_dir():
             raise _obb(file)
