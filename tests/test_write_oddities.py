@@ -184,3 +184,38 @@ def test_label_onto_a_full_disk_and_unique_with_a_read_only_home(tmp_path: Path,
         assert p.returncode == 1 and p.stderr.count("\n") == 1 and "--no-cache" in p.stderr, p.stderr
     finally:
         subprocess.run(["umount", str(disk)])
+
+
+# ---- nothing left in the temporary folder ---------------------------------------------------
+
+def test_the_backend_keeps_a_scratch_folder_only_while_it_fetches(tmp_path: Path, spec, monkeypatch) -> None:
+    """It used to make /tmp/clipdata-backend-* when it started and remove it at a clean stop:
+    a killed server (or one never closed) left one behind for good."""
+    import io
+    import tempfile
+
+    from PIL import Image
+
+    from clipdata.scoring import Classes
+    from clipdata.server import learner as lm
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(buf, "JPEG")
+    seen: list[list[str]] = []
+
+    def fetch(url: str) -> bytes:
+        seen.append(os.listdir(scratch))
+        return buf.getvalue()
+
+    monkeypatch.setattr(lm, "fetch_remote", fetch)
+    learner = lm.Learner(Classes(["red", "blue"], [["red"], ["blue"]]), spec, cache_dir=tmp_path / "cache",
+                         allow_remote=True)
+    assert os.listdir(scratch) == []  # started: nothing a kill could leave
+    rows, errors = learner.embed([{"id": 1, "data": {"image": "https://example.org/a.jpg"}}], "image")
+    assert not errors and rows.shape[0] == 1 and np.isfinite(rows).all()
+    assert len(seen) == 1 and len(seen[0]) == 1  # a scratch folder while fetching ...
+    assert os.listdir(scratch) == []  # ... gone when the request is answered
+    learner.close()

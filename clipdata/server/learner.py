@@ -102,7 +102,6 @@ class Learner:
         self._fits: list[threading.Thread] = []  # running fits, waited for at close
         self._text: np.ndarray | None = None
         self._train_embedded: tuple[np.ndarray, np.ndarray] | None = None  # --train-from, embedded once
-        self._tmp = Path(tempfile.mkdtemp(prefix="clipdata-backend-"))
         self._base = self._fingerprint()
 
     # -- identity ---------------------------------------------------------------------------
@@ -192,7 +191,9 @@ class Learner:
             rows = {i: found[h] for i, h in known.items() if h in found}
         fetch = [i for i, ref in refs.items() if ref.kind != "disk" and i not in rows]
         paths: dict[int, str] = {i: ref.where for i, ref in refs.items() if ref.kind == "disk"}
-        work = Path(tempfile.mkdtemp(dir=self._tmp))
+        # a scratch folder only while images are fetched: a server killed between requests
+        # (SIGKILL, the OOM killer) leaves nothing in the temporary folder
+        work = Path(tempfile.mkdtemp(prefix="clipdata-backend-")) if fetch else None
         try:
             hashes: dict[int, str] = {}
 
@@ -230,7 +231,8 @@ class Learner:
                 while len(self._uploads) > KNOWN_UPLOADS:
                     self._uploads.popitem(last=False)
         finally:
-            shutil.rmtree(work, ignore_errors=True)
+            if work is not None:
+                shutil.rmtree(work, ignore_errors=True)
         dim = next((len(v) for v in rows.values()), 0)
         out = np.full((n, dim), np.nan, np.float32)
         for i, v in rows.items():
@@ -402,11 +404,9 @@ class Learner:
             return sorted({p.scorer.version for p in self.projects.values()})
 
     def close(self, wait: float = 60.0) -> None:
-        """Let running fits end (a thread killed inside torch at exit aborts the process), then
-        remove the scratch folder."""
+        """Let running fits end (a thread killed inside torch at exit aborts the process)."""
         with self._lock:
             running = list(self._fits)
         deadline = time.monotonic() + wait
         for t in running:
             t.join(max(0.0, deadline - time.monotonic()))
-        shutil.rmtree(self._tmp, ignore_errors=True)
