@@ -90,6 +90,9 @@ CASES = [
     ("labelstudio x 10**400", lambda r: labelstudio(r, {"x": HUGE}), "skipped: invalid_box"),
     ("labelstudio rotation 10**400", lambda r: labelstudio(r, {"rotation": HUGE}), "skipped: invalid_box"),
     ("labelstudio original_width 10**400", lambda r: labelstudio(r, original_width=HUGE), "ok"),
+    # Label Studio's taxonomy holds paths of names; it was refused as "labels must be a list of names"
+    ("labelstudio taxonomy", lambda r: labelstudio(r, {"taxonomy": [["animal", "cat"], ["plant"]]}, type="taxonomy"), "skipped: unsupported_shape"),
+    ("labelstudio taxonomy path of numbers", lambda r: labelstudio(r, {"taxonomy": [[1, 2]]}, type="taxonomy"), "error: labels must be a list of names"),
     ("createml x 10**400", lambda r: createml(r, {"x": HUGE}), "skipped: invalid_box"),
     # integers beyond Python's int(): a ValueError from json.loads / PyYAML was the "bug" line
     ("coco 5000-digit number", lambda r: coco(r, raw=lambda t: t.replace("[1, 1, 8, 8]", f"[{DIGITS}, 1, 8, 8]", 1)), "error: (line 1, column 151): a number of more than 4,300 digits"),

@@ -183,6 +183,8 @@ def _sample(where: str, url: object, results: list, file: Path, finder: ImageFin
             notes[f"type:{kind}"] += 1
             continue
         names = value.get(REGIONS.get(kind, kind)) or value.get("labels") or []
+        if kind == "taxonomy" and isinstance(names, list):  # paths, [["animal", "cat"], …]: one name each
+            names = [" / ".join(p) if isinstance(p, list) and all(isinstance(x, str) for x in p) else p for p in names]
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
             raise SourceError("labels must be a list of names", file=file, where=place)
         names = [n for n in names if n.strip()]
