@@ -25,7 +25,7 @@ _WARNINGS = threading.Lock()  # warning filters are process-wide: threads take t
 
 
 @contextmanager
-def _decoding(path: Path) -> Iterator[None]:
+def _decoding(path: Path | BinaryIO) -> Iterator[None]:
     """Any decoding failure becomes Unreadable, with its reason."""
     try:
         yield
@@ -35,7 +35,7 @@ def _decoding(path: Path) -> Iterator[None]:
         raise Unreadable(str(e).splitlines()[0] if str(e).strip() else type(e).__name__) from None
 
 
-def _open(path: Path) -> Image.Image:
+def _open(path: Path | BinaryIO) -> Image.Image:
     """Image.open (the header only), a decompression bomb refused before any pixel is decoded."""
     with _WARNINGS, warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -50,7 +50,7 @@ def open_image(path: Path) -> Image.Image:
         return img
 
 
-def thumbnail_jpeg(path: Path, side: int, quality: int = 85) -> bytes:
+def thumbnail_jpeg(path: Path | BinaryIO, side: int, quality: int = 85) -> bytes:
     """A JPEG of the image as displayed (EXIF orientation applied), at most `side` pixels on
     a side; a JPEG is decoded at reduced size (draft). Unreadable for a damaged file or a bomb."""
     with _decoding(path):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import shutil
 import socket
 import threading
@@ -22,7 +23,7 @@ pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
 import clipdata  # noqa: E402
-from helpers import SAMPLES  # noqa: E402
+from helpers import SAMPLES, make_image  # noqa: E402
 from test_serve import make_labeled  # noqa: E402
 
 BUG_MARKS = ("Traceback", "this is a bug", "Exception in ASGI application")
@@ -239,3 +240,64 @@ def test_other_requests_are_answered_while_a_body_is_parsed(backend, monkeypatch
         release.set()
         sender.join(60)
     assert status_and_body(answers[0])[0] == 200
+
+
+# -- files that change between the check and the read ---------------------------------------
+def _fifo(p: Path, secret: Path) -> None:
+    p.unlink()
+    os.mkfifo(p)
+
+
+def _symlink_out(p: Path, secret: Path) -> None:
+    p.unlink()
+    os.symlink(secret, p)
+
+
+def _folder(p: Path, secret: Path) -> None:
+    p.unlink()
+    p.mkdir()
+
+
+def _gone(p: Path, secret: Path) -> None:
+    p.unlink()
+
+
+@pytest.mark.parametrize("route", ["image", "thumb"])
+@pytest.mark.parametrize("swap", [_fifo, _symlink_out, _folder, _gone], ids=["FIFO", "symlink out", "folder", "gone"])
+def test_a_file_swapped_after_its_check_is_refused_never_followed_or_waited_on(tmp_path, capfd, monkeypatch, route,
+                                                                               swap):
+    """`Queue.file` checks a listed image (a regular file inside the root), then the app
+    reads it: another process can swap it in between. A FIFO then blocked a worker thread
+    for ever (the request never answered, the server never stopped); a symlink was followed
+    out of the image folder."""
+    from clipdata.server.queue import Queue
+
+    labeled = make_labeled(tmp_path)
+    secret = tmp_path / "other-secret.jpg"
+    make_image(secret, (40, 30), color=(0, 0, 255))
+    secret.write_bytes(secret.read_bytes() + b"SECRET")  # an image (a thumbnail would be made), marked
+    check = Queue.file
+    swapped: list[Path] = []
+
+    def check_then_swap(self, index):
+        found = check(self, index)
+        request = threading.current_thread().name != "clipdata-review-warm"  # not the embeddings' warm-up
+        if found is not None and index == 0 and request and not swapped:
+            swap(found, secret)
+            swapped.append(found)
+        return found
+
+    monkeypatch.setattr(Queue, "file", check_then_swap)
+    srv = clipdata.review_serve(labeled)
+    try:
+        r = httpx.get(f"http://127.0.0.1:{srv.port}/api/{route}/0", headers={"x-clipdata-token": srv.token},
+                      timeout=15)
+        assert r.status_code in (404, 422) and "a.jpg" in r.json()["error"], r.text[:200]
+        assert b"SECRET" not in r.content
+        still_answers(srv.port, srv.token)
+    finally:
+        if swapped and swapped[0].is_fifo():  # a reader stuck on it (the defect) gets end of file
+            with contextlib.suppress(OSError):
+                os.close(os.open(swapped[0], os.O_WRONLY | os.O_NONBLOCK))
+        srv.stop()
+    no_bug_in(Log(), capfd.readouterr().err)

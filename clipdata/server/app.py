@@ -6,11 +6,14 @@ by index. Every request is checked against its schema (openapi.py) before a hand
 it; anything else that goes wrong answers one line, never a traceback."""
 from __future__ import annotations
 
+import os
+import stat
 import sys
 import threading
 from collections import OrderedDict
 from importlib import resources
 from pathlib import Path
+from typing import BinaryIO
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -51,7 +54,8 @@ class Thumbs:
             if index in self.data:
                 self.data.move_to_end(index)
                 return self.data[index]
-        data = thumbnail_jpeg(path, side)
+        with open_listed(path) as f:
+            data = thumbnail_jpeg(f, side)
         with self._lock:
             if index not in self.data:
                 self.data[index] = data
@@ -66,6 +70,22 @@ def _static(name: str) -> bytes:
 
 
 MAX_IMAGE_BYTES = 256 << 20  # an image served as it is; larger ones are refused, not read
+
+
+def open_listed(path: Path) -> BinaryIO:
+    """Open a listed image that `Queue.file` found to be a regular file inside the root, as
+    it is now: the check and the open are two moments, and the file may have been swapped
+    since. A symlink is not followed (the path was resolved), a FIFO or device does not
+    block the open (O_NONBLOCK) and is refused from the open file's own stat."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise Unreadable("not a regular file (a pipe, socket, device or folder)")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def create_app(queue: Queue, vectors: Vectors, token: str, port: int, hosts: HostRule | None = None) -> ASGIApp:
@@ -125,12 +145,13 @@ def create_app(queue: Queue, vectors: Vectors, token: str, port: int, hosts: Hos
         path = image_file(index)
         kind = BROWSER_TYPES.get(path.suffix.lower())
         try:
-            if kind:
-                if path.stat().st_size > MAX_IMAGE_BYTES:
-                    raise unreadable(index, f"larger than {MAX_IMAGE_BYTES >> 20} MB")
-                return Response(path.read_bytes(), media_type=kind,
-                                headers={"cache-control": "private, max-age=3600"})
-            return Response(thumbnail_jpeg(path, 2048), media_type="image/jpeg")
+            with open_listed(path) as f:
+                if kind:
+                    data = f.read(MAX_IMAGE_BYTES + 1)  # what is there now, even if it grew since a stat
+                    if len(data) > MAX_IMAGE_BYTES:
+                        raise unreadable(index, f"larger than {MAX_IMAGE_BYTES >> 20} MB")
+                    return Response(data, media_type=kind, headers={"cache-control": "private, max-age=3600"})
+                return Response(thumbnail_jpeg(f, 2048), media_type="image/jpeg")
         except Unreadable as e:
             raise unreadable(index, str(e)) from None
         except OSError as e:
@@ -143,6 +164,8 @@ def create_app(queue: Queue, vectors: Vectors, token: str, port: int, hosts: Hos
             data = thumbs.get(index, path)
         except Unreadable as e:
             raise unreadable(index, str(e)) from None
+        except OSError as e:  # gone, or swapped for a symlink, since it was listed
+            raise unreadable(index, e.strerror or type(e).__name__) from None
         return Response(data, media_type="image/jpeg", headers={"cache-control": "private, max-age=3600"})
 
     def search(request: Request, values: dict) -> Response:
