@@ -219,3 +219,30 @@ def test_the_backend_keeps_a_scratch_folder_only_while_it_fetches(tmp_path: Path
     assert len(seen) == 1 and len(seen[0]) == 1  # a scratch folder while fetching ...
     assert os.listdir(scratch) == []  # ... gone when the request is answered
     learner.close()
+
+
+# ---- two runs into one folder ------------------------------------------------------------------
+
+def test_search_copy_to_is_locked_and_a_used_folder_is_refused_before_embedding(tmp_path: Path, photos: Path, spec,
+                                                                                 monkeypatch) -> None:
+    """Two searches into one --copy-to folder used to mix their hits (each saw it empty, then
+    both linked `001_….jpg`); the second now refuses at once, and a non-empty folder (a killed
+    search's) is refused before the images are embedded."""
+    from clipdata import embedding
+    from clipdata.fsutil import LOCK_NAME, locked
+
+    monkeypatch.setattr(embedding, "embed_paths", lambda *a, **k: (_ for _ in ()).throw(AssertionError("embedded")))
+    dest = tmp_path / "hits"
+    dest.mkdir()
+    with locked(dest):  # another run holds it
+        with pytest.raises(OutputError, match="another clipdata run is writing into this folder"):
+            clipdata.search(photos, ["red"], spec=spec, copy_to=dest)
+        assert sorted(p.name for p in dest.iterdir()) == [LOCK_NAME]  # the holder's lock left in place
+    (dest / ".clipdata-tmp-4242-001_p0.jpg").write_bytes(b"half")  # what a killed run leaves
+    with pytest.raises(OutputError, match="--copy-to: the folder is not empty"):
+        clipdata.search(photos, ["red"], spec=spec, copy_to=dest)
+    assert sorted(p.name for p in dest.iterdir()) == [".clipdata-tmp-4242-001_p0.jpg"]
+    monkeypatch.undo()
+    fresh = tmp_path / "fresh"
+    clipdata.search(photos, ["red"], top=2, spec=spec, copy_to=fresh)
+    assert sorted(p.name[:4] for p in fresh.iterdir()) == ["001_", "002_"]  # no lock file left

@@ -13,8 +13,8 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from ..embedding.spec import EngineSpec
-from ..errors import OptionError
-from ..fsutil import inside, link_or_copy, refuse_inside, safe_name, write_text
+from ..errors import OptionError, OutputError
+from ..fsutil import LOCK_NAME, inside, link_or_copy, locked, refuse_inside, safe_name, write_text
 from ..html import write_html
 from ..index import _groups, near_pairs, nearest, top_k, uniqueness  # noqa: F401  (nearest: API)
 from ..names import dumps
@@ -111,33 +111,34 @@ def search(images: str | Path | None, queries: Sequence[str] = (), *, image: str
     refuse_inside((jsonl, html_path, copy_to), _inputs(images, embeddings, ("the --image file", image)))
     from ..embedding import embed_images, embed_texts
 
-    root, embedded = _source(images, embeddings, spec, cache_dir, progress, needs_model=True)
-    with embedded as emb:
-        names = list(queries)
-        vecs = [embed_texts(emb.engine, names, emb.cache)] if names else []
-        if image is not None:
-            m, st = embed_images(emb.engine, [Path(image)], emb.cache, spec=spec)
-            if st.unreadable:
-                raise OptionError(f"--image {image}: unreadable ({next(iter(st.unreadable.values()))})")
-            names.append(f"image:{Path(image).name}")
-            vecs.append(m)
-    q = np.concatenate(vecs)
-    report = _report(root, emb)
-    idx, sims = top_k(emb.matrix, q, top, index_dir=getattr(emb, "index_dir", None), exact=exact,
-                      notes=report.notes)
-    for qi, name in enumerate(names):
-        report.hits += [Hit(name, r + 1, emb.paths[i], float(s)) for r, (i, s) in enumerate(zip(idx[qi], sims[qi]))
-                        if i >= 0]
-    if jsonl is not None:
-        write_text(Path(jsonl), "".join(dumps({"query": h.query, "rank": h.rank, "path": str(h.path),
-                                                    "score": round(h.score, 6)}) + "\n"
-                                        for h in report.hits))
-    if copy_to is not None:
-        _copy_hits(report, root, Path(copy_to), len(names) > 1)
-    if html_path is not None:
-        sections = [(n, [(h.path, f"#{h.rank} {h.score:.3f}") for h in report.hits if h.query == n]) for n in names]
-        write_html(Path(html_path), f"search: {', '.join(names)}", sections)
-    return report
+    with _hits_folder(copy_to):  # held from before the embedding: a second run into it refuses at once
+        root, embedded = _source(images, embeddings, spec, cache_dir, progress, needs_model=True)
+        with embedded as emb:
+            names = list(queries)
+            vecs = [embed_texts(emb.engine, names, emb.cache)] if names else []
+            if image is not None:
+                m, st = embed_images(emb.engine, [Path(image)], emb.cache, spec=spec)
+                if st.unreadable:
+                    raise OptionError(f"--image {image}: unreadable ({next(iter(st.unreadable.values()))})")
+                names.append(f"image:{Path(image).name}")
+                vecs.append(m)
+        q = np.concatenate(vecs)
+        report = _report(root, emb)
+        idx, sims = top_k(emb.matrix, q, top, index_dir=getattr(emb, "index_dir", None), exact=exact,
+                          notes=report.notes)
+        for qi, name in enumerate(names):
+            report.hits += [Hit(name, r + 1, emb.paths[i], float(s)) for r, (i, s) in enumerate(zip(idx[qi], sims[qi]))
+                            if i >= 0]
+        if jsonl is not None:
+            write_text(Path(jsonl), "".join(dumps({"query": h.query, "rank": h.rank, "path": str(h.path),
+                                                        "score": round(h.score, 6)}) + "\n"
+                                            for h in report.hits))
+        if copy_to is not None:
+            _copy_hits(report, root, Path(copy_to), len(names) > 1)
+        if html_path is not None:
+            sections = [(n, [(h.path, f"#{h.rank} {h.score:.3f}") for h in report.hits if h.query == n]) for n in names]
+            write_html(Path(html_path), f"search: {', '.join(names)}", sections)
+        return report
 
 
 def _inputs(images, embeddings, *more: tuple[str, str | Path | None]) -> list[tuple[str, str | Path | None]]:
@@ -158,12 +159,24 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")[:60] or "query"
 
 
+@contextmanager
+def _hits_folder(copy_to: str | Path | None) -> Iterator[None]:
+    """`--copy-to`'s folder, new or empty, locked for the run (fsutil.locked): two searches
+    into one folder never mix their hits."""
+    if copy_to is None:
+        yield
+        return
+    dest = Path(copy_to)
+    with locked(dest):
+        if any(p.name != LOCK_NAME for p in dest.iterdir()):
+            raise OutputError("--copy-to: the folder is not empty", file=dest, hint="choose a new or empty folder")
+        yield
+
+
 def _copy_hits(report: RankReport, root: Path, dest: Path, per_query: bool) -> None:
     """Link each hit into `dest` (a folder per query when there are several). Every name is
     made safe from its text (a query such as '..' or 'a/b' cannot climb out or nest), distinct
     queries keep distinct folders, and each target is checked to lie inside `dest`."""
-    if dest.exists() and any(dest.iterdir()):
-        raise OptionError(f"--copy-to {dest}: the folder is not empty")
     folders: dict[str, str] = {}
     for q in dict.fromkeys(h.query for h in report.hits):
         name, n = safe_name(_slug(q)), 1
