@@ -77,6 +77,25 @@ def yolo(root: Path, yaml: str, label: str = "0 0.5 0.5 0.5 0.5", split: str = "
     return ["yolo", str(put(root, "data.yaml", yaml))]
 
 
+def cvat_utf16(root: Path) -> str:
+    make_image(root / "images" / "a.jpg", (16, 16))
+    xml = ('<?xml version="1.0" encoding="utf-16"?><annotations><image id="0" name="a.jpg" width="16" height="16">'
+           '<box label="cat" xtl="1" ytl="1" xbr="9" ybr="9"/></image></annotations>')
+    return str(put(root, "annotations.xml", xml.encode("utf-16")))
+
+
+def voc_upper(root: Path) -> str:
+    make_image(root / "JPEGImages" / "a.jpg", (16, 16))
+    put(root, "Annotations/a.XML", "<annotation><filename>a.jpg</filename><object><name>cat</name><bndbox>"
+                                   "<xmin>1</xmin><ymin>1</ymin><xmax>9</xmax><ymax>9</ymax></bndbox></object></annotation>")
+    return str(root)
+
+
+def yolo_upper(root: Path) -> str:
+    Path(yolo(root, "train: images\nnames: [cat]\n")[1]).rename(root / "DATA.YAML")
+    return str(root)
+
+
 # (name, build, expected): "error: <fragment>" exit 1 naming the file; "skipped: <reason>"
 # exit 0 with the item counted; "ok" a clean run.
 CASES = [
@@ -93,6 +112,13 @@ CASES = [
     # Label Studio's taxonomy holds paths of names; it was refused as "labels must be a list of names"
     ("labelstudio taxonomy", lambda r: labelstudio(r, {"taxonomy": [["animal", "cat"], ["plant"]]}, type="taxonomy"), "skipped: unsupported_shape"),
     ("labelstudio taxonomy path of numbers", lambda r: labelstudio(r, {"taxonomy": [[1, 2]]}, type="taxonomy"), "error: labels must be a list of names"),
+    # `convert auto`: UTF-16 files were "could not tell"; a folder holding an annotation file
+    # where no reader looks was read as folder-per-class (classes `photos`, `JPEGImages`, `labels`)
+    ("auto: COCO in UTF-16", lambda r: ["auto", coco(r, raw=lambda t: t.encode("utf-16"))[1]], "error: UTF-16"),
+    ("auto: CVAT XML in UTF-16", lambda r: ["auto", cvat_utf16(r)], "ok"),
+    ("auto: Label Studio export beside its images", lambda r: ["auto", str(Path(labelstudio(r)[1]).parent)], "error: holds export.json (labelstudio) where no reader looks"),
+    ("auto: VOC written a.XML", lambda r: ["auto", voc_upper(r)], "error: holds Annotations/a.XML (voc)"),
+    ("auto: DATA.YAML", lambda r: ["auto", yolo_upper(r)], "error: holds DATA.YAML (yolo)"),
     ("createml x 10**400", lambda r: createml(r, {"x": HUGE}), "skipped: invalid_box"),
     # integers beyond Python's int(): a ValueError from json.loads / PyYAML was the "bug" line
     ("coco 5000-digit number", lambda r: coco(r, raw=lambda t: t.replace("[1, 1, 8, 8]", f"[{DIGITS}, 1, 8, 8]", 1)), "error: (line 1, column 151): a number of more than 4,300 digits"),
@@ -124,7 +150,7 @@ def test_odd_export(tmp_path, name, build, expected):
     if kind == "error":
         assert r.exit_code == 1, output
         assert len([line for line in r.output.splitlines() if line.startswith("error:")]) == 1, r.output
-        assert fragment in output and "src/" in output, output
+        assert fragment in output and "/src" in output, output  # names the file or folder
         return
     assert r.exit_code == 0, output
     prov = json.loads((out / "clipdata.json").read_text())

@@ -12,6 +12,7 @@ from ..errors import SourceError
 from ..imagefiles import IMAGE, walk
 
 HEAD = 1 << 16  # bytes of a file read to sniff it
+NAME_IT = "name it: clipdata convert FORMAT (folder, coco, yolo, voc, labelme, cvat, labelstudio, createml)"
 
 
 def _head(path: Path) -> str:
@@ -19,9 +20,13 @@ def _head(path: Path) -> str:
         if not path.is_file():
             return ""
         with open(path, "rb") as f:
-            return f.read(HEAD).decode("utf-8", "replace").lstrip("\ufeff \t\r\n")
+            data = f.read(HEAD)
     except OSError:
         return ""
+    # UTF-16 (Windows tools write it; XML declares it): sniffed as text, so the reader can read
+    # it (XML) or refuse it naming the encoding (JSON), instead of "could not tell"
+    codec = "utf-16" if data[:2] in (b"\xff\xfe", b"\xfe\xff") else "utf-8"
+    return data.decode(codec, "replace").lstrip("\ufeff \t\r\n")
 
 
 def _keys(text: str) -> set[str]:
@@ -88,11 +93,40 @@ def _folder(path: Path) -> set[str]:
     jsons = sorted(path.glob("*.json"))[:20] + sorted(path.glob("*/*.json"))[:20]
     if any(json_kind(p) == "labelme" for p in jsons):
         found.add("labelme")
+    if not found and (stray := _annotation_files(path)):
+        raise SourceError(f"could not tell which format this is: it holds {', '.join(stray)} where no reader looks, "
+                          "so its sub-folders are not taken as classes", file=path,
+                          hint=f"pass that file itself, or {NAME_IT}")
     if not found:  # only pictures in class folders: folder-per-class
         for e in walk(path, inside=path):
             if e.kind == IMAGE and e.path.parent != path:
                 found.add("folder")
                 break
+    return found
+
+
+def _annotation_files(path: Path) -> list[str]:
+    """Annotation files at the top of a folder, or in its Annotations/, that matched no rule
+    (a Label Studio export beside its images, `a.XML`, `DATA.YAML`): such a folder is no
+    folder-per-class, and reading it as one would make classes of `images/`, `JPEGImages/`."""
+    found = []
+    for d in (path, path / "Annotations", path / "annotations"):
+        try:
+            files = sorted(p for p in d.iterdir() if p.is_file())[:1000]
+        except OSError:
+            continue
+        for p in files:
+            suffix, kind = p.suffix.lower(), None
+            if suffix == ".json":
+                kind = json_kind(p)
+            elif suffix == ".xml":
+                kind = {"annotation": "voc", "annotations": "cvat"}.get(_xml_root(p) or "")
+            elif suffix in (".yaml", ".yml") or p.name.lower() in ("obj.data", "obj.names", "classes.txt"):
+                kind = "yolo" if p.name.lower() != "classes.txt" or d == path else None
+            if kind:
+                found.append(f"{p.relative_to(path).as_posix()} ({kind})")
+            if len(found) == 3:
+                return found
     return found
 
 
@@ -105,8 +139,6 @@ def detect(source: str | Path) -> str:
     if len(found) == 1:
         return found.pop()
     if not found:
-        raise SourceError("could not tell which format this is", file=path,
-                          hint="name it: clipdata convert FORMAT (folder, coco, yolo, voc, labelme, cvat, "
-                               "labelstudio, createml)")
+        raise SourceError("could not tell which format this is", file=path, hint=NAME_IT)
     raise SourceError(f"more than one format matches: {', '.join(sorted(found))}", file=path,
                       hint=f"name the one you mean: clipdata convert {sorted(found)[0]} …")
