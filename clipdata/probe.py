@@ -137,6 +137,15 @@ def _kind(strength: float, weight: float) -> str:
     return "probe" if weight == 1 else "blend"
 
 
+def check_folds(folds: int) -> None:
+    """Folds are a user's option (--folds): fewer than two hold nothing out. Said before any
+    image is embedded, never clamped silently."""
+    from .errors import OptionError
+
+    if folds < 2:
+        raise OptionError(f"--folds {folds} must be at least 2 (cross-validation holds one fold out)")
+
+
 def fit_probe(features: np.ndarray, labels: np.ndarray, text: np.ndarray, scale: float, *,
               strengths: Sequence[float] | None = None, folds: int = 5, seed: int = 0,
               blend_weights: Sequence[float] = BLEND_WEIGHTS) -> Probe:

@@ -6,10 +6,13 @@ or SIGTERM). Diagnostics are one line each and never wrapped, even when piped.
 """
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import time
+import typing
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Iterator, NoReturn
 
 import click
@@ -21,7 +24,7 @@ from rich.text import Text
 
 from .._version import __version__
 from ..errors import ClipdataError, OptionError
-from ..names import message
+from ..names import is_utf8, message, quoted
 from ..procs import sigterm_as_interrupt
 
 # Help is plain text (rich_markup_mode=None): what the source says is what --help shows (rich
@@ -34,6 +37,16 @@ review_app = typer.Typer(help="Turn reviewed pre-labels into a CLIP layout.", no
                          rich_markup_mode=None)
 app.add_typer(review_app, name="review")
 
+class OutputFailed(Exception):
+    """Writing to stdout or stderr failed: the reader went away (`| head`), the disk is full
+    (`>/dev/full`) or the stream was closed (`>&-`). Not the command's fault, and not a bug:
+    main() ends the run with one line (or none, for a closed pipe)."""
+
+    def __init__(self, stream: str, error: OSError) -> None:
+        super().__init__(f"cannot write to standard {stream[3:]}put: {error.strerror or error}")
+        self.stream, self.errno = stream, error.errno
+
+
 class _Shown:
     """The process's stdout or stderr as it is at each write (tests swap them), with every
     name's undecodable byte spelled `\\xNN` (clipdata/names.py): printing a name never fails."""
@@ -42,7 +55,21 @@ class _Shown:
         self._name = name
 
     def write(self, text: str) -> int:
-        return getattr(sys, self._name).write(message(text))
+        stream = getattr(sys, self._name)
+        try:
+            if stream is None:  # started with the descriptor closed (`>&-`)
+                raise OSError(errno.EBADF, "it is closed")
+            return stream.write(message(text))
+        except OSError as e:
+            raise OutputFailed(self._name, e) from None
+
+    def flush(self) -> None:
+        stream = getattr(sys, self._name)
+        try:
+            if stream is not None:
+                stream.flush()
+        except OSError as e:
+            raise OutputFailed(self._name, e) from None
 
     def __getattr__(self, attr: str):
         return getattr(getattr(sys, self._name), attr)
@@ -78,8 +105,29 @@ def _one_line(text: object) -> str:
     return " ".join(str(text).split("\n"))
 
 
+# click's own control flow and usage errors (typer vendors click from 0.26 on: both kinds)
+_CONTROL = tuple({click.exceptions.Exit, click.exceptions.ClickException, click.exceptions.Abort,
+                  typer.Exit, typer.Abort, getattr(typer, "TyperException", typer.Exit)})
+_said_interrupted = False
+
+
+def _say_err(text: str | Text) -> None:
+    """A line on stderr; when stderr itself cannot be written, the exit code alone speaks."""
+    try:
+        err_console.print(text)
+    except OutputFailed:
+        pass
+
+
+def _interrupted() -> None:
+    global _said_interrupted
+    if not _said_interrupted:
+        _said_interrupted = True
+        _say_err("interrupted")
+
+
 def _fail(text: str, code: int) -> NoReturn:
-    err_console.print(styled(("error:", "bold red"), " ", _one_line(text)))
+    _say_err(styled(("error:", "bold red"), " ", _one_line(text)))
     raise typer.Exit(code)
 
 
@@ -100,7 +148,7 @@ def errors() -> Iterator[None]:
     try:
         with sigterm_as_interrupt():
             yield
-    except (click.exceptions.Exit, click.exceptions.ClickException, click.exceptions.Abort):
+    except (*_CONTROL, OutputFailed):
         raise
     except OptionError as e:
         _fail(str(e), 2 if e.file is None else 1)
@@ -110,7 +158,7 @@ def errors() -> Iterator[None]:
         where = f"{e.filename}: " if e.filename else ""
         _fail(f"{where}{e.strerror or e}", 1)
     except KeyboardInterrupt:
-        err_console.print("interrupted")
+        _interrupted()
         raise typer.Exit(130)
     except Exception as e:
         last_resort(e)
@@ -145,15 +193,128 @@ def progress(label: str, quiet: bool) -> Iterator:
         yield update
 
 
-def main() -> None:
-    """The `clipdata` command: what escapes every command's own handler still ends in one line."""
+# --model and --weights name folders and files: bytes are fine there, as in every path
+_NAMES_OF_FILES = {"model", "weights"}
+
+
+def _kind(param: click.Parameter) -> str | None:
+    """"text" for a str (or list of str) parameter, "path" for a Path one, else None (typer
+    0.26+ keeps the annotation; older typer hands click a type)."""
+    annotation = getattr(getattr(param, "type_descriptor", None), "annotation", None)
+    if annotation is None:
+        name = getattr(getattr(param, "type", None), "name", "")
+        return {"text": "text", "path": "path"}.get(name)
+    for kind, cls in (("text", str), ("path", Path)):
+        if annotation is cls or any(a is cls or cls in typing.get_args(a) for a in typing.get_args(annotation)):
+            return kind
+    return None
+
+
+def _checked(param: click.Parameter, kind: str, process_value):
+    """`process_value` that first looks at what was typed, before typer turns it into a value:
+    text that reaches a model, a caption or a file (a query, a template, a class name) must be
+    UTF-8, or a Latin-1 terminal's byte crashes the run halfway or lands in a caption as
+    `\\xff`; a path must not be empty, or Path("") is the current folder (an unset
+    shell variable, `clipdata search "$DIR" cat`, would search wherever the user stands)."""
+    def process(ctx: click.Context, value):
+        for v in value if isinstance(value, (list, tuple)) else (value,):
+            if not isinstance(v, str):
+                continue
+            if kind == "text" and not is_utf8(v):
+                raise typer.BadParameter(f"{quoted(v)} is not UTF-8 text: type it in UTF-8 "
+                                         f"(or set a UTF-8 locale: LANG=C.UTF-8)", ctx=ctx, param=param)
+            if kind == "path" and v == "":
+                raise typer.BadParameter("an empty path: give a file or folder ('.' for this one)",
+                                         ctx=ctx, param=param)
+        return process_value(ctx, value)
+    return process
+
+
+def command(group: click.Command | None = None) -> click.Command:
+    """The click command behind `clipdata`, each text parameter held to UTF-8 and each path
+    parameter to a non-empty path (_checked)."""
+    group = group or typer.main.get_command(app)
+    for p in group.params:
+        kind = _kind(p)
+        if kind == "path" or (kind == "text" and p.name not in _NAMES_OF_FILES):
+            p.process_value = _checked(p, kind, p.process_value)
+    for sub in getattr(group, "commands", {}).values():
+        command(sub)
+    return group
+
+
+_OUTPUT_ERRNOS = {errno.EPIPE, errno.ENOSPC, errno.EBADF, errno.EIO, errno.EDQUOT, errno.EFBIG}
+
+
+def _output_failed(e: OutputFailed) -> int:
+    if e.stream == "stdout" and e.errno == errno.EPIPE:  # `| head`: the reader has what it wanted
+        return 141  # 128 + SIGPIPE, as a tool killed by SIGPIPE reports it
+    _say_err(styled(("error:", "bold red"), " ", str(e)))
+    return 1
+
+
+def _exit_code(run) -> int:
+    """Run `run()` (click in non-standalone mode) and turn what ends it into an exit code and at
+    most one line. Kept here, not in click: a Ctrl-C or SIGTERM at any point (an import, the
+    table at the end) says 'interrupted' once; a closed pipe is silent; a full disk is one line."""
     try:
-        app(prog_name="clipdata")
+        try:
+            with sigterm_as_interrupt():
+                code = run()
+        finally:
+            sys.stdout and _Shown("stdout").flush()  # here, not at exit, where Python would print a traceback
+    except OSError as e:  # click's own echo (--help, usage) writes past _Shown
+        if e.filename is not None or e.errno not in _OUTPUT_ERRNOS:
+            _say_err(styled(("error:", "bold red"), " ", _one_line(f"{e.filename}: {e.strerror}" if e.filename else e)))
+            return 1
+        return _output_failed(OutputFailed("stdout", e))
+    except OutputFailed as e:
+        return _output_failed(e)
+    except typer.Exit as e:  # typer turns KeyboardInterrupt into Exit(130) where it catches it first
+        code = e.exit_code
+    except click.exceptions.Exit as e:
+        code = e.exit_code
+    except (click.exceptions.Abort, getattr(typer, "Abort", click.exceptions.Abort)):
+        _say_err("Aborted!")
+        return 1
+    except (click.exceptions.ClickException, getattr(typer, "TyperException", click.exceptions.ClickException)) as e:
+        try:
+            e.show()
+        except OSError:
+            pass
+        return e.exit_code
     except KeyboardInterrupt:
-        err_console.print("interrupted")
-        raise SystemExit(130)
+        code = 130
     except Exception as e:
         try:
             last_resort(e)
-        except click.exceptions.Exit as done:
-            raise SystemExit(done.exit_code)
+        except _CONTROL as done:
+            return done.exit_code
+    code = code if isinstance(code, int) else 0
+    if code == 130:
+        _interrupted()
+    return code
+
+
+def _quiet_streams() -> None:
+    """Point stdout/stderr that failed at /dev/null, so Python's own flush at exit stays quiet."""
+    for name, fd in (("stdout", 1), ("stderr", 2)):
+        stream = getattr(sys, name)
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):
+            try:
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, fd)
+                os.close(devnull)
+            except OSError:
+                pass
+
+
+def main() -> None:
+    """The `clipdata` command: whatever ends a run ends it in one line and the exit code
+    (0 ok, 1 failure, 2 usage, 130 interrupted, 141 output pipe closed), never a traceback."""
+    code = _exit_code(lambda: command().main(prog_name="clipdata", standalone_mode=False))
+    _quiet_streams()
+    raise SystemExit(code)

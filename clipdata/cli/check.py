@@ -10,7 +10,7 @@ import typer
 
 from .app import app, err_console, errors, out_console, styled
 from .rank import Embeddings
-from .options import engine_options
+from .options import at_least, engine_options
 from .render import _table, notes, say
 
 CHECK_HELP = """A dataset health report of a CLIP layout, and a gate for CI.
@@ -78,6 +78,7 @@ def check(
     from ..commands.check import check as api_check
 
     with errors(), phases(quiet) as update:
+        at_least(top=(top, 1))
         r = api_check(layout, kinds=kinds, spec=spec, cache_dir=cache, embeddings=embeddings, json_path=json_path,
                       html_path=html_out, fail_on=fail_on, baseline=baseline, thresholds=threshold, folds=folds,
                       progress=update)

@@ -7,7 +7,7 @@ from typing import List, Optional
 import typer
 
 from .app import app, errors, out_console, progress, styled
-from .options import HtmlOut, JsonlOut, engine_options
+from .options import HtmlOut, JsonlOut, at_least, engine_options
 from .render import _table, footer, notes, say
 
 PROMPTS_HELP = """Find the best caption wording per class of a CLIP layout, by cross-validation.
@@ -96,6 +96,7 @@ def audit(
     from ..commands.audit import audit as api_audit
 
     with errors(), progress("embedding", quiet) as update:
+        at_least(top=(top, 1))
         r = api_audit(layout, splits=split, folds=folds, spec=spec, cache_dir=cache, jsonl=jsonl,
                       html_path=html_out, progress=update)
     table = _table(f"{r.layout}: {r.flagged} of {r.images} images flagged", ("path", "label", "suggested", "score"),

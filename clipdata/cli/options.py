@@ -42,6 +42,16 @@ JsonlOut = Annotated[Optional[Path], typer.Option("--jsonl", help="Write the res
 HtmlOut = Annotated[Optional[Path], typer.Option("--html", help="A page of the results' thumbnails.")]
 
 
+def at_least(**options: tuple[int, int]) -> None:
+    """A CLI-only count (rows shown) below its floor is a usage error, as the API's counts are:
+    at_least(top=(top, 1)). Never a silent Python slice (`--top -1`: all rows but the last)."""
+    from ..errors import OptionError
+
+    for name, (value, low) in options.items():
+        if value < low:
+            raise OptionError(f"--{name.replace('_', '-')} {value} must be at least {low}")
+
+
 def _opt(name: str, default, annotation, *decls: str, help: str) -> inspect.Parameter:
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation,
                              default=typer.Option(default, *decls, help=help))

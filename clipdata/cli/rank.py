@@ -8,7 +8,7 @@ import typer
 
 from . import render
 from .app import app, errors, progress
-from .options import HtmlOut, JsonlOut, engine_options
+from .options import HtmlOut, JsonlOut, at_least, engine_options
 
 Embeddings = Annotated[Optional[Path], typer.Option(
     "--embeddings", help="Read this embeddings folder (clipdata embed) instead of images.")]
@@ -115,6 +115,7 @@ def unique(
     from ..commands.rank import unique as api_unique
 
     with errors(), progress("embedding", quiet) as update:
+        at_least(top=(top, 1))
         r = api_unique(images, per_class=per_class, k=k, spec=spec, cache_dir=cache, jsonl=jsonl,
                        html_path=html_out, progress=update, embeddings=embeddings, exact=exact or None)
     render.unique_report(r, top)

@@ -61,6 +61,7 @@ def audit(layout: str | Path, *, splits: Sequence[str] = (), folds: int = 5, see
           jsonl: str | Path | None = None, html_path: str | Path | None = None, html_top: int = 50,
           progress: Callable[[int, int], None] | None = None) -> AuditReport:
     """Rank every labeled image of the layout (all splits, or `splits`) by how likely its label is wrong."""
+    probe.check_folds(folds)
     from ..embedding import embed_paths, model_scalars
 
     t0 = time.perf_counter()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -555,6 +556,8 @@ def parse_thresholds(items: Sequence[str] | dict | None) -> dict[str, float]:
             th[name] = float(value)
         except (TypeError, ValueError):
             raise OptionError(f"--threshold {name}={value!r}: not a number") from None
+        if not math.isfinite(th[name]):  # nan compares false with everything: the check would be off
+            raise OptionError(f"--threshold {name}={value!r}: not a finite number")
     return th
 
 
@@ -576,6 +579,7 @@ def check(layout: str | Path, *, kinds: Sequence[str] | str | None = None, spec:
                               hint="write it beside the layout")
     refuse_inside((json_path, html_path), [("the embeddings folder", embeddings)])
     th = parse_thresholds(thresholds)
+    probe.check_folds(folds)
     gate_kinds = parse_kinds(fail_on, "--fail-on")
     chosen = parse_kinds(kinds, "--kinds") if kinds else [k for k in KINDS if not (embeddings and k == "quality")]
     base = load_baseline(baseline) if baseline is not None else None

@@ -128,8 +128,13 @@ def label(images: str | Path, out: str | Path, *, classes: str | list[str] | Non
     cls, train = classes_and_training(classes, ontology, from_layout, template, train_from)
     if top_k < 1:
         raise OptionError("--top-k must be at least 1")
+    if train_from is not None:
+        from ..probe import check_folds
+
+        check_folds(folds)
     if not 0 <= threshold <= 1 or not 0 <= margin <= 1:
         raise OptionError("--threshold and --margin are probabilities, between 0 and 1")
+    engine = Engine(spec.check())  # a bad engine option is refused before OUT is touched
     paths = scan_images(root)
     fingerprint = hashlib.sha256(json.dumps(
         [__version__, str(root.resolve()), cls.names, cls.captions, top_k, threshold, margin, copy,
@@ -139,7 +144,6 @@ def label(images: str | Path, out: str | Path, *, classes: str | list[str] | Non
         replay(out, fingerprint, "label.json")  # the same command, or a clear refusal
     _prepare(out, overwrite or (resume and interrupted(out)), root)
     Journal(out, fingerprint, fresh=True).close()  # marks OUT unfinished until label.json is written
-    engine = Engine(spec.check())
     # label keeps its own cache in OUT (kept by --overwrite) unless told otherwise
     with open_cache(engine, cache_dir if cache_dir is not None else out / "cache") as cache:
         text = class_embeddings(engine, cls, cache)

@@ -154,6 +154,7 @@ def prompts(layout: str | Path, out_yaml: str | Path, *, templates: Sequence[str
     """Choose each class's wording by cross-validated top-1 on the layout's labeled images
     (every split but `test`, or `split`), report it on `test` when that split was not used,
     and write the choice to `out_yaml`."""
+    probe.check_folds(folds)
     from ..embedding import embed_paths, embed_texts, model_scalars
 
     t0 = time.perf_counter()

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 from ..errors import ClipdataError, OptionError, first_line
+from ..names import is_utf8, quoted
 from .families import OPEN_CLIP_PREFIX, SIGMOID, Family, family_for, read_checkpoint
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -90,6 +91,9 @@ class ModelSpec:
     weights: str | None = None
 
     def check(self) -> "ModelSpec":
+        if not self.model.strip():  # Path("") is the current folder: never load from wherever the user stands
+            raise OptionError("--model is empty", hint="give a local model folder or a Hugging Face id "
+                                                      "such as openai/clip-vit-base-patch32")
         if looks_like_path(self.model) and not Path(self.model).expanduser().is_dir():
             what = "is not a folder" if Path(self.model).expanduser().exists() else "no such folder"
             raise ModelError(f"--model {self.model}: {what}",
@@ -177,6 +181,7 @@ class Engine:
         else:
             self.dtype = spec.dtype
         self._model = self._processor = None
+        self._vocabulary_ok: bool | None = None
         self._scalars: tuple[str, float, float] | None = None
         self._backend = None
         if spec.model.startswith(OPEN_CLIP_PREFIX):
@@ -329,6 +334,7 @@ class Engine:
         trained so (SigLIP: 64); lowercased where the authors lowercase. A caption's tokens never
         depend on the other captions of its batch."""
         model = self.model
+        self._check_text(texts)
         if self._backend is not None:
             return self._backend.tokenize(texts)
         family = self.family
@@ -340,6 +346,23 @@ class Engine:
                                        return_tensors="pt")
         accepted = _accepted(model.get_text_features)
         return {k: v for k, v in tok.items() if accepted is None or k in accepted}
+
+    def _check_text(self, texts: Sequence[str]) -> None:
+        """Refuse what would embed as noise, not as the words: text with an undecodable byte,
+        and a tokenizer that knows only its special tokens (a model folder saved without its
+        tokenizer files: transformers then builds an empty one, and every query is the same)."""
+        bad = next((t for t in texts if not is_utf8(t)), None)
+        if bad is not None:
+            raise OptionError(f"the text {quoted(bad)} is not UTF-8", hint="give captions and queries in UTF-8")
+        if self._backend is not None:  # open_clip: its own tokenizer, always whole
+            return
+        if self._vocabulary_ok is None:
+            tokenizer = self.processor.tokenizer
+            self._vocabulary_ok = bool(set(tokenizer.get_vocab().values()) - set(tokenizer.all_special_ids))
+        if not self._vocabulary_ok:
+            raise ModelError(f"model {self.spec.model!r} has no tokenizer vocabulary: its folder lacks the "
+                             "tokenizer files (tokenizer.json, vocab.json and merges.txt, or a sentencepiece model)",
+                             hint="copy them from the model's original folder into --model (tokenizer.save_pretrained)")
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         """Unit text embeddings, tokenized by the family's rules (`tokenize`)."""

@@ -38,6 +38,10 @@ class EngineSpec:
         self.model_spec.check()
         if self.batch_size is not None and self.batch_size < 1:
             raise OptionError(f"--batch-size {self.batch_size} must be at least 1")
+        if self.workers is not None and self.workers < 0:
+            raise OptionError(f"--workers {self.workers} must be 0 (decode in this process) or more")
+        if self.num_actors is not None and self.num_actors < 1:
+            raise OptionError(f"--num-actors {self.num_actors} must be at least 1")
         return self
 
 

@@ -1,0 +1,190 @@
+"""The command line where the process around it is odd: stdout full, closed or a pipe whose
+reader left; Ctrl-C and SIGTERM while a command works or while it still imports; arguments a
+shell hands over as bytes (non-UTF-8 text), empty paths, counts out of range; model folders
+without a tokenizer. Each ends in the exit code and at most one line, never a traceback and
+never the "this is a bug" line.
+
+The process-level cases run `python -m clipdata.cli` as a user does; the argument table runs
+the same entry point, main(), in this process (it stops before any model loads)."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from clipdata.cli.app import main
+from helpers import SAMPLES, SHAPES_MODEL, make_image, needs_shapes_model
+
+LAYOUT = SAMPLES / "shapes" / "layout"
+UNLABELED = SAMPLES / "shapes" / "unlabeled"
+FOLDER = SAMPLES / "folder"
+M = str(SHAPES_MODEL)
+XFF = "\udcff"  # the byte 0xff of an argument, as Python hands it over (surrogateescape)
+
+
+def _clipdata(args, **kw) -> subprocess.CompletedProcess:
+    kw.setdefault("stdout", subprocess.PIPE)
+    return subprocess.run([sys.executable, "-m", "clipdata.cli", *args], stderr=subprocess.PIPE, timeout=120, **kw)
+
+
+def _lines(err: bytes) -> list[str]:
+    text = err.decode("utf-8", "replace")
+    assert "Traceback" not in text and "this is a bug" not in text, text
+    return [line for line in text.splitlines() if line.strip()]
+
+
+# --------------------------------------------------------------- stdout that cannot be written
+
+@pytest.mark.parametrize("args", [["models"], ["--help"], ["inspect", str(LAYOUT)]], ids=["models", "help", "inspect"])
+def test_a_full_disk_on_stdout_is_one_line(args):
+    with open("/dev/full", "wb") as full:
+        r = _clipdata(args, stdout=full)
+    assert r.returncode == 1
+    assert _lines(r.stderr) == ["error: cannot write to standard output: No space left on device"]
+
+
+def test_a_closed_stdout_is_one_line():
+    r = _clipdata(["models"], stdout=subprocess.DEVNULL, pass_fds=(), close_fds=True,
+                  preexec_fn=lambda: os.close(1))
+    assert r.returncode == 1
+    assert _lines(r.stderr) == ["error: cannot write to standard output: it is closed"]
+
+
+@pytest.mark.parametrize("args", [["models"], ["inspect", str(LAYOUT)]], ids=["models", "inspect"])
+def test_a_pipe_whose_reader_left_ends_quietly_with_141(args):
+    """`clipdata models | head -1`: the reader has what it wanted; no line, exit 128 + SIGPIPE."""
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first write: EPIPE for sure
+    try:
+        r = _clipdata(args, stdout=write)
+    finally:
+        os.close(write)
+    assert r.returncode == 141 and _lines(r.stderr) == []
+
+
+# --------------------------------------------------------------------------------- signals
+
+def _torch_loaded(pid: int) -> bool:
+    try:
+        return "libtorch" in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return False
+
+
+@needs_shapes_model
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_while_working_says_interrupted_once_and_leaves_no_process(tmp_path, sig):
+    """Sent to the whole process group, as a terminal's Ctrl-C is, once the command is inside
+    its work (torch is loaded); the loader's worker processes end with it."""
+    p = subprocess.Popen([sys.executable, "-m", "clipdata.cli", "embed", str(UNLABELED), "-o", str(tmp_path / "emb"),
+                          "--model", M, "--no-cache", "-j", "2", "--batch-size", "1"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                         env=dict(os.environ, CLIPDATA_CACHE=str(tmp_path / "cache")),
+                         preexec_fn=None)
+    deadline = time.monotonic() + 60
+    while not _torch_loaded(p.pid) and p.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(p.pid, sig)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 130 and _lines(err) == ["interrupted"]
+    time.sleep(1)
+    left = subprocess.run(["pgrep", "-g", str(p.pid)], capture_output=True, text=True).stdout.split()
+    assert left == []
+
+
+def test_ctrl_c_while_the_commands_import_says_interrupted():
+    """The first half second, before main() runs: no page of importlib frames."""
+    code = ("import sys\n"
+            "class Stop:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name == 'clipdata.cli.convert': raise KeyboardInterrupt\n"
+            "sys.meta_path.insert(0, Stop())\n"
+            "import clipdata.cli\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60)
+    assert r.returncode in (-signal.SIGINT, 130) and _lines(r.stderr) == ["interrupted"]
+
+
+# ------------------------------------------------------------------------------- arguments
+
+ARGS = [
+    # (args, exit code, fragments of the one error line)
+    (["search", str(UNLABELED), "a" + XFF, "--model", M], 2, ["'QUERIES'", "'a\\xff' is not UTF-8"]),
+    (["convert", "folder", str(FOLDER), "{out}", "--template", "a " + XFF + " {}"], 2, ["'--template'", "not UTF-8"]),
+    (["convert", "folder", str(FOLDER), "{out}", "--rename", "brick wall=b" + XFF], 2, ["'--rename'", "not UTF-8"]),
+    (["label", str(UNLABELED), "-o", "{out}", "--classes", "a" + XFF + ",b", "--model", M], 2, ["'--classes'"]),
+    (["eval", str(LAYOUT), "--template", XFF + " {}", "--model", M], 2, ["'--template'", "not UTF-8"]),
+    (["search", "", "a", "--model", M], 2, ["'IMAGES'", "an empty path"]),
+    (["convert", "folder", str(FOLDER), ""], 2, ["'OUT'", "an empty path"]),
+    (["convert", "folder", "", "{out}"], 2, ["'SOURCE'", "an empty path"]),
+    (["inspect", ""], 2, ["'LAYOUT'", "an empty path"]),
+    (["search", str(UNLABELED), "a", "--jsonl", "", "--model", M], 2, ["'--jsonl'", "an empty path"]),
+    (["search", str(UNLABELED), "a", "--model", ""], 2, ["--model is empty"]),
+    (["search", str(UNLABELED), "a", "--model", M, "-j", "-1"], 2, ["--workers -1 must be 0"]),
+    (["label", str(UNLABELED), "-o", "{out}", "--classes", "a,b", "--model", M, "-j", "-2"], 2, ["--workers -2"]),
+    (["embed", str(UNLABELED), "-o", "{out}", "--model", M, "-j", "-1"], 2, ["--workers -1"]),
+    (["search", str(UNLABELED), "a", "--model", M, "--num-actors", "0"], 2, ["--num-actors 0"]),
+    (["unique", str(UNLABELED), "--model", M, "--top", "-1"], 2, ["--top -1 must be at least 1"]),
+    (["audit", str(LAYOUT), "--model", M, "--top", "-1"], 2, ["--top -1 must be at least 1"]),
+    (["check", str(LAYOUT), "--model", M, "--top", "0"], 2, ["--top 0 must be at least 1"]),
+    (["check", str(LAYOUT), "--model", M, "--folds", "1"], 2, ["--folds 1 must be at least 2"]),
+    (["audit", str(LAYOUT), "--model", M, "--folds", "0"], 2, ["--folds 0 must be at least 2"]),
+    (["prompts", str(LAYOUT), "--model", M, "--folds", "-1", "--out", "{out}.yaml"], 2, ["--folds -1"]),
+    (["label", str(UNLABELED), "-o", "{out}", "--train-from", str(LAYOUT / "train"), "--model", M, "--folds", "0"],
+     2, ["--folds 0"]),
+    (["check", str(LAYOUT), "--model", M, "--threshold", "near=nan"], 2, ["near='nan': not a finite number"]),
+    (["check", str(LAYOUT), "--model", M, "--threshold", "near=inf"], 2, ["not a finite number"]),
+    # names are bytes: a non-UTF-8 path or --model folder is a path like any other
+    (["search", "/nonexistent/ph" + XFF + "tos", "a", "--model", M], 1, ["ph\\xfftos: not a folder"]),
+    (["search", str(UNLABELED), "a", "--model", "/nonexistent/m" + XFF], 1, ["m\\xff: no such folder"]),
+]
+
+
+@pytest.mark.parametrize("args, code, fragments", ARGS, ids=[f"{i}-{a[0]}" for i, (a, _, _) in enumerate(ARGS)])
+def test_odd_arguments_are_one_line_naming_the_option(tmp_path, monkeypatch, capsys, args, code, fragments):
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out"
+    monkeypatch.setattr(sys, "argv", ["clipdata", *[a.replace("{out}", str(out)) for a in args]])
+    with pytest.raises(SystemExit) as done:
+        main()
+    err = capsys.readouterr().err
+    assert done.value.code == code, err
+    said = [line for line in _lines(err.encode("utf-8", "surrogateescape"))
+            if line.startswith(("error:", "Error:"))]
+    assert len(said) == 1 and all(f in said[0] for f in fragments), err
+    assert not out.exists() and list(tmp_path.iterdir()) == []  # refused before anything was written
+
+
+def test_non_utf8_bytes_from_a_real_shell_reach_the_check():
+    """The same through argv bytes: a Latin-1 terminal's é in a query."""
+    r = _clipdata(["search", os.fsencode(str(UNLABELED)), b"caf\xe9", "--model", M])
+    assert r.returncode == 2 and "'caf\\xe9' is not UTF-8" in r.stderr.decode()
+
+
+# ---------------------------------------------------------------------------------- models
+
+@needs_shapes_model
+def test_a_model_folder_without_its_tokenizer_refuses_text_and_still_embeds_images(tmp_path):
+    """transformers 5 builds an empty tokenizer for such a folder: every query would embed the
+    same and search would rank at random. Images need no tokenizer."""
+    folder = tmp_path / "no-tokenizer"
+    folder.mkdir()
+    for f in SHAPES_MODEL.iterdir():
+        if not f.name.startswith("tokenizer"):
+            (folder / f.name).write_bytes(f.read_bytes())
+    import clipdata
+    from clipdata.embedding import EngineSpec
+    from clipdata.errors import ClipdataError
+
+    spec = EngineSpec(model=str(folder), dtype="float32", workers=0)
+    make_image(tmp_path / "imgs" / "a.jpg")
+    make_image(tmp_path / "imgs" / "b.jpg", color=(0, 0, 200))
+    with pytest.raises(ClipdataError, match="no tokenizer vocabulary") as info:
+        clipdata.search(tmp_path / "imgs", ["a red circle"], spec=spec, cache_dir=False)
+    assert "\n" not in str(info.value)
+    assert len(clipdata.duplicates(tmp_path / "imgs", spec=spec, cache_dir=False).groups) == 0
