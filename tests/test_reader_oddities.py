@@ -96,6 +96,20 @@ def yolo_upper(root: Path) -> str:
     return str(root)
 
 
+def ls_rotated(root: Path, sizes: bool) -> list[str]:
+    """A photo stored 32x16 with EXIF orientation 6 (shown 16x32), a box in its lower half as shown."""
+    from PIL import Image
+
+    im = Image.new("RGB", (32, 16), (200, 30, 30))
+    exif = im.getexif()
+    exif[0x0112] = 6
+    im.save(root / "a.jpg", "JPEG", exif=exif)
+    region = {"type": "rectanglelabels", "value": {"x": 10, "y": 55, "width": 80, "height": 40, "rectanglelabels": ["cat"]},
+              **({"original_width": 16, "original_height": 32} if sizes else {})}
+    task = {"id": 1, "data": {"image": "/data/local-files/?d=a.jpg"}, "annotations": [{"id": 1, "result": [region]}]}
+    return ["labelstudio", str(put(root, "export.json", json.dumps([task])))]
+
+
 # (name, build, expected): "error: <fragment>" exit 1 naming the file; "skipped: <reason>"
 # exit 0 with the item counted; "ok" a clean run.
 CASES = [
@@ -119,6 +133,10 @@ CASES = [
     ("auto: Label Studio export beside its images", lambda r: ["auto", str(Path(labelstudio(r)[1]).parent)], "error: holds export.json (labelstudio) where no reader looks"),
     ("auto: VOC written a.XML", lambda r: ["auto", voc_upper(r)], "error: holds Annotations/a.XML (voc)"),
     ("auto: DATA.YAML", lambda r: ["auto", yolo_upper(r)], "error: holds DATA.YAML (yolo)"),
+    # an EXIF-rotated phone photo: Label Studio draws on it as displayed; the boxes (on the
+    # 16x32 picture shown) were cut from the 32x16 stored pixels, and clamped away
+    ("labelstudio EXIF-rotated photo", lambda r: ls_rotated(r, sizes=True), "ok"),
+    ("labelstudio EXIF-rotated photo, no original sizes", lambda r: ls_rotated(r, sizes=False), "ok"),
     ("createml x 10**400", lambda r: createml(r, {"x": HUGE}), "skipped: invalid_box"),
     # integers beyond Python's int(): a ValueError from json.loads / PyYAML was the "bug" line
     ("coco 5000-digit number", lambda r: coco(r, raw=lambda t: t.replace("[1, 1, 8, 8]", f"[{DIGITS}, 1, 8, 8]", 1)), "error: (line 1, column 151): a number of more than 4,300 digits"),

@@ -164,6 +164,7 @@ def _sample(where: str, url: object, results: list, file: Path, finder: ImageFin
     name, path, searched = _locate(url, file, finder)
     name = name or where
     measured: tuple[int, int] | None = None
+    annotated: tuple[int, int] | None = None  # the size the regions were drawn on, for the crop step
     labels: list[Label] = []
     for j, r in enumerate(results):
         if not isinstance(r, dict) or not isinstance(r.get("value"), dict):
@@ -203,11 +204,18 @@ def _sample(where: str, url: object, results: list, file: Path, finder: ImageFin
                 except Exception:  # an unreadable image: the crop step says so
                     measured = None
             size = measured or (None, None)
+        if annotated is None and all(v is not None and v >= 1 and float(v).is_integer() for v in size):
+            annotated = (int(size[0]), int(size[1]))  # type: ignore[arg-type]
         for k, n in enumerate(names):
             keep(_region(kind, value, size, n, rid if len(names) == 1 else f"{rid}.{k}", masks),
                  labels, src, name, place, rid)
     declare(src, labels)
-    return Sample(name=name, path=path, split=split, labels=labels, searched=searched)
+    # The size travels with the sample, as in every reader that knows it: Label Studio draws on
+    # the picture as the browser shows it, EXIF orientation applied, and the crop step turns a
+    # photo only when the annotated size says so (clip.md); without it boxes measured on the
+    # turned picture were cut from the stored pixels.
+    return Sample(name=name, path=path, split=split, labels=labels, searched=searched,
+                  width=annotated[0] if annotated else None, height=annotated[1] if annotated else None)
 
 
 def _px(pct: float, size: float) -> float:
