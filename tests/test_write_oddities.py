@@ -246,3 +246,22 @@ def test_search_copy_to_is_locked_and_a_used_folder_is_refused_before_embedding(
     fresh = tmp_path / "fresh"
     clipdata.search(photos, ["red"], top=2, spec=spec, copy_to=fresh)
     assert sorted(p.name[:4] for p in fresh.iterdir()) == ["001_", "002_"]  # no lock file left
+
+
+def test_a_layout_inside_the_label_folder_or_the_images_is_refused(tmp_path: Path, photos: Path, spec) -> None:
+    """review apply wrote its layout inside the label folder it read (where a later `label
+    --overwrite` deletes it), and convert its crops inside --images (read as images by the
+    next label or embed of that folder)."""
+    from helpers import write_coco
+    lab = tmp_path / "lab"
+    clipdata.label(photos, lab, classes="red,blue", spec=spec)
+    before = snapshot(lab), snapshot(photos)
+    for reviewed in (lab, lab / "predictions.csv"):
+        with pytest.raises(OutputError, match="the output folder is inside the label folder"):
+            clipdata.review_apply(reviewed, lab / "layout")
+    ann = write_coco(tmp_path / "ann" / "coco.json", [{"id": 1, "file_name": "p0.jpg", "width": 32, "height": 30}],
+                     [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 20, 20]}], [{"id": 1, "name": "red"}])
+    with pytest.raises(OutputError, match="the output folder is inside the --images folder"):
+        clipdata.convert(ann, photos / "layout", images=photos)
+    assert (snapshot(lab), snapshot(photos)) == before
+    clipdata.review_apply(lab / "predictions.csv", tmp_path / "beside")  # beside it: fine

@@ -367,6 +367,15 @@ def convert(
     if fmt == "folder" and is_within(out, src.path):
         raise OutputError("the output folder is inside the source folder", file=out,
                           hint="a later run would read the output as classes; choose a folder outside it")
+    # an image folder, and the label folder review apply reads, stay untouched too: a later
+    # scan of the images (label, embed) would read the crops as images, and a later
+    # `label --overwrite` of the label folder would delete the layout
+    label_dir = (src.path if src.path.is_dir() else src.path.parent) if fmt == "review" else None
+    for what, folder in (("the --images folder", o.images),
+                         ("the label folder", label_dir if label_dir and (label_dir / "label.json").is_file() else None)):
+        if folder is not None and is_within(out, Path(folder)):
+            raise OutputError(f"the output folder is inside {what}", file=out,
+                              hint="that folder stays untouched; choose an output folder outside it")
     fingerprint = hashlib.sha256(json.dumps(
         [__version__, str(source), fmt, report.options], sort_keys=True).encode()).hexdigest()
     read = [Path(o.ontology)] if o.ontology is not None else []
