@@ -77,6 +77,14 @@ def yolo(root: Path, yaml: str, label: str = "0 0.5 0.5 0.5 0.5", split: str = "
     return ["yolo", str(put(root, "data.yaml", yaml))]
 
 
+def flat(root: Path, classes: str, label: str = "0 0.5 0.5 0.5 0.5") -> list[str]:
+    """labelImg's flat folder: images, label files and classes.txt side by side."""
+    make_image(root / "a.jpg", (16, 16))
+    put(root, "a.txt", label)
+    put(root, "classes.txt", classes)
+    return ["yolo", str(root)]
+
+
 def cvat_utf16(root: Path) -> str:
     make_image(root / "images" / "a.jpg", (16, 16))
     xml = ('<?xml version="1.0" encoding="utf-16"?><annotations><image id="0" name="a.jpg" width="16" height="16">'
@@ -137,6 +145,10 @@ CASES = [
     # 16x32 picture shown) were cut from the 32x16 stored pixels, and clamped away
     ("labelstudio EXIF-rotated photo", lambda r: ls_rotated(r, sizes=True), "ok"),
     ("labelstudio EXIF-rotated photo, no original sizes", lambda r: ls_rotated(r, sizes=False), "ok"),
+    # a blank line inside obj.names / classes.txt was dropped: every later class shifted by one
+    ("classes.txt with a blank line between names", lambda r: flat(r, "cat\n\ndog\n", "2 0.5 0.5 0.5 0.5"), "error: classes.txt (line 2): a blank line before the last class name"),
+    ("classes.txt starting with a blank line", lambda r: flat(r, "\ncat\n"), "error: classes.txt (line 1)"),
+    ("classes.txt with blank lines at its end", lambda r: flat(r, "cat\r\ndog\r\n\r\n\n", "1 0.5 0.5 0.5 0.5"), "ok"),
     ("createml x 10**400", lambda r: createml(r, {"x": HUGE}), "skipped: invalid_box"),
     # integers beyond Python's int(): a ValueError from json.loads / PyYAML was the "bug" line
     ("coco 5000-digit number", lambda r: coco(r, raw=lambda t: t.replace("[1, 1, 8, 8]", f"[{DIGITS}, 1, 8, 8]", 1)), "error: (line 1, column 151): a number of more than 4,300 digits"),

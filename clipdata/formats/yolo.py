@@ -431,14 +431,33 @@ def _darknet_path(value: str, root: Path) -> Path:
     return root / rel
 
 
+def _class_names(file: Path) -> list[str]:
+    """The names of an obj.names or classes.txt, one a line, the line's index the class's.
+    Blank lines at the end are dropped; one before a name is refused: Darknet reads it as a
+    class without a name, and dropping it would shift every class after it by one."""
+    names = [n.strip() for n in read_lines(file)]
+    while names and not names[-1]:
+        names.pop()
+    if "" in names:
+        line = names.index("") + 1
+        raise SourceError(f"a blank line before the last class name: Darknet reads it as class {line - 1}, without "
+                          "a name, and skipping it would shift every class after it", file=file,
+                          where=f"line {line}", hint="write the class's name there, or delete the line and renumber "
+                          "the label files")
+    return names
+
+
 def read_darknet(file: Path, split: str | None, masks: bool = False) -> Source:
     root = file.parent
     data = _kv(file)
     names_file = _darknet_path(data.get("names", "obj.names"), root)
     if not names_file.is_file():
         raise SourceError(f"names file {data.get('names', 'obj.names')} not found", file=file, where="names")
-    names = [n.strip() for n in read_lines(names_file) if n.strip()]
+    names = _class_names(names_file)
     src = Source(format="yolo", path=file, classes=names, samples=[])
+    if data.get("classes", str(len(names))) != str(len(names)):
+        src.notes.append(f"{file.name} says classes = {data['classes']}, but {names_file.name} names {len(names)}; "
+                         f"the names were read")
     entries = []
     for key in ("train", "valid", "test"):
         if key in data:
@@ -452,7 +471,7 @@ def read_darknet(file: Path, split: str | None, masks: bool = False) -> Source:
 
 def read_flat(folder: Path, split: str | None, masks: bool = False) -> Source:
     names_file = next((folder / n for n in ("classes.txt", "obj.names") if (folder / n).is_file()))
-    names = [n.strip() for n in read_lines(names_file) if n.strip()]
+    names = _class_names(names_file)
     src = Source(format="yolo", path=folder, classes=names, samples=[])
     base = folder / "images" if (folder / "images").is_dir() else folder
     entries = _images_in(base, folder, src, "train")
