@@ -301,3 +301,77 @@ def test_a_file_swapped_after_its_check_is_refused_never_followed_or_waited_on(t
                 os.close(os.open(swapped[0], os.O_WRONLY | os.O_NONBLOCK))
         srv.stop()
     no_bug_in(Log(), capfd.readouterr().err)
+
+
+# -- the decision file -----------------------------------------------------------------------
+def test_a_decision_file_that_is_a_symlink_is_refused_at_start_and_nothing_is_made_outside(tmp_path):
+    from clipdata.errors import SourceError
+
+    labeled = make_labeled(tmp_path)
+    outside = tmp_path / "outside.jsonl"
+    os.symlink(outside, labeled / "decisions.jsonl")
+    with pytest.raises(SourceError, match="is a symlink"):
+        clipdata.review_serve(labeled)
+    assert not outside.exists()
+
+
+def _swap_link(p: Path, outside: Path) -> None:
+    p.unlink(missing_ok=True)
+    os.symlink(outside, p)
+
+
+def _swap_fifo(p: Path, outside: Path) -> None:
+    p.unlink(missing_ok=True)
+    os.mkfifo(p)
+
+
+@pytest.mark.parametrize("swap, says", [(_swap_link, "is a symlink"), (_swap_fifo, "not a regular file")],
+                         ids=["symlink out", "FIFO"])
+def test_a_decision_file_swapped_while_serving_is_a_400_never_written_through_or_waited_on(tmp_path, capfd, swap,
+                                                                                           says):
+    """Appending followed a symlink swapped in for decisions.jsonl (and created the file it
+    named outside the label folder); a FIFO hung the request that read it."""
+    labeled = make_labeled(tmp_path)
+    outside = tmp_path / "outside.jsonl"
+    srv = clipdata.review_serve(labeled)
+    headers = {"x-clipdata-token": srv.token}
+    base = f"http://127.0.0.1:{srv.port}"
+    try:
+        assert httpx.post(base + "/api/decisions", json={"path": "a.jpg", "class": "cat"}, headers=headers,
+                          timeout=15).status_code == 200
+        swap(labeled / "decisions.jsonl", outside)
+        r = httpx.post(base + "/api/decisions", json={"path": "b.jpg", "class": "dog"}, headers=headers, timeout=15)
+        assert r.status_code == 400 and says in r.json()["error"] and "decisions.jsonl" in r.json()["error"]
+        assert httpx.get(base + "/api/items", headers=headers, timeout=15).status_code in (200, 400)  # answered
+        assert not outside.exists()
+    finally:
+        srv.stop()
+    no_bug_in(Log(), capfd.readouterr().err)
+
+
+def test_a_disk_that_refuses_the_write_is_a_400_and_the_decision_is_not_taken_as_saved(tmp_path, capfd,
+                                                                                         monkeypatch):
+    import errno
+
+    from clipdata.formats import decisions
+
+    labeled = make_labeled(tmp_path)
+    srv = clipdata.review_serve(labeled)
+    headers = {"x-clipdata-token": srv.token}
+    base = f"http://127.0.0.1:{srv.port}"
+    try:
+        def full(fd):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        with monkeypatch.context() as m:
+            m.setattr(decisions.os, "fsync", full)
+            r = httpx.post(base + "/api/decisions", json={"path": "a.jpg", "class": "cat"}, headers=headers,
+                           timeout=15)
+        assert r.status_code == 400 and "not saved: No space left on device" in r.json()["error"]
+        assert httpx.get(base + "/api/progress", headers=headers, timeout=15).json()["reviewed"] == 0
+        r = httpx.post(base + "/api/decisions", json={"path": "b.jpg", "class": "dog"}, headers=headers, timeout=15)
+        assert r.status_code == 200
+    finally:
+        srv.stop()
+    assert decisions.read(labeled) == {"b.jpg": "dog"}  # the refused row was written over
+    no_bug_in(Log(), capfd.readouterr().err)

@@ -8,8 +8,10 @@ holds an exclusive `flock` on the file, first reads what the other writer append
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import stat
 import threading
 import time
 from dataclasses import dataclass, field
@@ -42,6 +44,13 @@ def _parse(line: bytes, file: Path, number: int) -> dict:
     return row
 
 
+def _regular(fd: int, path: Path) -> None:
+    """Refuse an open decision file that is not a regular file (a FIFO, a device, a folder)."""
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        raise SourceError("is not a regular file (a pipe, socket, device or folder)", file=path,
+                          hint="remove it: review serve makes the file with the first decision")
+
+
 @dataclass
 class DecisionLog:
     """The decisions of one label folder: `state` maps each path to its last row."""
@@ -71,11 +80,13 @@ class DecisionLog:
         A last line without its newline is a write that never finished: it was never
         reported as saved, so it is left out (and cut off by the next append)."""
         try:
-            with open(self.path, "rb") as f:
-                f.seek(self._offset)
-                data = f.read()
+            fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO never blocks
         except FileNotFoundError:
             return
+        with os.fdopen(fd, "rb") as f:
+            _regular(f.fileno(), self.path)
+            f.seek(self._offset)
+            data = f.read()
         end = data.rfind(b"\n") + 1
         for line in data[:end].splitlines():
             self.rows += 1
@@ -91,8 +102,11 @@ class DecisionLog:
         nothing, and the next append writes over what it left."""
         with self._lock:
             created = not self.path.exists()
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            # never through a symlink (ELOOP): decisions are written inside the label folder only
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+                         | getattr(os, "O_NONBLOCK", 0), 0o644)
             try:
+                _regular(fd, self.path)
                 if fcntl is not None:
                     fcntl.flock(fd, fcntl.LOCK_EX)
                 if os.fstat(fd).st_size < self._offset:  # cut or replaced behind our back: read it again
@@ -111,13 +125,18 @@ class DecisionLog:
                     rows.append(row)
                     after[path] = row
                 data = "".join(dumps(r) + "\n" for r in rows).encode("utf-8")
-                os.lseek(fd, self._offset, os.SEEK_SET)
-                written = 0
-                while written < len(data):
-                    written += os.write(fd, data[written:])
-                os.fsync(fd)
-                if created:
-                    fsync_dir(self.folder)  # the file's name, durable with its first rows
+                try:
+                    os.lseek(fd, self._offset, os.SEEK_SET)
+                    written = 0
+                    while written < len(data):
+                        written += os.write(fd, data[written:])
+                    os.fsync(fd)
+                    if created:
+                        fsync_dir(self.folder)  # the file's name, durable with its first rows
+                except OSError:  # a full disk: nothing is taken as saved (nor read back by a refresh)
+                    with contextlib.suppress(OSError):
+                        os.ftruncate(fd, self._offset)
+                    raise
                 self.state.update(after)
                 self._offset += len(data)
                 self.rows += len(rows)

@@ -3,6 +3,7 @@ the reviewer's decisions (decisions.jsonl), filters and progress. No HTTP here: 
 in app.py only translates requests into these calls."""
 from __future__ import annotations
 
+import errno
 import threading
 from pathlib import Path, PurePosixPath
 
@@ -11,6 +12,11 @@ from ..formats.decisions import REJECTED, DecisionLog
 from ..formats.review import PREDICTIONS, label_meta, read_predictions
 
 STATES = ("all", "unreviewed", "uncertain", "decided", "reviewed", "rejected")
+
+
+def _symlinked(file: Path) -> SourceError:
+    return SourceError("is a symlink; review serve writes decisions only inside the label folder", file=file,
+                       hint="replace the link with the file it points to")
 
 
 def _margin(top_k: list[dict]) -> float:
@@ -44,6 +50,8 @@ class Queue:
             row.setdefault("uncertain", row.get("decision") is None)
         self.by_path = {row["path"]: row for row in self.items}
         self.log = DecisionLog(self.folder)
+        if self.log.path.is_symlink():  # appending would write wherever it points
+            raise _symlinked(self.log.path)
         self.log.refresh()
         self.relabeled = False
         self._lock = threading.Lock()
@@ -115,7 +123,13 @@ class Queue:
             if cls not in allowed and not (undo and cls is None):
                 raise OptionError(f"{cls!r} is not a class of this label run",
                                   hint=f"one of {', '.join(self.classes)}, or {REJECTED}")
-        return self.log.append(decisions, undo=undo)
+        try:
+            return self.log.append(decisions, undo=undo)
+        except OSError as e:
+            if e.errno == errno.ELOOP:  # swapped in since the start
+                raise _symlinked(self.log.path) from None
+            raise SourceError(f"the decision was not saved: {e.strerror or type(e).__name__}", file=self.log.path,
+                              hint="free space or fix the folder's permissions, then decide again") from None
 
     def progress(self) -> dict:
         """Reviewed, remaining, and per proposed class how many the reviewer kept, changed
