@@ -85,6 +85,11 @@ def flat(root: Path, classes: str, label: str = "0 0.5 0.5 0.5 0.5") -> list[str
     return ["yolo", str(root)]
 
 
+def case_twin(args: list[str], image: Path) -> list[str]:
+    image.rename(image.with_suffix(".JPG"))
+    return args
+
+
 def cvat_utf16(root: Path) -> str:
     make_image(root / "images" / "a.jpg", (16, 16))
     xml = ('<?xml version="1.0" encoding="utf-16"?><annotations><image id="0" name="a.jpg" width="16" height="16">'
@@ -149,6 +154,9 @@ CASES = [
     ("classes.txt with a blank line between names", lambda r: flat(r, "cat\n\ndog\n", "2 0.5 0.5 0.5 0.5"), "error: classes.txt (line 2): a blank line before the last class name"),
     ("classes.txt starting with a blank line", lambda r: flat(r, "\ncat\n"), "error: classes.txt (line 1)"),
     ("classes.txt with blank lines at its end", lambda r: flat(r, "cat\r\ndog\r\n\r\n\n", "1 0.5 0.5 0.5 0.5"), "ok"),
+    # an export made where names ignore case: the error said only "not found"
+    ("coco a.jpg, a.JPG on disk", lambda r: case_twin(coco(r), r / "a.jpg"), "error: 'a.JPG' in"),
+    ("labelme a.jpg, a.JPG on disk", lambda r: case_twin(labelme(r), r / "a.jpg"), "error: differs from 'a.jpg' only by case"),
     ("createml x 10**400", lambda r: createml(r, {"x": HUGE}), "skipped: invalid_box"),
     # integers beyond Python's int(): a ValueError from json.loads / PyYAML was the "bug" line
     ("coco 5000-digit number", lambda r: coco(r, raw=lambda t: t.replace("[1, 1, 8, 8]", f"[{DIGITS}, 1, 8, 8]", 1)), "error: (line 1, column 151): a number of more than 4,300 digits"),

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections import Counter
 from dataclasses import dataclass, field, fields, replace
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Callable, Iterator, Sequence
 
 from .. import formats
@@ -221,13 +222,29 @@ def _missing(samples: list[Sample], skip_missing: bool, source: Path, report: Re
         more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
         looked = "; ".join(missing[0].searched) or "nowhere"
         raise MissingImagesError(
-            f"{len(missing)} image(s) not found: {shown}{more} (looked in: {looked})",
+            f"{len(missing)} image(s) not found: {shown}{more} (looked in: {looked}){_case_twin(missing[:5])}",
             file=source, hint="pass --images DIR, or --skip-missing to record them and go on")
     for s in missing:
         report.skipped.append(Skip("missing_image", s.name, f"looked in: {'; '.join(s.searched)}"
                                    + (f"; {len(s.labels)} label(s) lost with it" if s.labels else "")))
         report.ledger.lost_image("missing_image", len(s.labels))
     return [s for s in samples if s.path is not None]
+
+
+def _case_twin(missing: list[Sample]) -> str:
+    """A file whose name differs from a missing image's only by case (`a.JPG` for `a.jpg`):
+    an export made where names ignore case (Windows, macOS) and read on Linux. Named, never
+    taken: two such files would leave the choice to chance."""
+    for s in missing:
+        want = PurePosixPath(s.name.replace("\\", "/")).name.casefold()
+        for folder in s.searched:
+            try:
+                twin = next((e for e in sorted(os.listdir(folder)) if e.casefold() == want), None)
+            except OSError:
+                continue
+            if twin is not None:
+                return f"; {twin!r} in {folder} differs from {s.name!r} only by case: rename one of them"
+    return ""
 
 
 def _undecodable(samples: list[Sample], onto: Ontology, report: Report) -> list[Sample]:
