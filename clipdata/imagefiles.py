@@ -25,6 +25,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".t
 # What a walk says of each entry.
 IMAGE, OTHER, HIDDEN, OUTSIDE, HIDDEN_DIR, OUTSIDE_DIR = "image", "other", "hidden", "outside", "hidden_dir", "outside_dir"
 SPECIAL, BROKEN = "special", "broken"  # a FIFO, socket or device; a link to nothing
+UNLISTED = "unlisted"  # a folder that cannot be listed (no read permission): its images are unknown
 
 
 MAGIC = ((b"\xff\xd8\xff", "jpg"), (b"\x89PNG\r\n\x1a\n", "png"), (b"GIF8", "gif"), (b"BM", "bmp"),
@@ -88,13 +89,15 @@ def _file_kind(e: os.DirEntry) -> str:
     return BROKEN if e.is_symlink() and not os.path.exists(e.path) else SPECIAL
 
 
-def walk(root: Path, *, inside: Path | None = None) -> Iterator[Entry]:
+def walk(root: Path, *, inside: Path | None = None, unlisted: bool = False) -> Iterator[Entry]:
     """Every entry under `root` (recursively) with what it is, by the module's rules.
 
     The walk keeps its own stack (no recursion limit on deep trees) and enters each real
-    folder once, so its work is bounded by the folders that exist, whatever the links."""
+    folder once, so its work is bounded by the folders that exist, whatever the links. A folder
+    it cannot list (no read permission) is passed over, or with `unlisted` said as UNLISTED."""
     real_inside = os.path.realpath(inside) if inside is not None else None
     seen: set[tuple[int, int]] = set()
+    said: list[Entry] = []  # with `unlisted`, folders that cannot be listed are said (UNLISTED)
 
     def listing(folder: Path) -> tuple[list[os.DirEntry], list[os.DirEntry]] | None:
         try:
@@ -107,6 +110,8 @@ def walk(root: Path, *, inside: Path | None = None) -> Iterator[Entry]:
         try:
             entries = sorted(os.scandir(folder), key=lambda e: e.name)
         except OSError:
+            if unlisted:
+                said.append(Entry(Path(folder), UNLISTED))
             return None
         dirs = [e for e in entries if _is_dir(e)]
         return dirs, [e for e in entries if not _is_dir(e)]
@@ -116,6 +121,8 @@ def walk(root: Path, *, inside: Path | None = None) -> Iterator[Entry]:
     top = listing(Path(root))
     if top is not None:
         stack.append((iter(top[0]), top[1]))
+    yield from said
+    said.clear()
     while stack:
         dirs, files = stack[-1]
         e = next(dirs, None)
@@ -141,6 +148,8 @@ def walk(root: Path, *, inside: Path | None = None) -> Iterator[Entry]:
             below = listing(p)
             if below is not None:
                 stack.append((iter(below[0]), below[1]))
+            yield from said
+            said.clear()
 
 
 def _is_dir(e: os.DirEntry) -> bool:
@@ -153,12 +162,13 @@ def _is_dir(e: os.DirEntry) -> bool:
 def walk_images(root: Path, *, inside: Path | None = None, rejected: list[Entry] | None = None) -> list[Path]:
     """The image files under `root`, in walk order. Files named like images that cannot be
     read as files (SPECIAL: a pipe would block; BROKEN: a link to nothing) are never
-    returned; pass `rejected` to be told of them, so that a command counts them as skipped."""
+    returned; pass `rejected` to be told of them, and of folders that cannot be listed
+    (UNLISTED), so that a command counts them as skipped."""
     images = []
-    for e in walk(root, inside=inside):
+    for e in walk(root, inside=inside, unlisted=rejected is not None):
         if e.kind == IMAGE:
             images.append(e.path)
-        elif rejected is not None and e.kind in (SPECIAL, BROKEN) and is_image_name(e.path.name):
+        elif rejected is not None and (e.kind in (SPECIAL, BROKEN) and is_image_name(e.path.name) or e.kind == UNLISTED):
             rejected.append(e)
     return images
 

@@ -110,6 +110,37 @@ def test_ctrl_c_while_the_commands_import_says_interrupted():
     assert r.returncode in (-signal.SIGINT, 130) and _lines(r.stderr) == ["interrupted"]
 
 
+def _interrupted_inside_a_library(*args, **kwargs):
+    """What a Ctrl-C that lands while a library defines a class looks like (Python wraps it),
+    after the model loader has turned it into its own error."""
+    from clipdata.embedding.engine import ModelError
+
+    try:
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as e:
+            raise RuntimeError("Error calling __set_name__ on 'Field' instance 'parameter_count'") from e
+    except RuntimeError:
+        raise ModelError("cannot load model: a library failed to import") from None
+
+
+@pytest.mark.parametrize("raised", [KeyboardInterrupt, _interrupted_inside_a_library], ids=["plain", "wrapped"])
+def test_an_interrupt_wrapped_by_a_library_is_still_an_interrupt(monkeypatch, capsys, raised):
+    import clipdata.commands.inspect as api
+
+    def stop(*args, **kwargs):
+        if raised is KeyboardInterrupt:
+            raise KeyboardInterrupt
+        raised()
+
+    monkeypatch.setattr(api, "inspect", stop)
+    monkeypatch.setattr(sys.modules["clipdata.cli.app"], "_said_interrupted", False)  # once per process
+    monkeypatch.setattr(sys, "argv", ["clipdata", "inspect", str(LAYOUT)])
+    with pytest.raises(SystemExit) as done:
+        main()
+    assert done.value.code == 130 and _lines(capsys.readouterr().err.encode()) == ["interrupted"]
+
+
 # ------------------------------------------------------------------------------- arguments
 
 ARGS = [
@@ -188,3 +219,36 @@ def test_a_model_folder_without_its_tokenizer_refuses_text_and_still_embeds_imag
         clipdata.search(tmp_path / "imgs", ["a red circle"], spec=spec, cache_dir=False)
     assert "\n" not in str(info.value)
     assert len(clipdata.duplicates(tmp_path / "imgs", spec=spec, cache_dir=False).groups) == 0
+
+
+# ------------------------------------------------------------------------------ filesystems
+
+def _unlistable(monkeypatch, *folders: Path) -> None:
+    """Folders whose listing fails as without read permission (root reads everything, so the
+    refusal is made here; `setpriv` dropping CAP_DAC_OVERRIDE shows the same on disk)."""
+    real = os.scandir
+
+    def scandir(path="."):
+        if Path(path) in folders:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+
+
+def test_a_folder_that_cannot_be_listed_is_counted_never_skipped(tmp_path, monkeypatch):
+    """`search/embed/duplicates` over a tree with a folder they cannot list name it among the
+    unreadable (it was passed over in silence: its images simply did not exist)."""
+    from clipdata.embedding import _not_files, scan_images
+    from clipdata.errors import SourceError
+
+    make_image(tmp_path / "imgs" / "a.jpg")
+    make_image(tmp_path / "imgs" / "locked" / "b.jpg")
+    _unlistable(monkeypatch, tmp_path / "imgs" / "locked")
+    found = scan_images(tmp_path / "imgs")
+    assert found == [tmp_path / "imgs" / "a.jpg", tmp_path / "imgs" / "locked"]
+    why = _not_files([str(p) for p in found])
+    assert list(why) == [str(tmp_path / "imgs" / "locked")] and "cannot be listed" in why[str(found[1])]
+    _unlistable(monkeypatch, tmp_path / "imgs")
+    with pytest.raises(SourceError, match="imgs: cannot be listed — check its permissions"):
+        scan_images(tmp_path / "imgs")

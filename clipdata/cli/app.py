@@ -150,18 +150,34 @@ def errors() -> Iterator[None]:
             yield
     except (*_CONTROL, OutputFailed):
         raise
-    except OptionError as e:
-        _fail(str(e), 2 if e.file is None else 1)
-    except ClipdataError as e:
-        _fail(str(e), 1)
-    except OSError as e:
-        where = f"{e.filename}: " if e.filename else ""
-        _fail(f"{where}{e.strerror or e}", 1)
     except KeyboardInterrupt:
         _interrupted()
         raise typer.Exit(130)
     except Exception as e:
+        if by_interrupt(e):
+            _interrupted()
+            raise typer.Exit(130)
+        if isinstance(e, OptionError):
+            _fail(str(e), 2 if e.file is None else 1)
+        if isinstance(e, ClipdataError):
+            _fail(str(e), 1)
+        if isinstance(e, OSError):
+            where = f"{e.filename}: " if e.filename else ""
+            _fail(f"{where}{e.strerror or e}", 1)
         last_resort(e)
+
+
+def by_interrupt(e: BaseException) -> bool:
+    """Whether a Ctrl-C or SIGTERM is what really stopped this: one that lands while a library
+    defines a class comes back as RuntimeError("Error calling __set_name__ ..."), and the
+    model loader turns that into "cannot load model"; the interrupt is still in the chain."""
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, KeyboardInterrupt):
+            return True
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return False
 
 
 class _SpeedColumn(ProgressColumn):
@@ -286,6 +302,9 @@ def _exit_code(run) -> int:
     except KeyboardInterrupt:
         code = 130
     except Exception as e:
+        if by_interrupt(e):
+            _interrupted()
+            return 130
         try:
             last_resort(e)
         except _CONTROL as done:

@@ -39,6 +39,8 @@ def scan_images(root: Path) -> list[Path]:
         raise SourceError("not a folder", file=root, hint="pass the folder that holds the images")
     rejected: list = []
     found = walk_images(root, rejected=rejected) + [e.path for e in rejected]
+    if any(e.path == root for e in rejected):
+        raise SourceError("cannot be listed", file=root, hint="check its permissions (it needs r and x)")
     found.sort(key=lambda p: p.relative_to(root).as_posix())
     if not found:
         raise SourceError("no images found", file=root,
@@ -203,7 +205,9 @@ def _not_files(paths: Sequence[str]) -> dict[str, str]:
         except OSError as e:
             bad[p] = "a link to nothing" if os.path.islink(p) else (e.strerror or "cannot be read")
             continue
-        if not stat.S_ISREG(st.st_mode):
+        if stat.S_ISDIR(st.st_mode):  # scan_images lists a folder it could not list (imagefiles.UNLISTED)
+            bad[p] = "a folder that cannot be listed: its images are not read (check its permissions)"
+        elif not stat.S_ISREG(st.st_mode):
             bad[p] = "not a regular file (a pipe, socket or device)"
     return bad
 
