@@ -90,6 +90,12 @@ def case_twin(args: list[str], image: Path) -> list[str]:
     return args
 
 
+def classes_one_down(root: Path, split: str) -> list[str]:
+    for cls in ("cat", "dog"):
+        make_image(root / f"{split}images" / cls / "a.jpg", (16, 16))
+    return ["folder", str(root)]
+
+
 def cvat_utf16(root: Path) -> str:
     make_image(root / "images" / "a.jpg", (16, 16))
     xml = ('<?xml version="1.0" encoding="utf-16"?><annotations><image id="0" name="a.jpg" width="16" height="16">'
@@ -124,7 +130,7 @@ def ls_rotated(root: Path, sizes: bool) -> list[str]:
 
 
 # (name, build, expected): "error: <fragment>" exit 1 naming the file; "skipped: <reason>"
-# exit 0 with the item counted; "ok" a clean run.
+# exit 0 with the item counted; "note: <fragment>" exit 0 with that note; "ok" a clean run.
 CASES = [
     # JSON integers beyond a float: OverflowError in float() was the catch-all "bug" line
     ("coco bbox 10**400", lambda r: coco(r, {"bbox": [HUGE, 1, 8, 8]}), "skipped: invalid_box"),
@@ -157,6 +163,9 @@ CASES = [
     # an export made where names ignore case: the error said only "not found"
     ("coco a.jpg, a.JPG on disk", lambda r: case_twin(coco(r), r / "a.jpg"), "error: 'a.JPG' in"),
     ("labelme a.jpg, a.JPG on disk", lambda r: case_twin(labelme(r), r / "a.jpg"), "error: differs from 'a.jpg' only by case"),
+    # the folder above the class folders passed: one class, "images", without a word
+    ("folder images/<class>/", lambda r: classes_one_down(r, ""), "note: pass images/ as SOURCE"),
+    ("folder <split>/images/<class>/", lambda r: classes_one_down(r, "train/"), "note: move them up into train/"),
     ("createml x 10**400", lambda r: createml(r, {"x": HUGE}), "skipped: invalid_box"),
     # integers beyond Python's int(): a ValueError from json.loads / PyYAML was the "bug" line
     ("coco 5000-digit number", lambda r: coco(r, raw=lambda t: t.replace("[1, 1, 8, 8]", f"[{DIGITS}, 1, 8, 8]", 1)), "error: (line 1, column 151): a number of more than 4,300 digits"),
@@ -196,5 +205,7 @@ def test_odd_export(tmp_path, name, build, expected):
         assert tally["read"] == tally["written"] + sum(tally["skipped"].values()), tally
     if kind == "skipped":
         assert prov["skipped"].get(fragment, 0) >= 1, prov["skipped"]
+    elif kind == "note":
+        assert any(fragment in note for note in prov["notes"]), prov["notes"]
     else:
         assert not {k: v for k, v in prov["skipped"].items() if v}, prov["skipped"]

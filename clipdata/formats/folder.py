@@ -20,6 +20,7 @@ from ..imagefiles import BROKEN, HIDDEN, HIDDEN_DIR, OTHER, OUTSIDE, OUTSIDE_DIR
 def _read_split(root: Path, base: Path, split: str, src: Source) -> None:
     real_base = os.path.realpath(base)
     classes = find_classes(root)
+    subs: set[str] = set()  # the class folders' sub-folders holding images ("" for the folder itself)
     for entry in sorted(os.scandir(root), key=lambda e: e.name):
         if not entry.is_dir():
             rel = Path(entry.path).relative_to(base).as_posix()
@@ -56,8 +57,16 @@ def _read_split(root: Path, base: Path, split: str, src: Source) -> None:
             else:
                 src.samples.append(Sample(name=rel, path=entry.path, split=split, labels=[Label(cls)]))
                 found += 1
+                inner = entry.path.relative_to(root / cls).parts
+                subs.add(inner[0] if len(inner) > 1 else "")
         if not found:
             src.notes.append(f"class folder {(root / cls).relative_to(base).as_posix()}/ holds no images; it gets no output folder")
+    if len(classes) == 1 and len(subs) > 1 and "" not in subs:  # dataset/images/<class>/…: one class, wrongly
+        folder = (root / classes[0]).relative_to(base).as_posix()
+        shown = ", ".join(sorted(subs)[:5]) + (", …" if len(subs) > 5 else "")
+        fix = f"pass {folder}/ as SOURCE" if root == base else f"move them up into {root.relative_to(base).as_posix()}/"
+        src.notes.append(f"one class, {classes[0]!r}, whose images all lie in its sub-folders ({shown}); if those "
+                         f"are the classes, {fix}")
 
 
 def read(path: str | Path, *, split: str | None = None) -> Source:
