@@ -156,6 +156,9 @@ ARGS = [
     (["inspect", ""], 2, ["'LAYOUT'", "an empty path"]),
     (["search", str(UNLABELED), "a", "--jsonl", "", "--model", M], 2, ["'--jsonl'", "an empty path"]),
     (["search", str(UNLABELED), "a", "--model", ""], 2, ["--model is empty"]),
+    (["search", str(UNLABELED), "a", "--jsonl", "-", "--model", M], 2, ["'--jsonl'", "'-' is not standard output"]),
+    (["convert", "folder", str(FOLDER), "-"], 2, ["'OUT'", "a file named '-'"]),
+    (["review", "apply", "{out}-typo", "{out}"], 1, ["out-typo: not found"]),  # it named the parent
     (["search", str(UNLABELED), "a", "--model", M, "-j", "-1"], 2, ["--workers -1 must be 0"]),
     (["label", str(UNLABELED), "-o", "{out}", "--classes", "a,b", "--model", M, "-j", "-2"], 2, ["--workers -2"]),
     (["embed", str(UNLABELED), "-o", "{out}", "--model", M, "-j", "-1"], 2, ["--workers -1"]),

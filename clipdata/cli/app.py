@@ -211,6 +211,8 @@ def progress(label: str, quiet: bool) -> Iterator:
 
 # --model and --weights name folders and files: bytes are fine there, as in every path
 _NAMES_OF_FILES = {"model", "weights"}
+# the path parameters a command writes (OUT, --out, report files, --copy-to, --cache-dir)
+_WRITTEN = {"out", "jsonl", "json_path", "html_out", "plot", "copy_to", "cache_dir"}
 
 
 def _kind(param: click.Parameter) -> str | None:
@@ -231,7 +233,9 @@ def _checked(param: click.Parameter, kind: str, process_value):
     text that reaches a model, a caption or a file (a query, a template, a class name) must be
     UTF-8, or a Latin-1 terminal's byte crashes the run halfway or lands in a caption as
     `\\xff`; a path must not be empty, or Path("") is the current folder (an unset
-    shell variable, `clipdata search "$DIR" cat`, would search wherever the user stands)."""
+    shell variable, `clipdata search "$DIR" cat`, would search wherever the user stands); an
+    output path must not be `-`, which many tools read as stdout (`--jsonl - | jq`) and which
+    would be a file of that name here."""
     def process(ctx: click.Context, value):
         for v in value if isinstance(value, (list, tuple)) else (value,):
             if not isinstance(v, str):
@@ -242,6 +246,9 @@ def _checked(param: click.Parameter, kind: str, process_value):
             if kind == "path" and v == "":
                 raise typer.BadParameter("an empty path: give a file or folder ('.' for this one)",
                                          ctx=ctx, param=param)
+            if kind == "path" and v == "-" and param.name in _WRITTEN:
+                raise typer.BadParameter("'-' is not standard output here: it would be a file named '-'; "
+                                         "give a file name (./- if that is what you mean)", ctx=ctx, param=param)
         return process_value(ctx, value)
     return process
 

@@ -378,6 +378,9 @@ def read(path: str | Path, *, images: str | Path | None = None, split: str | Non
     `clipdata review serve` (decisions.jsonl beside them) taking precedence: formats/review.md."""
     path = Path(path)
     split = split or "train"
+    if not path.exists():  # else its parent was named: "/tmp: no label.json" for a mistyped /tmp/lable
+        raise SourceError("not found", file=path, hint="pass the folder `clipdata label --out` wrote, or a "
+                                                        "reviewed export or CSV")
     found, skipped, notes, root = _gather(path, images)
     src = Source(format="review", path=path, classes=[], samples=[], skipped=skipped, notes=notes)
     why = "still in review/_uncertain" if path.is_dir() else "no final class"
