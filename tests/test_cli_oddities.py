@@ -9,6 +9,7 @@ the same entry point, main(), in this process (it stops before any model loads).
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -255,3 +256,35 @@ def test_a_folder_that_cannot_be_listed_is_counted_never_skipped(tmp_path, monke
     _unlistable(monkeypatch, tmp_path / "imgs")
     with pytest.raises(SourceError, match="imgs: cannot be listed — check its permissions"):
         scan_images(tmp_path / "imgs")
+
+
+def _as_a_user() -> list[str]:
+    """A command prefix under which permissions apply: root reads everything, so root runs
+    without the capabilities that bypass them."""
+    if os.geteuid() != 0:
+        return []
+    if not shutil.which("setpriv"):
+        pytest.skip("running as root without setpriv: permissions do not apply")
+    return ["setpriv", "--inh-caps=-dac_override,-dac_read_search", "--bounding-set=-dac_override,-dac_read_search"]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="POSIX permissions")
+def test_unreadable_inputs_are_the_commands_to_say_exit_1(tmp_path):
+    """typer refused an unreadable path as a usage error (exit 2, three lines, before the
+    command could name the file); the command now says it: the file, and exit 1."""
+    locked = tmp_path / "locked.json"
+    locked.write_text("{}")
+    (tmp_path / "locked").mkdir()
+    make_image(tmp_path / "locked" / "a.jpg")
+    locked.chmod(0)
+    (tmp_path / "locked").chmod(0)
+    try:
+        for args, said in [(["convert", "coco", str(locked), str(tmp_path / "out")], "locked.json: Permission denied"),
+                           (["embed", str(tmp_path / "locked"), "-o", str(tmp_path / "emb"), "--model", M],
+                            "locked: cannot be listed — check its permissions")]:
+            r = subprocess.run([*_as_a_user(), sys.executable, "-m", "clipdata.cli", *args], capture_output=True,
+                               timeout=120)
+            assert r.returncode == 1 and len(_lines(r.stderr)) == 1 and said in r.stderr.decode(), r.stderr
+            assert not (tmp_path / "out").exists() and not (tmp_path / "emb").exists()
+    finally:
+        (tmp_path / "locked").chmod(0o755)

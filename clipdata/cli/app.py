@@ -261,6 +261,10 @@ def command(group: click.Command | None = None) -> click.Command:
         kind = _kind(p)
         if kind == "path" or (kind == "text" and p.name not in _NAMES_OF_FILES):
             p.process_value = _checked(p, kind, p.process_value)
+        if kind == "path":  # an unreadable input is the command's to say (exit 1, the file and why),
+            for holder in (getattr(getattr(p, "type_descriptor", None), "parameter_info", None), getattr(p, "type", None)):
+                if hasattr(holder, "readable"):  # not typer's usage error (exit 2) before the command runs
+                    holder.readable = False
     for sub in getattr(group, "commands", {}).values():
         command(sub)
     return group
