@@ -174,6 +174,10 @@ ARGS = [
      2, ["--folds 0"]),
     (["check", str(LAYOUT), "--model", M, "--threshold", "near=nan"], 2, ["near='nan': not a finite number"]),
     (["check", str(LAYOUT), "--model", M, "--threshold", "near=inf"], 2, ["not a finite number"]),
+    # click's usage errors are one line too, not its usage block
+    (["search", str(UNLABELED), "a", "--tpo", "3"], 2, ["No such option: --tpo", "see 'clipdata search --help'"]),
+    (["convert", "folder", str(FOLDER)], 2, ["Missing argument 'OUT' — see 'clipdata convert --help'"]),
+    (["search", str(UNLABELED), "a", "--top", "1.5"], 2, ["Invalid value for '--top'"]),
     # names are bytes: a non-UTF-8 path or --model folder is a path like any other
     (["search", "/nonexistent/ph" + XFF + "tos", "a", "--model", M], 1, ["ph\\xfftos: not a folder"]),
     (["search", str(UNLABELED), "a", "--model", "/nonexistent/m" + XFF], 1, ["m\\xff: no such folder"]),
@@ -189,9 +193,8 @@ def test_odd_arguments_are_one_line_naming_the_option(tmp_path, monkeypatch, cap
         main()
     err = capsys.readouterr().err
     assert done.value.code == code, err
-    said = [line for line in _lines(err.encode("utf-8", "surrogateescape"))
-            if line.startswith(("error:", "Error:"))]
-    assert len(said) == 1 and all(f in said[0] for f in fragments), err
+    said = _lines(err.encode("utf-8", "surrogateescape"))
+    assert len(said) == 1 and said[0].startswith("error: ") and all(f in said[0] for f in fragments), err
     assert not out.exists() and list(tmp_path.iterdir()) == []  # refused before anything was written
 
 

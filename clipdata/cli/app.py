@@ -305,6 +305,12 @@ def _exit_code(run) -> int:
         _say_err("Aborted!")
         return 1
     except (click.exceptions.ClickException, getattr(typer, "TyperException", click.exceptions.ClickException)) as e:
+        ctx = getattr(e, "ctx", None)
+        if e.exit_code == 2 and ctx is not None and "NoArgsIsHelp" not in type(e).__name__:
+            # a usage error is one line like every other diagnostic, not click's usage block
+            _say_err(styled(("error:", "bold red"), " ", _one_line(e.format_message()).rstrip("."),
+                            f" — see '{ctx.command_path} --help'"))
+            return 2
         try:
             e.show()
         except OSError:
