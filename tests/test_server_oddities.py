@@ -1,8 +1,11 @@
-"""The review server and the review backend against requests no client library would send:
-raw bytes on a socket (bodies cut short, broken chunked bodies, numbers JSON allows but a
-float cannot hold, ...). The servers are real (uvicorn on 127.0.0.1, a free port). Each
-case checks what a user relies on: a 4xx with a one-line reason, nothing in the server's
-log that is a traceback or the "this is a bug" line, and the server still answering.
+"""The review server and the review backend against requests no client library would send
+and files that change under them: raw bytes on a socket (bodies cut short, broken chunked
+bodies, numbers JSON allows but a float cannot hold, millions of tiny values), an image or
+decisions.jsonl swapped between its check and its use (a FIFO, a symlink out, a folder), a
+disk that refuses a decision. The servers are real (uvicorn on 127.0.0.1, a free port).
+Each case checks what a user relies on: a 4xx with a one-line reason, nothing in the
+server's log that is a traceback or the "this is a bug" line, nothing read or written
+outside the folders served, and the server still answering.
 (The schema-driven fuzzing is test_serve_fuzz.py; the safety rules test_serve.py.)"""
 from __future__ import annotations
 
