@@ -96,6 +96,14 @@ def classes_one_down(root: Path, split: str) -> list[str]:
     return ["folder", str(root)]
 
 
+def ls_no_image(root: Path) -> list[str]:
+    args = labelstudio(root)
+    tasks = json.loads(Path(args[1]).read_text())
+    tasks[0]["data"] = {"image": None}
+    Path(args[1]).write_text(json.dumps(tasks))
+    return args
+
+
 def cvat_utf16(root: Path) -> str:
     make_image(root / "images" / "a.jpg", (16, 16))
     xml = ('<?xml version="1.0" encoding="utf-16"?><annotations><image id="0" name="a.jpg" width="16" height="16">'
@@ -166,6 +174,8 @@ CASES = [
     # the folder above the class folders passed: one class, "images", without a word
     ("folder images/<class>/", lambda r: classes_one_down(r, ""), "note: pass images/ as SOURCE"),
     ("folder <split>/images/<class>/", lambda r: classes_one_down(r, "train/"), "note: move them up into train/"),
+    # a task whose data names no image: the error said "not found: 'tasks[0]'", and to pass --images
+    ("labelstudio task without an image URL", lambda r: ls_no_image(r), "error: 'tasks[0] (no image URL in its data)'"),
     ("createml x 10**400", lambda r: createml(r, {"x": HUGE}), "skipped: invalid_box"),
     # integers beyond Python's int(): a ValueError from json.loads / PyYAML was the "bug" line
     ("coco 5000-digit number", lambda r: coco(r, raw=lambda t: t.replace("[1, 1, 8, 8]", f"[{DIGITS}, 1, 8, 8]", 1)), "error: (line 1, column 151): a number of more than 4,300 digits"),

@@ -162,7 +162,7 @@ def _locate(url: object, file: Path, finder: ImageFinder) -> tuple[str, Path | N
 def _sample(where: str, url: object, results: list, file: Path, finder: ImageFinder, split: str,
             masks: bool, src: Source, notes: Counter) -> Sample:
     name, path, searched = _locate(url, file, finder)
-    name = name or where
+    name = name or f"{where} (no image URL in its data)"  # named so the missing-image error says why
     measured: tuple[int, int] | None = None
     annotated: tuple[int, int] | None = None  # the size the regions were drawn on, for the crop step
     labels: list[Label] = []
