@@ -19,7 +19,7 @@ from typing import Sequence
 import numpy as np
 
 from .errors import OptionError
-from .fsutil import write_text
+from .fsutil import write_report
 
 INSTALL_HINT = "pip install 'clipdata[check]'"
 SHOWN_PER_KIND = 60  # findings drawn per kind; the JSON has them all
@@ -304,4 +304,4 @@ def write_page(path: Path, report, paths: Sequence[Path] = (), rel: Sequence[str
 {_findings(report, thumbs)}
 </body></html>
 """
-    write_text(path, page)
+    write_report(path, page)

@@ -12,6 +12,7 @@ import errno
 import hashlib
 import os
 import shutil
+import stat
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -93,6 +94,24 @@ def write_bytes(path: Path, data: bytes) -> None:
 def write_text(path: Path, text: str) -> None:
     """UTF-8; a name's undecodable byte is spelled `\\xNN` (clipdata/names.py), never an error."""
     write_bytes(path, utf8(text))
+
+
+def write_report(path: str | Path, data: str | bytes) -> None:
+    """A file the user named on its own (`--json`, `--jsonl`, `--html`, `--plot`, `prompts
+    --out`): atomic like every output, except that a path naming a device or a pipe
+    (`/dev/stdout`, bash's `>(jq .)`) is written through. Renaming over it would replace the
+    device's entry (as root, /dev/stdout itself) and the reader would never get the data."""
+    path = Path(path)
+    raw = utf8(data) if isinstance(data, str) else data
+    try:
+        special = not stat.S_ISREG(os.stat(path).st_mode) and not path.is_dir()
+    except OSError:
+        special = False
+    if not special:
+        write_bytes(path, raw)
+        return
+    with open(path, "wb") as f:
+        f.write(raw)
 
 
 def copy_file(src: Path, dst: Path) -> None:
@@ -291,6 +310,9 @@ def locked(folder: Path) -> Iterator[Path]:
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise OutputError("exists and is not a folder", file=folder)
+    if folder.is_symlink() and not folder.exists():
+        raise OutputError(f"is a link to {os.readlink(folder)}, which does not exist", file=folder,
+                          hint="make that folder first, or choose another output folder")
     created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK_NAME

@@ -6,7 +6,7 @@ import html
 import os
 from pathlib import Path
 
-from .fsutil import write_text
+from .fsutil import write_report
 
 
 def write_html(path: Path, title: str, sections: list[tuple[str, list[tuple[Path, str]]]],
@@ -23,7 +23,7 @@ def write_html(path: Path, title: str, sections: list[tuple[str, list[tuple[Path
             cards.append(f'<figure><a href="{rel}"><img src="{rel}" loading="lazy" alt=""></a>'
                          f'<figcaption>{html.escape(Path(p).name)}<br><small>{lines}</small></figcaption></figure>')
         parts.append(f"<h2>{html.escape(name)} ({len(items)})</h2><div class=\"grid\">{''.join(cards)}</div>")
-    write_text(path, f"""<!doctype html>
+    write_report(path, f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>clipdata: {html.escape(title)}</title>
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 1.5em; }}

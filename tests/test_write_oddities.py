@@ -265,3 +265,55 @@ def test_a_layout_inside_the_label_folder_or_the_images_is_refused(tmp_path: Pat
         clipdata.convert(ann, photos / "layout", images=photos)
     assert (snapshot(lab), snapshot(photos)) == before
     clipdata.review_apply(lab / "predictions.csv", tmp_path / "beside")  # beside it: fine
+
+
+# ---- report files: pipes, devices, links, a kill --------------------------------------------
+
+def test_a_report_into_a_pipe_is_written_through_not_replaced(tmp_path: Path, photos: Path, spec) -> None:
+    """`--jsonl /dev/stdout` or `--json >(jq .)`: the atomic rename replaced the pipe (as root,
+    /dev/stdout's own entry) with a regular file, and the reader got nothing."""
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # the reader is there first (a report fits the pipe's buffer)
+    try:
+        report = clipdata.duplicates(photos, spec=spec, jsonl=fifo, threshold=2.0)
+        got = b""
+        while chunk := os.read(fd, 1 << 16):
+            got += chunk
+    except BlockingIOError:  # nothing was ever written into the pipe
+        got = b""
+    finally:
+        os.close(fd)
+    assert fifo.is_fifo() and got.count(b"\n") == len(report.groups) >= 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["photos", "pipe"]  # no temporary beside it
+
+
+def test_a_killed_plot_leaves_no_half_png(tmp_path: Path, layout: Path, spec, monkeypatch) -> None:
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+    real = Figure.savefig
+
+    def killed(self, fname, *a, **k):
+        real(self, fname, *a, **k)
+        if hasattr(fname, "write"):
+            fname.truncate(100)
+        else:
+            with open(fname, "r+b") as f:
+                f.truncate(100)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Figure, "savefig", killed)
+    with pytest.raises(KeyboardInterrupt):
+        clipdata.evaluate(layout, spec=spec, plot_path=tmp_path / "confusion.png")
+    assert list(tmp_path.glob("*.png")) == [] and not [p for p in tmp_path.iterdir() if p.name.startswith(".clipdata")]
+
+
+def test_an_output_folder_that_is_a_dangling_link_is_named(tmp_path: Path, layout: Path) -> None:
+    out = tmp_path / "out"
+    out.symlink_to(tmp_path / "gone" / "out")
+    with pytest.raises(OutputError, match=r"is a link to .*gone/out, which does not exist") as e:
+        clipdata.convert(layout, out, format="folder")  # it said 'File exists'
+    assert "\n" not in str(e.value) and not (tmp_path / "gone").exists()
+    (tmp_path / "gone" / "out").mkdir(parents=True)
+    clipdata.convert(layout, out, format="folder")  # a link to a folder is an output folder
+    assert (tmp_path / "gone" / "out" / "clipdata.json").is_file()

@@ -15,7 +15,7 @@ from .. import probe
 from ..embedding.spec import EngineSpec
 from ..errors import LayoutError, OptionError, OutputError
 from ..formats import layout as clip
-from ..fsutil import is_within, write_text
+from ..fsutil import is_within, write_report
 from ..scoring import Classes, class_embeddings
 from ..names import dumps
 
@@ -98,7 +98,7 @@ def audit(layout: str | Path, *, splits: Sequence[str] = (), folds: int = 5, see
     report = AuditReport(root, data.splits, data.classes, len(paths), sum(i.flagged for i in issues), rows,
                          fit.scorer, fit.cv_accuracy, notes, stats.unreadable, engine, stats.cache_hits)
     if jsonl is not None:
-        write_text(Path(jsonl), "".join(dumps(r) + "\n" for r in rows))
+        write_report(Path(jsonl), "".join(dumps(r) + "\n" for r in rows))
     if html_path is not None:
         # typical images: the highest out-of-fold probability of their own label
         own = oof[np.arange(len(labels)), labels]

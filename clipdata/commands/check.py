@@ -23,7 +23,7 @@ from .. import probe, quality
 from ..embedding.spec import EngineSpec
 from ..errors import LayoutError, OptionError, OutputError, SourceError
 from ..formats import layout as clip
-from ..fsutil import is_within, refuse_inside, write_text
+from ..fsutil import is_within, refuse_inside, write_report
 from ..index import _groups, nearest, top_k
 
 KINDS = ("leakage", "duplicates", "quality", "label", "outlier", "captions", "balance")
@@ -647,7 +647,7 @@ def check(layout: str | Path, *, kinds: Sequence[str] | str | None = None, spec:
         write_page(Path(html_path), report)  # thumbnails from layout / path: what d.paths holds
     report.seconds = time.perf_counter() - t0
     if json_path is not None:
-        write_text(Path(json_path), json.dumps(report.to_dict(), indent=1, ensure_ascii=False) + "\n")
+        write_report(Path(json_path), json.dumps(report.to_dict(), indent=1, ensure_ascii=False) + "\n")
     return report
 
 

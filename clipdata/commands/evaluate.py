@@ -3,6 +3,7 @@ Image embeddings are computed once (and cached); each prompt set costs one small
 The JSON schema is in formats/eval.md."""
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -13,7 +14,7 @@ from ..captions import DEFAULT_TEMPLATE, check_template, load_ontology, render
 from ..embedding.spec import EngineSpec
 from ..errors import OptionError
 from ..formats import layout as clip
-from ..fsutil import refuse_inside, write_text
+from ..fsutil import refuse_inside, write_report
 from ..scoring import Classes, class_embeddings, zero_shot
 from ..names import dumps
 
@@ -121,7 +122,7 @@ def evaluate(layout: str | Path, *, split: str | None = None, templates: Sequenc
                 report.flipped.append({"path": p.relative_to(root).as_posix(), "class": classes[t],
                                        best.name: classes[b], worst.name: classes[w]})
     if json_path is not None:
-        write_text(Path(json_path), dumps(report.to_dict(), indent=2) + "\n")
+        write_report(Path(json_path), dumps(report.to_dict(), indent=2) + "\n")
     if plot_path is not None:
         plot_confusion(best, classes, Path(plot_path))
     report.seconds = time.perf_counter() - t0
@@ -156,6 +157,7 @@ def plot_confusion(ps: PromptSet, classes: list[str], path: Path) -> None:
                 ax.text(j, i, str(conf[i, j]), ha="center", va="center",
                         color="white" if conf[i, j] > conf.max() / 2 else "black", fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    buf = io.BytesIO()  # written whole, like every output: a killed run leaves no half PNG
+    fig.savefig(buf, format="png", dpi=120)
     plt.close(fig)
+    write_report(path, buf.getvalue())

@@ -16,7 +16,7 @@ from ..captions import check_template, load_ontology, nfc, render
 from ..embedding.spec import EngineSpec
 from ..errors import LayoutError, OptionError, OutputError
 from ..formats import layout as clip
-from ..fsutil import is_within, write_text
+from ..fsutil import is_within, write_report
 from ..templates import ENSEMBLES, IMAGENET_80
 from ..names import dumps
 
@@ -221,8 +221,8 @@ def prompts(layout: str | Path, out_yaml: str | Path, *, templates: Sequence[str
                            candidates, notes, stats.unreadable, engine, stats.cache_hits)
     header = (f"clipdata prompts: the wording per class with the best {folds}-fold cross-validated top-1 "
               f"on {nfc(root.name)} ({', '.join(search)}); formats/prompts.md")
-    write_text(out, _yaml(chosen, header))
+    write_report(out, _yaml(chosen, header))
     if json_path is not None:
-        write_text(Path(json_path), dumps(report.to_dict(), indent=2) + "\n")
+        write_report(Path(json_path), dumps(report.to_dict(), indent=2) + "\n")
     report.seconds = time.perf_counter() - t0
     return report

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..embedding.spec import EngineSpec
 from ..errors import OptionError, OutputError
-from ..fsutil import LOCK_NAME, inside, link_or_copy, locked, refuse_inside, safe_name, write_text
+from ..fsutil import LOCK_NAME, inside, link_or_copy, locked, refuse_inside, safe_name, write_report
 from ..html import write_html
 from ..index import _groups, near_pairs, nearest, top_k, uniqueness  # noqa: F401  (nearest: API)
 from ..names import dumps
@@ -130,7 +130,7 @@ def search(images: str | Path | None, queries: Sequence[str] = (), *, image: str
             report.hits += [Hit(name, r + 1, emb.paths[i], float(s)) for r, (i, s) in enumerate(zip(idx[qi], sims[qi]))
                             if i >= 0]
         if jsonl is not None:
-            write_text(Path(jsonl), "".join(dumps({"query": h.query, "rank": h.rank, "path": str(h.path),
+            write_report(Path(jsonl), "".join(dumps({"query": h.query, "rank": h.rank, "path": str(h.path),
                                                         "score": round(h.score, 6)}) + "\n"
                                             for h in report.hits))
         if copy_to is not None:
@@ -241,7 +241,7 @@ def unique(images: str | Path | None = None, *, per_class: str | Path | None = N
     scored.sort(key=lambda t: (-t[1], str(t[0])))
     report = _report(root, emb, scores=scored, notes=list(dict.fromkeys(notes)))
     if jsonl is not None:
-        write_text(Path(jsonl), "".join(dumps({"rank": r + 1, "path": str(p), "uniqueness": round(v, 6)}) + "\n" for r, (p, v) in enumerate(scored)))
+        write_report(Path(jsonl), "".join(dumps({"rank": r + 1, "path": str(p), "uniqueness": round(v, 6)}) + "\n" for r, (p, v) in enumerate(scored)))
     if html_path is not None:
         write_html(Path(html_path), "most unique first",
                    [("uniqueness", [(p, f"{v:.3f}") for p, v in scored])])
@@ -285,7 +285,7 @@ def duplicates(images: str | Path | None, *, threshold: float = 0.02, spec: Engi
         report.groups.append({"kind": "near", "paths": [str(emb.paths[i]) for i in g],
                               "max_distance": round(spread[n], 6)})
     if jsonl is not None:
-        write_text(Path(jsonl), "".join(dumps({"group": n + 1, **g}) + "\n"
+        write_report(Path(jsonl), "".join(dumps({"group": n + 1, **g}) + "\n"
                                         for n, g in enumerate(report.groups)))
     if html_path is not None:
         write_html(Path(html_path), f"{len(report.groups)} duplicate groups",
