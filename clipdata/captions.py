@@ -9,6 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from .errors import ClassNameError, OptionError
+from .names import is_utf8, quoted
 from .yamlfile import ANY, KEYS, load_yaml
 
 # Kept as Roboflow's CLIP export and CLIP's own ImageNet prompts write it ("a photo of a
@@ -77,6 +78,8 @@ def check_template(template: str) -> str:
     problem = _one_line_problem(template)
     if problem:
         raise OptionError(f"template {template!r} cannot be used: {problem}", hint="write the template on one line")
+    if not is_utf8(template):  # an undecodable byte (from argv or a Latin-1 file) would land in every caption as \xNN
+        raise OptionError(f"template {quoted(template)} is not UTF-8 text", hint="write the template in UTF-8")
     return template
 
 
@@ -139,6 +142,8 @@ class Ontology:
         problem = _one_line_problem(new)
         if problem:
             raise OptionError(f"--rename {text!r}: the new name cannot be used: {problem}")
+        if not is_utf8(new):  # the class would be dropped as a non-UTF-8 name, with advice about folders
+            raise OptionError(f"--rename {quoted(text)}: the new name is not UTF-8 text", hint="write it in UTF-8")
         self.renames[nfc(old)] = nfc(new)
         self.mentioned.add(nfc(old))
 

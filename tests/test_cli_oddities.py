@@ -9,6 +9,7 @@ the same entry point, main(), in this process (it stops before any model loads).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -66,6 +67,19 @@ def test_a_pipe_whose_reader_left_ends_quietly_with_141(args):
     finally:
         os.close(write)
     assert r.returncode == 141 and _lines(r.stderr) == []
+
+
+@pytest.mark.parametrize("encoding", ["ascii", "latin-1"])
+def test_a_terminal_that_cannot_show_a_name_gets_it_escaped(tmp_path, encoding):
+    """PYTHONIOENCODING=ascii or a Latin-1 locale: a class `日本` crashed the table as a bug."""
+    import clipdata
+
+    make_image(tmp_path / "src" / "café" / "a.jpg")
+    make_image(tmp_path / "src" / "日本" / "b.jpg")
+    clipdata.convert(tmp_path / "src", tmp_path / "out", format="folder")
+    r = _clipdata(["inspect", str(tmp_path / "out")], env=dict(os.environ, PYTHONIOENCODING=encoding))
+    assert r.returncode == 0 and _lines(r.stderr) == []
+    assert b"\\u65e5\\u672c" in r.stdout and "café".encode(encoding, "backslashreplace") in r.stdout
 
 
 # --------------------------------------------------------------------------------- signals
@@ -291,3 +305,17 @@ def test_unreadable_inputs_are_the_commands_to_say_exit_1(tmp_path):
             assert not (tmp_path / "out").exists() and not (tmp_path / "emb").exists()
     finally:
         (tmp_path / "locked").chmod(0o755)
+
+
+@pytest.mark.parametrize("kwargs, said", [
+    ({"template": "a " + XFF + " {}"}, "template 'a \\xff {}' is not UTF-8"),
+    ({"rename": ["brick wall=b" + XFF]}, "the new name is not UTF-8"),
+], ids=["template", "rename"])
+def test_the_api_refuses_non_utf8_caption_text_too(tmp_path, kwargs, said):
+    """convert(template=...) wrote `\\xff` into every caption; a renamed class was dropped."""
+    import clipdata
+    from clipdata.errors import OptionError
+
+    with pytest.raises(OptionError, match=re.escape(said)):
+        clipdata.convert(FOLDER, tmp_path / "out", format="folder", **kwargs)
+    assert not (tmp_path / "out").exists()

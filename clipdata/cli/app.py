@@ -270,7 +270,8 @@ def command(group: click.Command | None = None) -> click.Command:
     return group
 
 
-_OUTPUT_ERRNOS = {errno.EPIPE, errno.ENOSPC, errno.EBADF, errno.EIO, errno.EDQUOT, errno.EFBIG}
+_OUTPUT_ERRNOS = {getattr(errno, n) for n in ("EPIPE", "ENOSPC", "EBADF", "EIO", "EDQUOT", "EFBIG", "EINVAL")
+                  if hasattr(errno, n)}  # EDQUOT is not on every platform
 
 
 def _output_failed(e: OutputFailed) -> int:
@@ -351,6 +352,11 @@ def _quiet_streams() -> None:
 def main() -> None:
     """The `clipdata` command: whatever ends a run ends it in one line and the exit code
     (0 ok, 1 failure, 2 usage, 130 interrupted, 141 output pipe closed), never a traceback."""
+    for stream in (sys.stdout, sys.stderr):
+        # an ASCII or Latin-1 terminal (PYTHONIOENCODING, a legacy locale) shows a class `café`
+        # as `caf\xe9`, as Python's own stderr does, instead of failing on the first accent
+        if stream is not None and getattr(stream, "errors", "") == "strict" and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     code = _exit_code(lambda: command().main(prog_name="clipdata", standalone_mode=False))
     _quiet_streams()
     raise SystemExit(code)
