@@ -82,6 +82,26 @@ def test_a_terminal_that_cannot_show_a_name_gets_it_escaped(tmp_path, encoding):
     assert b"\\u65e5\\u672c" in r.stdout and "café".encode(encoding, "backslashreplace") in r.stdout
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_closed_standard_descriptors_are_never_handed_to_an_output_file(tmp_path):
+    """`clipdata convert ... <&- >&- 2>&-`: the run's first files took descriptors 0-2, so a C
+    library's stderr (and a spawned worker's whole output) went into them. /dev/null holds
+    them now; the layout is the same as a normal run's."""
+    report = tmp_path / "report.txt"
+    code = ("import os, sys\n"
+            "from clipdata.cli.app import main\n"
+            f"sys.argv = ['clipdata', 'convert', 'folder', {str(FOLDER)!r}, {str(tmp_path / 'out')!r}, '-q', '-j', '2']\n"
+            "try:\n    main()\nexcept SystemExit as e:\n    code = e.code\n"
+            f"open({str(report)!r}, 'w').write(' '.join([str(code)] + [os.readlink(f'/proc/self/fd/{{fd}}') for fd in (0, 1, 2)]))\n")
+    subprocess.run([sys.executable, "-c", code], stdin=subprocess.DEVNULL, timeout=120,
+                   preexec_fn=lambda: [os.close(fd) for fd in (0, 1, 2)])
+    assert report.read_text() == "0 /dev/null /dev/null /dev/null"
+    _clipdata(["convert", "folder", str(FOLDER), str(tmp_path / "again"), "-q"])
+    for f in (tmp_path / "again").rglob("*"):
+        if f.is_file() and f.name != "clipdata.json":
+            assert (tmp_path / "out" / f.relative_to(tmp_path / "again")).read_bytes() == f.read_bytes(), f
+
+
 # --------------------------------------------------------------------------------- signals
 
 def _torch_loaded(pid: int) -> bool:

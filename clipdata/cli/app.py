@@ -349,9 +349,29 @@ def _quiet_streams() -> None:
                 pass
 
 
+def _hold_standard_descriptors() -> None:
+    """Started with stdin, stdout or stderr closed (`<&- >&- 2>&-`, some daemons), the next file
+    opened takes descriptor 0, 1 or 2: a crop or the manifest would then receive what a C
+    library writes to stderr, and a worker process (spawned with those descriptors) its whole
+    output. /dev/null holds each closed one first; sys.stdout stays None, so output that was
+    asked for still fails in one line."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            try:
+                opened = os.open(os.devnull, os.O_RDWR)
+            except OSError:
+                return
+            if opened != fd:  # a lower one was free after all: never keep a stray descriptor
+                os.dup2(opened, fd)
+                os.close(opened)
+
+
 def main() -> None:
     """The `clipdata` command: whatever ends a run ends it in one line and the exit code
     (0 ok, 1 failure, 2 usage, 130 interrupted, 141 output pipe closed), never a traceback."""
+    _hold_standard_descriptors()
     for stream in (sys.stdout, sys.stderr):
         # an ASCII or Latin-1 terminal (PYTHONIOENCODING, a legacy locale) shows a class `café`
         # as `caf\xe9`, as Python's own stderr does, instead of failing on the first accent
