@@ -208,6 +208,9 @@ ARGS = [
      2, ["--folds 0"]),
     (["check", str(LAYOUT), "--model", M, "--threshold", "near=nan"], 2, ["near='nan': not a finite number"]),
     (["check", str(LAYOUT), "--model", M, "--threshold", "near=inf"], 2, ["not a finite number"]),
+    # the --image file is checked before minutes of embedding, not after
+    (["search", str(UNLABELED), "--image", "{out}-gone.jpg", "--model", M], 1, ["out-gone.jpg: No such file"]),
+    (["search", str(UNLABELED), "--image", str(UNLABELED), "--model", M], 2, ["not a regular file"]),
     # click's usage errors are one line too, not its usage block
     (["search", str(UNLABELED), "a", "--tpo", "3"], 2, ["No such option: --tpo", "see 'clipdata search --help'"]),
     (["convert", "folder", str(FOLDER)], 2, ["Missing argument 'OUT' — see 'clipdata convert --help'"]),

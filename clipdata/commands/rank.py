@@ -4,7 +4,9 @@ are, and group near-duplicates. Over a folder of images, or over an embeddings f
 or its approximate index above a size threshold; `exact=True` forces exact)."""
 from __future__ import annotations
 
+import os
 import re
+import stat
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +15,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from ..embedding.spec import EngineSpec
-from ..errors import OptionError, OutputError
+from ..errors import OptionError, OutputError, SourceError
 from ..fsutil import LOCK_NAME, inside, link_or_copy, locked, refuse_inside, safe_name, write_report
 from ..html import write_html
 from ..index import _groups, near_pairs, nearest, top_k, uniqueness  # noqa: F401  (nearest: API)
@@ -97,6 +99,21 @@ def _source(images, embeddings, spec: EngineSpec, cache_dir, progress, needs_mod
     return _embed(images, spec, cache_dir, progress)
 
 
+def _check_query_image(image: Path) -> None:
+    """The --image file, checked before any image is embedded (it was read last, after
+    minutes of embedding): missing or unreadable is the file's one line (exit 1), a folder,
+    pipe or device a usage error. Opened without blocking: a FIFO would wait for ever."""
+    try:
+        fd = os.open(image, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as e:
+        raise SourceError(e.strerror or "cannot be read", file=image, hint="--image names the picture to search by") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OptionError(f"--image {image}: not a regular file (a folder, pipe, socket or device)")
+    finally:
+        os.close(fd)
+
+
 def search(images: str | Path | None, queries: Sequence[str] = (), *, image: str | Path | None = None,
            top: int = 20, spec: EngineSpec = EngineSpec(), cache_dir: str | Path | None | bool = None,
            jsonl: str | Path | None = None, copy_to: str | Path | None = None,
@@ -109,6 +126,8 @@ def search(images: str | Path | None, queries: Sequence[str] = (), *, image: str
     if top < 1:
         raise OptionError("--top must be at least 1")
     refuse_inside((jsonl, html_path, copy_to), _inputs(images, embeddings, ("the --image file", image)))
+    if image is not None:
+        _check_query_image(Path(image))
     from ..embedding import embed_images, embed_texts
 
     with _hits_folder(copy_to):  # held from before the embedding: a second run into it refuses at once
