@@ -317,3 +317,10 @@ def test_an_output_folder_that_is_a_dangling_link_is_named(tmp_path: Path, layou
     (tmp_path / "gone" / "out").mkdir(parents=True)
     clipdata.convert(layout, out, format="folder")  # a link to a folder is an output folder
     assert (tmp_path / "gone" / "out" / "clipdata.json").is_file()
+
+
+def test_check_json_is_the_same_bytes_cold_cache_or_warm(tmp_path: Path, layout: Path, spec) -> None:
+    cache = tmp_path / "cache"
+    for name in ("cold.json", "warm.json"):
+        clipdata.check(layout, spec=spec, cache_dir=cache, json_path=tmp_path / name, kinds="quality,duplicates")
+    assert (tmp_path / "cold.json").read_bytes() == (tmp_path / "warm.json").read_bytes()
