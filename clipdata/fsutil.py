@@ -242,12 +242,12 @@ def is_within(child: Path, parent: Path) -> bool:
     return c == p or p in c.parents
 
 
-def refuse_inside(outputs: Iterable[str | Path | None], inputs: Iterable[tuple[str, str | Path | None]]) -> None:
-    """Refuse, before any work, an output file or folder (a report, --copy-to) that lies in
+def refuse_inside(outputs: Iterable[str | Path | bool | None], inputs: Iterable[tuple[str, str | Path | None]]) -> None:
+    """Refuse, before any work, an output file or folder (a report, --copy-to, --cache-dir) that lies in
     or over one of the run's `inputs` ((what, path); a None path is left out): inputs are
     never changed, and a file written into an image folder would be read as input next time."""
     for f in outputs:
-        if f is None:
+        if not isinstance(f, (str, os.PathLike)):  # None; a cache_dir of False (no cache)
             continue
         for what, src in inputs:
             if src is None or not is_within(Path(f), Path(src)):

@@ -324,3 +324,28 @@ def test_check_json_is_the_same_bytes_cold_cache_or_warm(tmp_path: Path, layout:
     for name in ("cold.json", "warm.json"):
         clipdata.check(layout, spec=spec, cache_dir=cache, json_path=tmp_path / name, kinds="quality,duplicates")
     assert (tmp_path / "cold.json").read_bytes() == (tmp_path / "warm.json").read_bytes()
+
+
+def test_a_cache_folder_inside_an_input_is_refused(tmp_path: Path, photos: Path, layout: Path, spec,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--cache-dir layout/train/cache` made `cache` a class folder of the layout (inspect then
+    called it broken); inside IMAGES it changed the image folder. Refused before the model loads."""
+    from clipdata.embedding import engine
+    monkeypatch.setattr(engine.Engine, "__init__", lambda *a, **k: (_ for _ in ()).throw(AssertionError("loaded")))
+    calls = {
+        "check": lambda: clipdata.check(layout, spec=spec, cache_dir=layout / "train" / "cache"),
+        "prompts": lambda: clipdata.prompts(layout, tmp_path / "p.yaml", spec=spec, cache_dir=layout / "cache"),
+        "audit": lambda: clipdata.audit(layout, spec=spec, cache_dir=layout / "cache"),
+        "eval": lambda: clipdata.evaluate(layout, spec=spec, cache_dir=layout / "train" / "cache"),
+        "search": lambda: clipdata.search(photos, ["a"], spec=spec, cache_dir=photos / ".cache"),
+        "unique": lambda: clipdata.unique(photos, spec=spec, cache_dir=photos / "cache"),
+        "duplicates": lambda: clipdata.duplicates(photos, spec=spec, cache_dir=photos / "cache"),
+        "label": lambda: clipdata.label(photos, tmp_path / "lab", classes="a,b", spec=spec, cache_dir=photos / "c"),
+        "embed": lambda: clipdata.embed(photos, tmp_path / "emb", spec=spec, cache_dir=photos / "c"),
+    }
+    before = snapshot(layout), snapshot(photos)
+    for name, call in calls.items():
+        with pytest.raises(OutputError, match="would be written inside (the layout|the image folder)"):
+            call()
+    assert (snapshot(layout), snapshot(photos)) == before
+    assert not (tmp_path / "lab").exists() and not (tmp_path / "emb").exists()

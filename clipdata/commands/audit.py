@@ -15,7 +15,7 @@ from .. import probe
 from ..embedding.spec import EngineSpec
 from ..errors import LayoutError, OptionError, OutputError
 from ..formats import layout as clip
-from ..fsutil import is_within, write_report
+from ..fsutil import is_within, refuse_inside, write_report
 from ..scoring import Classes, class_embeddings
 from ..names import dumps
 
@@ -70,6 +70,7 @@ def audit(layout: str | Path, *, splits: Sequence[str] = (), folds: int = 5, see
         if f is not None and is_within(Path(f), root):
             raise OutputError("would be written inside the layout, which stays untouched", file=f,
                               hint="write it beside the layout")
+    refuse_inside((cache_dir,), [("the layout", root)])
     names = [s.name for s in clip.read_layout(root).splits]
     unknown = [s for s in splits if s not in names]
     if unknown:

@@ -581,6 +581,7 @@ def check(layout: str | Path, *, kinds: Sequence[str] | str | None = None, spec:
             raise OutputError("would be written inside the layout, which stays untouched", file=f,
                               hint="write it beside the layout")
     refuse_inside((json_path, html_path), [("the embeddings folder", embeddings)])
+    refuse_inside((cache_dir,), [("the layout", root), ("the embeddings folder", embeddings)])
     th = parse_thresholds(thresholds)
     probe.check_folds(folds)
     gate_kinds = parse_kinds(fail_on, "--fail-on")

@@ -20,7 +20,7 @@ from .._version import __version__
 from ..embedding.spec import EngineSpec
 from ..errors import OptionError, OutputError, SourceError
 from ..formats import embeddings as ef
-from ..fsutil import LOCK_NAME, file_digest, is_within, locked
+from ..fsutil import LOCK_NAME, file_digest, is_within, locked, refuse_inside
 from ..pipeline.journal import JOURNAL, Journal, read_journal, whole
 
 
@@ -154,6 +154,7 @@ def embed(images: str | Path, out: str | Path, *, spec: EngineSpec = EngineSpec(
     if is_within(out, Path(images)) or is_within(Path(images), out):
         raise OutputError("the embeddings folder and the image folder overlap", file=out,
                           hint="the image folder stays untouched; choose an --out folder outside it")
+    refuse_inside((cache_dir,), [("the image folder", images)])
     paths = [str(p.resolve()) for p in scan_images(Path(images))]
     engine = Engine(spec.check())
     mode = _mode(spec)

@@ -101,7 +101,7 @@ def evaluate(layout: str | Path, *, split: str | None = None, templates: Sequenc
     from ..embedding import embed_paths
 
     t0 = time.perf_counter()
-    refuse_inside((json_path, plot_path), [("the layout", layout)] + [("an --ontology file", o) for o in ontologies])
+    refuse_inside((json_path, plot_path, cache_dir), [("the layout", layout)] + [("an --ontology file", o) for o in ontologies])
     splits, classes, layout_caps, images, truth_all = clip.split_data(layout, split)
     sets = prompt_sets(classes, layout_caps, templates, ontologies, use_layout)
     if plot_path is not None:

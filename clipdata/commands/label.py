@@ -21,7 +21,7 @@ from ..embedding.spec import EngineSpec
 from ..errors import OptionError, OutputError
 from ..formats import layout as clip
 from ..formats.review import UNCERTAIN, write_labelstudio, write_predictions, write_review
-from ..fsutil import LOCK_NAME, NAME_MAX, is_within, locked, name_bytes, remove, write_text
+from ..fsutil import LOCK_NAME, NAME_MAX, is_within, locked, name_bytes, refuse_inside, remove, write_text
 from ..imagefiles import displayed_size
 from ..pipeline.journal import JOURNAL, Journal, interrupted, replay
 from ..scoring import Classes, class_embeddings, zero_shot
@@ -99,6 +99,7 @@ def _locked_output(fn: Callable) -> Callable:
         bound = signature.bind(*args, **kwargs)
         out, root = Path(bound.arguments["out"]), Path(bound.arguments["images"])
         _check_overlap(out, root)
+        refuse_inside((bound.arguments.get("cache_dir"),), [("the image folder", root)])
         with locked(out):
             return fn(*args, **kwargs)
 

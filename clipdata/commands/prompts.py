@@ -16,7 +16,7 @@ from ..captions import check_template, load_ontology, nfc, render
 from ..embedding.spec import EngineSpec
 from ..errors import LayoutError, OptionError, OutputError
 from ..formats import layout as clip
-from ..fsutil import is_within, write_report
+from ..fsutil import is_within, refuse_inside, write_report
 from ..templates import ENSEMBLES, IMAGENET_80
 from ..names import dumps
 
@@ -165,6 +165,7 @@ def prompts(layout: str | Path, out_yaml: str | Path, *, templates: Sequence[str
                               hint="write it beside the layout")
         if any(f.resolve() == Path(o).resolve() for o in ontologies):
             raise OutputError("is also a candidate file; it would be overwritten", file=f)
+    refuse_inside((cache_dir,), [("the layout", root)])
     names = [s.name for s in clip.read_layout(root).splits]
     if split is not None:
         if split not in names:

@@ -125,7 +125,7 @@ def search(images: str | Path | None, queries: Sequence[str] = (), *, image: str
         raise OptionError("give a text query or --image", hint='e.g. clipdata search photos/ "a red car"')
     if top < 1:
         raise OptionError("--top must be at least 1")
-    refuse_inside((jsonl, html_path, copy_to), _inputs(images, embeddings, ("the --image file", image)))
+    refuse_inside((jsonl, html_path, copy_to, cache_dir), _inputs(images, embeddings, ("the --image file", image)))
     if image is not None:
         _check_query_image(Path(image))
     from ..embedding import embed_images, embed_texts
@@ -231,7 +231,7 @@ def unique(images: str | Path | None = None, *, per_class: str | Path | None = N
         raise OptionError("-k must be at least 1")
     if sum(x is not None for x in (images, per_class, embeddings)) != 1:
         raise OptionError("give one of IMAGES, --per-class LAYOUT/split or --embeddings DIR")
-    refuse_inside((jsonl, html_path), _inputs(images, embeddings, ("the --per-class layout", per_class)))
+    refuse_inside((jsonl, html_path, cache_dir), _inputs(images, embeddings, ("the --per-class layout", per_class)))
     notes: list[str] = []
     if per_class is not None:
         from ..formats import layout as clip_layout
@@ -278,7 +278,7 @@ def duplicates(images: str | Path | None, *, threshold: float = 0.02, spec: Engi
 
     if not 0 <= threshold <= 2:
         raise OptionError("--threshold is a cosine distance, between 0 and 2")
-    refuse_inside((jsonl, html_path), _inputs(images, embeddings))
+    refuse_inside((jsonl, html_path, cache_dir), _inputs(images, embeddings))
     root, embedded = _source(images, embeddings, spec, cache_dir, progress, needs_model=False)
     with embedded as emb:
         pass  # the embeddings are all this needs: the cache closes here
