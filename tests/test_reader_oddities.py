@@ -160,6 +160,8 @@ CASES = [
     ("auto: Label Studio export beside its images", lambda r: ["auto", str(Path(labelstudio(r)[1]).parent)], "error: holds export.json (labelstudio) where no reader looks"),
     ("auto: VOC written a.XML", lambda r: ["auto", voc_upper(r)], "error: holds Annotations/a.XML (voc)"),
     ("auto: DATA.YAML", lambda r: ["auto", yolo_upper(r)], "error: holds DATA.YAML (yolo)"),
+    ("auto: class folders beside a YAML without names", lambda r: ["auto", str(put(r, "card.yaml", "license: mit\n").parent)]
+     if make_image(r / "cat" / "a.jpg", (16, 16)) else [], "skipped: not_in_class_folder"),
     # an EXIF-rotated phone photo: Label Studio draws on it as displayed; the boxes (on the
     # 16x32 picture shown) were cut from the 32x16 stored pixels, and clamped away
     ("labelstudio EXIF-rotated photo", lambda r: ls_rotated(r, sizes=True), "ok"),

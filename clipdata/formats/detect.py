@@ -121,8 +121,10 @@ def _annotation_files(path: Path) -> list[str]:
                 kind = json_kind(p)
             elif suffix == ".xml":
                 kind = {"annotation": "voc", "annotations": "cvat"}.get(_xml_root(p) or "")
-            elif suffix in (".yaml", ".yml") or p.name.lower() in ("obj.data", "obj.names", "classes.txt"):
-                kind = "yolo" if p.name.lower() != "classes.txt" or d == path else None
+            elif suffix in (".yaml", ".yml"):  # YOLO's when it has `names:`; not a dataset card's YAML
+                kind = "yolo" if re.search(r"^names\s*:", _head(p), re.M) else None
+            elif p.name.lower() in ("obj.data", "obj.names", "classes.txt") and d == path:
+                kind = "yolo"
             if kind:
                 found.append(f"{p.relative_to(path).as_posix()} ({kind})")
             if len(found) == 3:
