@@ -258,6 +258,38 @@ def test_killed_convert_leaves_no_worker_and_resumes_to_identical_bytes(
     assert _tree(out) == reference
 
 
+def test_an_interrupt_between_results_stops_the_workers_before_it_leaves_convert(
+        tmp_path: Path, slow_set: Path) -> None:
+    """An interrupt raised while the run journals a result (not inside the pool) ends the
+    workers and the pool's manager thread before it propagates: the caller may keep the
+    traceback alive (a reference cycle does), and a pool left to the garbage collector raced
+    concurrent.futures' exit hook ('interrupted', then an EBADF traceback)."""
+    proc = _python(f"""
+        import os, threading
+        from concurrent.futures.process import _ExecutorManagerThread
+        import clipdata
+        from clipdata.pipeline import journal as jr
+        real, seen = jr.Journal.record, []
+        def record(self, *a, **k):
+            seen.append(1)
+            if len(seen) == 3:
+                raise KeyboardInterrupt
+            return real(self, *a, **k)
+        jr.Journal.record = record
+        try:
+            clipdata.convert({str(slow_set)!r}, {str(tmp_path / "out")!r}, workers=2, image_format="png")
+        except KeyboardInterrupt as e:
+            kept = e  # every frame of the run stays alive, as a cycle would keep it
+            managers = [t for t in threading.enumerate() if isinstance(t, _ExecutorManagerThread)]
+            children = open(f"/proc/{{os.getpid()}}/task/{{os.getpid()}}/children").read().split()
+            print(len(managers), len(children), flush=True)
+    """)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert out.split() == ["0", "0"], (out, err)  # no manager thread, no worker left running
+    assert "Traceback" not in err and "Bad file descriptor" not in err, err
+
+
 def test_two_runs_into_one_out(tmp_path: Path, slow_set: Path, reference: dict[str, bytes]) -> None:
     """A second run into a busy OUT fails at once with one line, whatever its flags; the
     first is unharmed. The first is paused (SIGSTOP) while the others try, so it is surely

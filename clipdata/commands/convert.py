@@ -482,18 +482,24 @@ def _execute(plan: list[tuple[Sample, list[Planned]]], lost: list[list[str]], si
     n_workers = max(1, min(workers or default_workers(), len(tasks) // 4))
     fresh = run(process, tasks, n_workers, init, (opts,))
     written: list[Planned] = []
-    for i, (sample, jobs) in enumerate(plan):
-        if jobs:
-            result = journaled.pop(i, None)
-            if result is None:
-                result = next(fresh)
-                journal.record(result, [p.relpath for p in jobs])
-            written += _apply(result, sample, jobs, lost[i], sizes[i], scenes, report)
-        else:  # every label dropped or skipped while planning
-            report.ledger.image(lost[i], 0)
-        if progress:
-            progress(i + 1, len(plan))
-    next(fresh, None)  # let the pool shut down in order
+    try:
+        for i, (sample, jobs) in enumerate(plan):
+            if jobs:
+                result = journaled.pop(i, None)
+                if result is None:
+                    result = next(fresh)
+                    journal.record(result, [p.relpath for p in jobs])
+                written += _apply(result, sample, jobs, lost[i], sizes[i], scenes, report)
+            else:  # every label dropped or skipped while planning
+                report.ledger.image(lost[i], 0)
+            if progress:
+                progress(i + 1, len(plan))
+        next(fresh, None)  # let the pool shut down in order
+    finally:
+        # an interrupt or error out here (journaling, the report) stops the workers now: left
+        # to the garbage collector, the pool outlived the run into the interpreter's exit,
+        # where concurrent.futures' own exit hook raced its manager thread (EBADF traceback)
+        fresh.close()
     return written
 
 
