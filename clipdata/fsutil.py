@@ -47,7 +47,7 @@ def _named(e: OSError, path: Path) -> BaseException:
     if e.errno in _FULL:
         return OutputError(f"{_FULL[e.errno]} while writing", file=path,
                            hint="free some space or choose another output folder, then run the command again "
-                                "(convert and review apply: with --resume, to keep what was done)")
+                                "(convert, label and review apply: with --resume, to keep what was done)")
     return OSError(e.errno, e.strerror, str(path))
 
 

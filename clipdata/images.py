@@ -24,6 +24,16 @@ DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, Index
 _WARNINGS = threading.Lock()  # warning filters are process-wide: threads take turns changing them
 
 
+def decode_reason(e: BaseException) -> str:
+    """Why a file did not decode, in one line a user can read. Pillow names what it failed to
+    identify by repr, a path or `<_io.BytesIO object at 0x...>` (the caller names the file
+    already): say what it means instead."""
+    if isinstance(e, Image.UnidentifiedImageError):
+        return "not an image Pillow can identify: another kind of file, or a damaged header"
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
 @contextmanager
 def _decoding(path: Path | BinaryIO) -> Iterator[None]:
     """Any decoding failure becomes Unreadable, with its reason."""
@@ -32,7 +42,7 @@ def _decoding(path: Path | BinaryIO) -> Iterator[None]:
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
         raise Unreadable(f"larger than Pillow's safety limit ({e})") from None
     except DECODE_ERRORS as e:
-        raise Unreadable(str(e).splitlines()[0] if str(e).strip() else type(e).__name__) from None
+        raise Unreadable(decode_reason(e)) from None
 
 
 def _open(path: Path | BinaryIO) -> Image.Image:

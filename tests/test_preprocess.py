@@ -225,8 +225,8 @@ def test_processors_it_cannot_reproduce_are_refused(make, why):
 
 
 @pytest.mark.parametrize("content, message", [
-    (b"", "cannot identify"),
-    (b"not an image at all", "cannot identify"),
+    (b"", "^not an image Pillow can identify"),  # never Pillow's repr of a buffer or a path
+    (b"not an image at all", "^not an image Pillow can identify"),
     ("truncated", "truncated|Premature end"),
 ])
 def test_unreadable_files_raise_one_line(tmp_path, content, message):
@@ -239,7 +239,7 @@ def test_unreadable_files_raise_one_line(tmp_path, content, message):
     for decoder in ("pillow", "simplejpeg"):
         with pytest.raises(Unreadable, match=message) as e:
             FastPreprocess.from_processor(clip_processor(224), decoder=decoder)(path)
-        assert "\n" not in str(e.value)
+        assert "\n" not in str(e.value) and "BytesIO" not in str(e.value)
 
 
 def test_cache_modes_keep_pixel_variants_apart():

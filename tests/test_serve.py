@@ -635,8 +635,13 @@ def test_cli_errors_are_one_line(tmp_path):
         taken.listen()
         port = taken.getsockname()[1]
         r = runner.invoke(app, ["review", "serve", str(labeled), "--port", str(port), "--no-browser"])
-    assert r.exit_code == 1 and f"cannot listen on 127.0.0.1:{port}" in r.output
+    assert r.exit_code == 1 and f"cannot listen on 127.0.0.1:{port}" in r.output and "--port" in r.output
     assert len(r.output.strip().splitlines()) == 1
+    # an address this machine does not have, a name that does not resolve: the hint names --host
+    for host in ("192.0.2.1", "no-such-host.invalid"):
+        r = runner.invoke(app, ["review", "serve", str(labeled), "--host", host, "--port", "0", "--no-browser"])
+        assert r.exit_code == 1 and f"cannot listen on {host}:0" in r.output, r.output
+        assert "--host" in r.output and "--port" not in r.output and len(r.output.strip().splitlines()) == 1, r.output
 
 
 @pytest.mark.parametrize("exact", [False, True], ids=["fast path", "--exact-preprocess"])

@@ -112,7 +112,7 @@ class OpenClipPreprocess:
 
         from PIL import Image, ImageOps
 
-        from ..images import ORIENTATION, Unreadable
+        from ..images import ORIENTATION, Unreadable, decode_reason
         from .preprocess import _SWAPS, JPEG_MAGIC, to_rgb
 
         try:
@@ -131,7 +131,7 @@ class OpenClipPreprocess:
         except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
             raise Unreadable(f"larger than Pillow's safety limit ({e})") from None
         except (OSError, SyntaxError, ValueError) as e:
-            raise Unreadable(str(e) or type(e).__name__) from None
+            raise Unreadable(decode_reason(e)) from None
         return self.transform(img)
 
     def _needed(self, img) -> tuple[int, int]:

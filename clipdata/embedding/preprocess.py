@@ -24,7 +24,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
-from ..images import ORIENTATION, Unreadable
+from ..images import ORIENTATION, Unreadable, decode_reason
 
 JPEG_MAGIC = b"\xff\xd8\xff"
 # EXIF orientations that swap width and height, and the transposes that undo each orientation
@@ -242,7 +242,7 @@ class FastPreprocess:
         except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
             raise Unreadable(f"larger than Pillow's safety limit ({e})") from None
         except (OSError, SyntaxError, ValueError) as e:
-            raise Unreadable(str(e) or type(e).__name__) from None
+            raise Unreadable(decode_reason(e)) from None
 
     # -- decoding ------------------------------------------------------------------------
     def _needed(self, width: int, height: int, orientation: int) -> tuple[int, int]:

@@ -2,6 +2,7 @@
 and can stop the server (a test does; the CLI waits for Ctrl+C)."""
 from __future__ import annotations
 
+import errno
 import secrets
 import socket
 import threading
@@ -86,8 +87,12 @@ def _bind(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as e:
         sock.close()
-        raise ClipdataError(f"cannot listen on {host}:{port}: {e.strerror}",
-                          hint="choose another --port (0 picks a free one)") from None
+        # the port is taken or reserved: another port; anything else (no such address here, a
+        # name that does not resolve) is the host's fault, and another port would not help
+        port_fault = isinstance(e.errno, int) and e.errno in (errno.EADDRINUSE, errno.EACCES)
+        raise ClipdataError(f"cannot listen on {host}:{port}: {e.strerror or e}",
+                            hint="choose another --port (0 picks a free one)" if port_fault else
+                            "--host must be an address of this machine (127.0.0.1: this machine only)") from None
     sock.listen(128)
     return sock
 
