@@ -378,3 +378,59 @@ def test_a_disk_that_refuses_the_write_is_a_400_and_the_decision_is_not_taken_as
         srv.stop()
     assert decisions.read(labeled) == {"b.jpg": "dog"}  # the refused row was written over
     no_bug_in(Log(), capfd.readouterr().err)
+
+
+def test_image_decodes_at_once_are_capped_whatever_the_number_of_requests(tmp_path, monkeypatch):
+    """Up to 40 request threads could each hold an image read whole (256 MB) or a decode:
+    memory grew with the number of clients. Reads and decodes take turns through one small
+    semaphore; every request is still answered."""
+    import clipdata.server.app as app
+
+    monkeypatch.setattr(app, "HEAVY", threading.BoundedSemaphore(2))
+    real, busy, peak, lock = app.thumbnail_jpeg, [0], [0], threading.Lock()
+
+    def slow(f, side):
+        with lock:
+            busy[0] += 1
+            peak[0] = max(peak[0], busy[0])
+        try:
+            time.sleep(0.4)
+            return real(f, side)
+        finally:
+            with lock:
+                busy[0] -= 1
+
+    monkeypatch.setattr(app, "thumbnail_jpeg", slow)
+    srv = clipdata.review_serve(make_labeled(tmp_path))
+    try:
+        codes: list[int] = []
+
+        def get(i: int) -> None:
+            r = httpx.get(f"http://127.0.0.1:{srv.port}/api/thumb/{i}", headers={"x-clipdata-token": srv.token},
+                          timeout=30)
+            codes.append(r.status_code)
+
+        threads = [threading.Thread(target=get, args=(i,)) for i in range(5)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert sorted(codes) == [200] * 5 and 1 <= peak[0] <= 2, (codes, peak)
+    finally:
+        srv.stop()
+
+
+def test_an_image_replaced_during_review_gets_a_new_thumbnail(tmp_path):
+    """Thumbnails were cached by list position only: a photo re-exported or fixed while the
+    review ran kept showing its old picture until the server restarted."""
+    labeled = make_labeled(tmp_path)
+    srv = clipdata.review_serve(labeled)
+    try:
+        url, token = f"http://127.0.0.1:{srv.port}/api/thumb/0", {"x-clipdata-token": srv.token}
+        first = httpx.get(url, headers=token, timeout=15)
+        assert first.status_code == 200 and httpx.get(url, headers=token, timeout=15).content == first.content
+        make_image(tmp_path / "photos" / "a.jpg", (80, 60), color=(0, 200, 0))
+        second = httpx.get(url, headers=token, timeout=15)
+        assert second.status_code == 200 and second.content != first.content
+    finally:
+        srv.stop()

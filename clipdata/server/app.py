@@ -40,25 +40,35 @@ def cookie_name(port: int) -> str:
     return f"clipdata_token_{port}"
 
 
+# Reads and decodes of images at once, whatever the number of request threads (40): each
+# may hold an image read whole (up to MAX_IMAGE_BYTES) or a decode up to Pillow's limit, so
+# memory stays bounded by this count; decoding is CPU-bound, so more would not be faster.
+HEAVY = threading.BoundedSemaphore(max(2, min(4, os.cpu_count() or 2)))
+
+
 class Thumbs:
     """Thumbnails made on the fly with Pillow, kept in memory up to a byte budget (LRU);
-    requests run in several threads, so the table has a lock (a thumbnail is made outside it)."""
+    requests run in several threads, so the table has a lock (a thumbnail is made outside it).
+    Keyed by the file as it is now (inode, size, mtime), not only its index: an image
+    replaced during review gets a new thumbnail."""
 
     def __init__(self, budget: int = 128 << 20) -> None:
         self.budget, self.used = budget, 0
-        self.data: OrderedDict[int, bytes] = OrderedDict()
+        self.data: OrderedDict[tuple, bytes] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, index: int, path: Path, side: int = THUMB_SIDE) -> bytes:
+        st = os.stat(path, follow_symlinks=False)  # a missing file is the caller's OSError
+        key = (index, st.st_ino, st.st_size, st.st_mtime_ns)
         with self._lock:
-            if index in self.data:
-                self.data.move_to_end(index)
-                return self.data[index]
-        with open_listed(path) as f:
+            if key in self.data:
+                self.data.move_to_end(key)
+                return self.data[key]
+        with HEAVY, open_listed(path) as f:
             data = thumbnail_jpeg(f, side)
         with self._lock:
-            if index not in self.data:
-                self.data[index] = data
+            if key not in self.data:
+                self.data[key] = data
                 self.used += len(data)
             while self.used > self.budget and len(self.data) > 1:
                 self.used -= len(self.data.popitem(last=False)[1])
@@ -145,7 +155,7 @@ def create_app(queue: Queue, vectors: Vectors, token: str, port: int, hosts: Hos
         path = image_file(index)
         kind = BROWSER_TYPES.get(path.suffix.lower())
         try:
-            with open_listed(path) as f:
+            with HEAVY, open_listed(path) as f:
                 if kind:
                     data = f.read(MAX_IMAGE_BYTES + 1)  # what is there now, even if it grew since a stat
                     if len(data) > MAX_IMAGE_BYTES:
