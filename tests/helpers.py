@@ -53,6 +53,26 @@ def tree_bytes(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+def convert_case(tmp_path: Path, build):
+    """Run one table row's `convert` through the CLI as a user does (SOURCE built by `build`
+    in src/, OUT beside it, one worker) and check what holds for every row of every table: no
+    exception escaped, no traceback or "this is a bug" line, nothing changed outside OUT (the
+    input untouched). Returns (click's result, OUT)."""
+    from typer.testing import CliRunner
+
+    from clipdata.cli import app
+    src = tmp_path / "src"
+    src.mkdir()
+    args = build(src)
+    out = tmp_path / "out"
+    before = tree_bytes(tmp_path)
+    r = CliRunner().invoke(app, ["convert", args[0], args[1], str(out), "--workers", "1", *args[2:]])
+    assert r.exception is None or isinstance(r.exception, SystemExit), r.output
+    assert "Traceback" not in r.output and "this is a bug" not in r.output, r.output
+    assert {k: v for k, v in tree_bytes(tmp_path).items() if not k.startswith("out/")} == before
+    return r, out
+
+
 def manifest(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
 
