@@ -245,12 +245,13 @@ def is_within(child: Path, parent: Path) -> bool:
 def refuse_inside(outputs: Iterable[str | Path | bool | None], inputs: Iterable[tuple[str, str | Path | None]]) -> None:
     """Refuse, before any work, an output file or folder (a report, --copy-to, --cache-dir) that lies in
     or over one of the run's `inputs` ((what, path); a None path is left out): inputs are
-    never changed, and a file written into an image folder would be read as input next time."""
+    never changed, and a file written into an image folder would be read as input next time.
+    An input that does not exist is left to its reader, which says it is not found."""
     for f in outputs:
         if not isinstance(f, (str, os.PathLike)):  # None; a cache_dir of False (no cache)
             continue
         for what, src in inputs:
-            if src is None or not is_within(Path(f), Path(src)):
+            if src is None or not os.path.lexists(src) or not is_within(Path(f), Path(src)):
                 continue
             if Path(src).is_dir():
                 raise OutputError(f"would be written inside {what}, which stays untouched", file=f,

@@ -13,9 +13,9 @@ import numpy as np
 
 from .. import probe
 from ..embedding.spec import EngineSpec
-from ..errors import LayoutError, OptionError, OutputError
+from ..errors import LayoutError, OptionError
 from ..formats import layout as clip
-from ..fsutil import is_within, refuse_inside, write_report
+from ..fsutil import refuse_inside, write_report
 from ..scoring import Classes, class_embeddings
 from ..names import dumps
 
@@ -66,11 +66,7 @@ def audit(layout: str | Path, *, splits: Sequence[str] = (), folds: int = 5, see
 
     t0 = time.perf_counter()
     root = Path(layout)
-    for f in (jsonl, html_path):
-        if f is not None and is_within(Path(f), root):
-            raise OutputError("would be written inside the layout, which stays untouched", file=f,
-                              hint="write it beside the layout")
-    refuse_inside((cache_dir,), [("the layout", root)])
+    refuse_inside((jsonl, html_path, cache_dir), [("the layout", root)])
     names = [s.name for s in clip.read_layout(root).splits]
     unknown = [s for s in splits if s not in names]
     if unknown:

@@ -21,9 +21,9 @@ import numpy as np
 
 from .. import probe, quality
 from ..embedding.spec import EngineSpec
-from ..errors import LayoutError, OptionError, OutputError, SourceError
+from ..errors import LayoutError, OptionError, SourceError
 from ..formats import layout as clip
-from ..fsutil import is_within, refuse_inside, write_report
+from ..fsutil import refuse_inside, write_report
 from ..index import _groups, nearest, top_k
 
 KINDS = ("leakage", "duplicates", "quality", "label", "outlier", "captions", "balance")
@@ -576,11 +576,7 @@ def check(layout: str | Path, *, kinds: Sequence[str] | str | None = None, spec:
     a finding of a `fail_on` kind (not in the `baseline` report, when given)."""
     t0 = time.perf_counter()
     root = Path(layout)
-    for f in (json_path, html_path):
-        if f is not None and root.is_dir() and is_within(Path(f), root):
-            raise OutputError("would be written inside the layout, which stays untouched", file=f,
-                              hint="write it beside the layout")
-    refuse_inside((json_path, html_path), [("the embeddings folder", embeddings)])
+    refuse_inside((json_path, html_path), [("the layout", root), ("the embeddings folder", embeddings)])
     refuse_inside((cache_dir,), [("the layout", root), ("the embeddings folder", embeddings)])
     th = parse_thresholds(thresholds)
     probe.check_folds(folds)
@@ -677,8 +673,6 @@ def _from_images(root: Path, lab: clip.Labeled, index: dict, spec: EngineSpec, c
                                "why_separate": "cached embeddings: those images were not decoded to embed them"}
         text, scale = None, 100.0
         if needs_text:
-            from ..scoring import Classes as _C  # noqa: F401
-
             text = class_embeddings(emb.engine, Classes(lab.classes, [[c] for c in lab.captions]), emb.cache)
             _, scale, _ = model_scalars(emb.engine, emb.cache)
         keep = [i for i, p in enumerate(emb.paths) if str(p) in measured or not want_pixels]

@@ -16,7 +16,7 @@ from ..captions import check_template, load_ontology, nfc, render
 from ..embedding.spec import EngineSpec
 from ..errors import LayoutError, OptionError, OutputError
 from ..formats import layout as clip
-from ..fsutil import is_within, refuse_inside, write_report
+from ..fsutil import refuse_inside, write_report
 from ..templates import ENSEMBLES, IMAGENET_80
 from ..names import dumps
 
@@ -159,13 +159,10 @@ def prompts(layout: str | Path, out_yaml: str | Path, *, templates: Sequence[str
 
     t0 = time.perf_counter()
     root, out = Path(layout), Path(out_yaml)
+    refuse_inside((out, json_path, cache_dir), [("the layout", root)])
     for f in [out] + ([Path(json_path)] if json_path else []):
-        if is_within(f, root):
-            raise OutputError("would be written inside the layout, which stays untouched", file=f,
-                              hint="write it beside the layout")
         if any(f.resolve() == Path(o).resolve() for o in ontologies):
             raise OutputError("is also a candidate file; it would be overwritten", file=f)
-    refuse_inside((cache_dir,), [("the layout", root)])
     names = [s.name for s in clip.read_layout(root).splits]
     if split is not None:
         if split not in names:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -13,7 +12,7 @@ import numpy as np
 from ..errors import first_line
 from ..machine import cpu_model, default_batch, default_workers, native_bf16
 from .engine import Engine
-from .preprocess import FAST_MODE, Observer, load_image, preparer  # noqa: F401  (preparer, load_image: re-exported)
+from .preprocess import FAST_MODE, load_image, preparer  # noqa: F401  (preparer, load_image: re-exported)
 from .spec import EngineSpec
 
 Vectors = dict[int, np.ndarray]

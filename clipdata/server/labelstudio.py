@@ -49,7 +49,7 @@ class Control:
         if mine != theirs:
             missing, extra = sorted(mine - theirs), sorted(theirs - mine)
             raise BackendError(
-                f"the project's choices differ from the backend's classes"
+                "the project's choices differ from the backend's classes"
                 + (f"; not in the project: {', '.join(missing)}" if missing else "")
                 + (f"; not given to the backend: {', '.join(extra)}" if extra else ""),
                 where=CONFIG, hint="make the project's <Choice> values the classes given to clipdata review backend")
